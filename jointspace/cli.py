@@ -1,0 +1,169 @@
+"""The ``jointspace`` command: one verb per library call, no logic of its own."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+EXAMPLES = {
+    "data": "jointspace data shapes --out data/shapes --n 7000",
+    "train": ("jointspace train --data data/shapes/train.csv --val data/shapes/val.csv --out runs/m\n"
+              "  jointspace train --data train.csv --out runs/m --config my.yaml --set train.max_steps=1000\n"
+              "  jointspace train --data train.csv --out runs/m --resume"),
+    "eval": "jointspace eval runs/m --data data/shapes/test.csv",
+    "index": ("jointspace index runs/m data/shapes/images/test --collection runs/col\n"
+              "  jointspace index runs/m data/shapes/test.csv --collection runs/col"),
+    "search": ('jointspace search --collection runs/col "a red circle"\n'
+               "  jointspace search --collection runs/col --image query.png -k 5 --json"),
+    "demo": "jointspace demo --out demo_out",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jointspace", description=__doc__.split("\n")[0])
+    p.add_argument("--version", action="version", version=_version())
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def verb(name: str, help_: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_, description=help_,
+                              epilog=f"example:\n  {EXAMPLES[name]}",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    d = verb("data", "generate a built-in dataset (image files + CSV manifests per split)")
+    d.add_argument("dataset", choices=["shapes"])
+    d.add_argument("--out", required=True, type=Path, help="folder to write")
+    d.add_argument("--n", type=int, default=7000, help="scenes in all splits together")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--image-size", type=int, default=64)
+
+    t = verb("train", "train a joint model on a paired manifest (CSV or JSONL)")
+    t.add_argument("--data", required=True, type=Path, help="training manifest")
+    t.add_argument("--val", type=Path, help="validation manifest (periodic validation)")
+    t.add_argument("--out", required=True, type=Path, help="model folder to write")
+    t.add_argument("--config", type=Path, help="YAML/JSON with 'model' and 'train' sections")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. train.max_steps=200 (repeatable)")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    _bad_row_option(t)
+
+    e = verb("eval", "zero-shot accuracy and image↔text retrieval on a labelled manifest")
+    e.add_argument("model", type=Path, help="model folder")
+    e.add_argument("--data", required=True, type=Path, help="test manifest")
+    e.add_argument("--out", type=Path, help="folder for results.json (default: MODEL/eval)")
+    _bad_row_option(e)
+
+    i = verb("index", "embed the images of a folder or manifest into a collection")
+    i.add_argument("model", type=Path, help="model folder")
+    i.add_argument("source", type=Path, help="image folder or manifest")
+    i.add_argument("--collection", required=True, type=Path, help="collection folder to write")
+    i.add_argument("--batch-size", type=int, default=256)
+    _bad_row_option(i)
+
+    s = verb("search", "query a collection by text, by image, or both")
+    s.add_argument("query", nargs="?", help="text query")
+    s.add_argument("--collection", required=True, type=Path)
+    s.add_argument("--image", type=Path, help="image query")
+    s.add_argument("-k", type=int, default=10, help="number of hits")
+    s.add_argument("--json", action="store_true", help="print hits as JSON")
+
+    m = verb("demo", "generate shapes, train, evaluate, index and search, end to end")
+    m.add_argument("--out", type=Path, default=Path("demo_out"))
+    m.add_argument("--n", type=int, default=7000)
+    m.add_argument("--config", type=Path)
+    m.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    return p
+
+
+def _bad_row_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--on-bad-row", choices=["skip", "fail"], default="skip",
+                   help="skip: quarantine bad rows with their reason (default); fail: stop at the first")
+
+
+def _version() -> str:
+    from . import __version__
+    return f"jointspace {__version__}"
+
+
+def _print_hits(hits, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([{"rank": h.rank, "score": round(h.score, 4), **h.item} for h in hits], indent=2))
+        return
+    for h in hits:
+        desc = h.item.get("text") or h.item.get("label") or ""
+        print(f"  {h.rank:>2}. {h.score:.3f}  {h.item.get('path', h.item.get('id'))}  {desc}")
+
+
+def _print_results(results: dict) -> None:
+    r = results["retrieval"]
+    print(f"retrieval on {r['n']} pairs (chance R@1 {r['chance']['R@1']:.4f}):")
+    for direction in ("text_to_image", "image_to_text"):
+        print(f"  {direction:<14} " + "  ".join(f"{k} {v:.3f}" for k, v in r[direction].items()))
+    for key, z in results.items():
+        if key.startswith("zero_shot"):
+            print(f"{key}: top-1 {z['top1']:.3f}, top-5 {z['top5']:.3f} over {z['n_classes']} classes "
+                  f"(chance {z['chance_top1']:.3f}), n={z['n']}")
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.verb == "data":
+        from .data.shapes import ShapesSpec, write_shapes
+        paths = write_shapes(args.out, ShapesSpec(n=args.n, seed=args.seed, image_size=args.image_size))
+        for split, path in paths.items():
+            print(f"{split}: {path}")
+    elif args.verb == "train":
+        from .config import load_run_config
+        from .train.trainer import train
+        run_config = load_run_config(args.config, args.overrides)
+        result = train(run_config, args.data, args.out, val_data=args.val, resume=args.resume,
+                       on_bad_row=args.on_bad_row)
+        print(f"model: {result.model_dir} ({result.steps} steps, {result.seconds:.0f} s, "
+              f"last loss {result.last_loss:.3f}, {result.quarantined} rows quarantined)")
+    elif args.verb == "eval":
+        from .eval.run import RESULTS_FILE, evaluate
+        out = args.out or args.model / "eval"
+        results = evaluate(args.model, args.data, out_dir=out, on_bad_row=args.on_bad_row)
+        _print_results(results)
+        print(f"results: {out / RESULTS_FILE}")
+    elif args.verb == "index":
+        from .index.collection import build_collection
+        col = build_collection(args.model, args.source, args.collection, batch_size=args.batch_size,
+                               on_bad_row=args.on_bad_row)
+        print(f"collection: {args.collection} ({len(col)} items)")
+    elif args.verb == "search":
+        from .index.collection import Collection
+        hits = Collection.open(args.collection).search(text=args.query, image=args.image, k=args.k)
+        _print_hits(hits, args.json)
+    elif args.verb == "demo":
+        from .config import load_run_config
+        from .demo import run_demo
+        result = run_demo(args.out, n=args.n, run=load_run_config(args.config, args.overrides))
+        _print_results(result.results)
+        for query, hits in result.queries.items():
+            print(f"search {query}")
+            _print_hits(hits, False)
+        print("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
+              + f", total {sum(result.seconds.values()):.0f} s")
+        print(f"outputs: model {result.model_dir}, results {result.out / 'eval' / 'results.json'}, "
+              f"collection {result.collection_dir}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from .errors import JointspaceError
+    from .progress import setup_logging
+    setup_logging()
+    try:
+        run(args)
+    except JointspaceError as e:
+        print(f"jointspace {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"jointspace {args.verb}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Typed configs, saved as JSON next to the weights and read from YAML or JSON.
+
+A run is described by :class:`RunConfig` (``model`` + ``train``). Unknown keys
+and wrong types are :class:`~jointspace.errors.ConfigError` naming the key, so a
+typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclass
+class TowerSpec:
+    """Which registered tower encodes a modality, and its options.
+
+    ``options`` are checked against that tower's own config dataclass when the
+    tower is built (see :func:`jointspace.towers.build_tower`).
+    """
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ObjectiveSpec:
+    """Which registered objective trains the model, and its options."""
+
+    name: str = "infonce"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelConfig:
+    """Everything that rebuilds a joint model's architecture.
+
+    >>> ModelConfig().towers["image"].name
+    'convnet'
+    """
+
+    embed_dim: int = 128
+    towers: dict[str, TowerSpec] = field(default_factory=lambda: {
+        "image": TowerSpec("convnet"),
+        "text": TowerSpec("transformer"),
+    })
+    objective: ObjectiveSpec = field(default_factory=ObjectiveSpec)
+    #: nested prefix sizes trained to work on their own (Matryoshka); empty = full size only.
+    matryoshka_dims: list[int] = field(default_factory=list)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings. ``max_steps`` counts optimiser steps."""
+
+    batch_size: int = 128
+    max_steps: int = 600
+    lr: float = 2e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 50
+    grad_clip: float = 1.0
+    seed: int = 0
+    eval_every: int = 100
+    checkpoint_every: int = 100
+    log_every: int = 10
+    num_workers: int = 0
+    max_text_chars: int = 1000
+
+
+@dataclass
+class RunConfig:
+    """A whole training run: architecture plus optimisation."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
+    """Build dataclass ``cls`` from plain data, rejecting unknown keys and wrong types."""
+    if dataclasses.is_dataclass(cls):
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise ConfigError(f"unknown key {unknown[0]!r} in {where}; "
+                              f"known keys: {', '.join(fields)}")
+        hints = typing.get_type_hints(cls)
+        kwargs = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+        return cls(**kwargs)
+    return _convert(cls, data, where)
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        return {k: _convert(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return origin(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is typing.Union or str(origin) == "types.UnionType":
+        if value is None and type(None) in args:
+            return None
+        return _convert(next(a for a in args if a is not type(None)), value, where)
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and not (isinstance(value, tp)
+                                               and not (tp is int and isinstance(value, bool))):
+        raise ConfigError(f"{where} must be {tp.__name__}, got {value!r}")
+    return value
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain JSON-able data from a config dataclass."""
+    return dataclasses.asdict(obj)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Parse a YAML or JSON file into a mapping, with a clear error if it cannot be read."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text()) if p.suffix in (".yaml", ".yml") else json.loads(p.read_text())
+    except (yaml.YAMLError, json.JSONDecodeError) as e:
+        raise ConfigError(f"cannot parse config file {p}: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold a mapping at the top level")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to nested plain data."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} must look like key.sub=value")
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def load_run_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
+    """The default run config, updated from a file and ``key=value`` overrides."""
+    data = to_dict(RunConfig())
+    if path is not None:
+        _merge(data, read_config_file(path), where=str(path))
+    apply_overrides(data, list(overrides))
+    return from_dict(RunConfig, data)
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any], where: str) -> None:
+    for key, value in update.items():
+        if key not in base:
+            raise ConfigError(f"unknown key {key!r} in {where}; known keys: {', '.join(base)}")
+        if key == "towers" and isinstance(value, dict):
+            base[key].update(value)  # a modality's tower spec is replaced whole
+        elif isinstance(base[key], dict) and isinstance(value, dict) and key != "options":
+            _merge(base[key], value, f"{where}:{key}")
+        else:
+            base[key] = value

@@ -1,0 +1,229 @@
+"""The built-in "shapes" dataset: scenes of coloured shapes with captions.
+
+Everything is generated from a seed, so tests and the demo need no download.
+Each scene has one *main* shape (the largest, which the label names) and up to
+two smaller ones, on a plain background. Captions come from a small grammar
+with paraphrase templates and synonyms.
+
+Generalisation, not memorisation, is what the test split measures:
+
+* some colour–kind combinations (:data:`HELD_OUT_COMBOS`) never appear in the
+  train or validation splits, as main or as secondary shape; about a third of
+  the test scenes have one as their main shape;
+* test captions come only from templates that training never sees
+  (:data:`TEST_TEMPLATES`).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from ..progress import progress
+
+KINDS = ("circle", "square", "triangle", "diamond", "star", "hexagon")
+COLOURS = {
+    "red": (220, 40, 40), "green": (40, 180, 60), "blue": (50, 90, 230),
+    "yellow": (240, 220, 40), "purple": (150, 60, 200), "orange": (250, 140, 20),
+    "cyan": (40, 210, 220), "white": (245, 245, 245),
+}
+BACKGROUNDS = {"black": (10, 10, 10), "grey": (110, 110, 110), "brown": (90, 60, 30)}
+SIZES = {"small": 0.13, "medium": 0.2, "large": 0.28}  # radius as a fraction of the image
+HELD_OUT_COMBOS = frozenset({
+    ("red", "triangle"), ("green", "star"), ("blue", "hexagon"),
+    ("yellow", "square"), ("purple", "circle"), ("orange", "diamond"),
+})
+SYNONYMS = {
+    "circle": ("circle", "disc", "round shape"), "square": ("square", "box"),
+    "triangle": ("triangle",), "diamond": ("diamond", "rhombus"), "star": ("star",),
+    "hexagon": ("hexagon",), "small": ("small", "little", "tiny"),
+    "medium": ("medium", "mid-sized"), "large": ("large", "big"),
+}
+TRAIN_TEMPLATES = (
+    "a {size} {colour} {kind}",
+    "a {colour} {kind} on a {bg} background",
+    "a picture of a {size} {colour} {kind}",
+    "there is a {colour} {kind} {where}",
+    "a {size} {colour} {kind} {where}, and {others}",
+    "{colour} {kind} {where}",
+)
+TEST_TEMPLATES = (
+    "an image showing a {colour} {kind} {where}",
+    "a {colour} {kind} together with {others}",
+    "{size} {kind} coloured {colour} on {bg}",
+)
+#: prompt templates for zero-shot classification over labels "<colour> <kind>".
+ZERO_SHOT_TEMPLATES = ("a {label}", "a picture of a {label}", "there is a {label}")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Shape:
+    kind: str
+    colour: str
+    size: str
+    x: float  # centre, as a fraction of the width
+    y: float
+
+
+@dataclass(frozen=True)
+class Scene:
+    shapes: tuple[Shape, ...]  # shapes[0] is the main shape
+    background: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.shapes[0].colour} {self.shapes[0].kind}"
+
+
+def class_names() -> list[str]:
+    """All ``"<colour> <kind>"`` labels, the zero-shot classes of the dataset."""
+    return [f"{c} {k}" for c in COLOURS for k in KINDS]
+
+
+def _where(shape: Shape) -> str:
+    horizontal = "on the left" if shape.x < 0.4 else "on the right" if shape.x > 0.6 else ""
+    vertical = "at the top" if shape.y < 0.4 else "at the bottom" if shape.y > 0.6 else ""
+    return " ".join(p for p in (vertical, horizontal) if p) or "in the middle"
+
+
+def _pick_combo(rng: random.Random, allow_held_out: bool) -> tuple[str, str]:
+    while True:
+        combo = (rng.choice(list(COLOURS)), rng.choice(KINDS))
+        if allow_held_out or combo not in HELD_OUT_COMBOS:
+            return combo
+
+
+def sample_scene(rng: random.Random, split: str) -> Scene:
+    """Draw one scene; ``split`` decides whether held-out combinations may appear."""
+    if split == "test" and rng.random() < 1 / 3:
+        main_combo = rng.choice(sorted(HELD_OUT_COMBOS))
+    else:
+        main_combo = _pick_combo(rng, allow_held_out=False)
+    main_size = rng.choice(("medium", "large"))
+    r_main = SIZES[main_size]
+    shapes = [Shape(main_combo[1], main_combo[0], main_size,
+                    rng.uniform(r_main, 1 - r_main), rng.uniform(r_main, 1 - r_main))]
+    for _ in range(rng.choice((0, 1, 1, 2))):
+        colour, kind = _pick_combo(rng, allow_held_out=split == "test")
+        r = SIZES["small"]
+        # keep secondary shapes off the main shape so the main one stays recognisable
+        for _attempt in range(20):
+            x, y = rng.uniform(r, 1 - r), rng.uniform(r, 1 - r)
+            if all((x - s.x) ** 2 + (y - s.y) ** 2 > (SIZES[s.size] + r) ** 2 for s in shapes):
+                shapes.append(Shape(kind, colour, "small", x, y))
+                break
+    return Scene(tuple(shapes), rng.choice(list(BACKGROUNDS)))
+
+
+def caption(scene: Scene, rng: random.Random, split: str) -> str:
+    """A caption from the split's templates, with random synonyms."""
+    templates = TEST_TEMPLATES if split == "test" else TRAIN_TEMPLATES
+    if len(scene.shapes) == 1:  # templates that mention other shapes need some
+        templates = tuple(t for t in templates if "{others}" not in t)
+    main = scene.shapes[0]
+    word = lambda w: rng.choice(SYNONYMS.get(w, (w,)))  # noqa: E731
+    others = " and ".join(f"a {word(s.size)} {s.colour} {word(s.kind)}" for s in scene.shapes[1:])
+    text = rng.choice(templates).format(
+        size=word(main.size), colour=main.colour, kind=word(main.kind), bg=scene.background,
+        where=_where(main), others=others)
+    return " ".join(text.split())
+
+
+def _polygon(kind: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
+    import math
+
+    if kind == "square":
+        h = r * 0.85
+        return [(cx - h, cy - h), (cx + h, cy - h), (cx + h, cy + h), (cx - h, cy + h)]
+    if kind == "diamond":
+        return [(cx, cy - r), (cx + r * 0.75, cy), (cx, cy + r), (cx - r * 0.75, cy)]
+    if kind == "triangle":
+        return [(cx + r * math.cos(a), cy + r * math.sin(a))
+                for a in (-math.pi / 2, math.pi / 6, 5 * math.pi / 6)]
+    if kind == "hexagon":
+        return [(cx + r * math.cos(k * math.pi / 3), cy + r * math.sin(k * math.pi / 3))
+                for k in range(6)]
+    if kind == "star":
+        return [(cx + (r if k % 2 == 0 else r * 0.45) * math.cos(-math.pi / 2 + k * math.pi / 5),
+                 cy + (r if k % 2 == 0 else r * 0.45) * math.sin(-math.pi / 2 + k * math.pi / 5))
+                for k in range(10)]
+    raise ValueError(f"unknown shape kind {kind!r}")
+
+
+def render(scene: Scene, size: int = 64) -> Image.Image:
+    """Draw a scene as an RGB image (rendered at 2× and downsampled for smooth edges)."""
+    big = size * 2
+    image = Image.new("RGB", (big, big), BACKGROUNDS[scene.background])
+    draw = ImageDraw.Draw(image)
+    for shape in scene.shapes:
+        cx, cy, r = shape.x * big, shape.y * big, SIZES[shape.size] * big
+        fill = COLOURS[shape.colour]
+        if shape.kind == "circle":
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
+        else:
+            draw.polygon(_polygon(shape.kind, cx, cy, r), fill=fill)
+    return image.resize((size, size), Image.LANCZOS)
+
+
+@dataclass(frozen=True)
+class ShapesSpec:
+    """What to generate: ``n`` scenes in all, split by ``fractions`` (train, val, test)."""
+
+    n: int = 6000
+    seed: int = 0
+    image_size: int = 64
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+
+
+def split_sizes(spec: ShapesSpec) -> dict[str, int]:
+    n_val = round(spec.n * spec.fractions[1])
+    n_test = round(spec.n * spec.fractions[2])
+    return {"train": spec.n - n_val - n_test, "val": n_val, "test": n_test}
+
+
+def generate_records(spec: ShapesSpec, split: str) -> list[tuple[Scene, str]]:
+    """The (scene, caption) pairs of one split; record ``i`` depends only on (seed, split, i)."""
+    records = []
+    for i in range(split_sizes(spec)[split]):
+        rng = random.Random(f"{spec.seed}/{split}/{i}")
+        scene = sample_scene(rng, split)
+        records.append((scene, caption(scene, rng, split)))
+    return records
+
+
+def write_shapes(out_dir: str | Path, spec: ShapesSpec = ShapesSpec()) -> dict[str, Path]:
+    """Render the dataset to ``out_dir`` and write one CSV manifest per split.
+
+    Layout: ``images/<split>/<id>.png`` plus ``train.csv``, ``val.csv``,
+    ``test.csv`` (columns ``id, image, text, label``; image paths relative to
+    the manifest) and ``spec.json``. Returns the manifest path of each split.
+
+    >>> paths = write_shapes("/tmp/shapes", ShapesSpec(n=30))  # doctest: +SKIP
+    """
+    out = Path(out_dir)
+    manifests = {}
+    bar = progress(desc="render shapes", total=spec.n, unit="img")
+    for split in SPLITS:
+        image_dir = out / "images" / split
+        image_dir.mkdir(parents=True, exist_ok=True)
+        manifest = out / f"{split}.csv"
+        tmp = manifest.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["id", "image", "text", "label"])
+            for i, (scene, text) in enumerate(generate_records(spec, split)):
+                item_id = f"{split}-{i:06d}"
+                rel = f"images/{split}/{item_id}.png"
+                render(scene, spec.image_size).save(out / rel)
+                writer.writerow([item_id, rel, text, scene.label])
+                bar.update(1)
+        tmp.replace(manifest)
+        manifests[split] = manifest
+    bar.close()
+    (out / "spec.json").write_text(json.dumps(asdict(spec), indent=2))
+    return manifests

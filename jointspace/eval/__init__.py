@@ -1,0 +1,4 @@
+"""Evaluation: zero-shot classification and cross-modal retrieval."""
+from .run import evaluate
+
+__all__ = ["evaluate"]

@@ -1,0 +1,36 @@
+"""Zero-shot classification: class names → prompt embeddings → nearest class."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ..model import JointModel
+
+DEFAULT_TEMPLATES = ("a {label}", "a picture of a {label}", "there is a {label}")
+
+
+def class_embeddings(model: JointModel, classes: Sequence[str],
+                     templates: Sequence[str] = DEFAULT_TEMPLATES, dim: int | None = None) -> np.ndarray:
+    """One unit vector per class: the renormalised mean of its prompt embeddings
+    (prompt ensembling, as in CLIP)."""
+    prompts = [t.format(label=c) for c in classes for t in templates]
+    emb = model.encode_text(prompts, dim=dim).reshape(len(classes), len(templates), -1).mean(1)
+    return emb / np.linalg.norm(emb, axis=1, keepdims=True)
+
+
+def zero_shot_metrics(image_emb: np.ndarray, labels: Sequence[str], classes: Sequence[str],
+                      class_emb: np.ndarray) -> dict:
+    """Top-1 / top-5 accuracy and the per-class top-1 of images against class embeddings."""
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted({l for l in labels if l not in index})
+    if unknown:
+        raise ValueError(f"labels not among the classes: {unknown[:5]}")
+    y = np.array([index[l] for l in labels])
+    scores = image_emb @ class_emb.T
+    top5 = np.argsort(-scores, axis=1)[:, :5]
+    correct = top5[:, 0] == y
+    per_class = {c: float(correct[y == i].mean()) for i, c in enumerate(classes) if (y == i).any()}
+    return {"top1": float(correct.mean()), "top5": float((top5 == y[:, None]).any(1).mean()),
+            "chance_top1": 1 / len(classes), "n_classes": len(classes), "n": int(len(y)),
+            "per_class_top1": per_class}
