@@ -34,6 +34,11 @@ def shapes_dir(tmp_path_factory):
 
 
 @pytest.fixture
+def tiny_overrides() -> list[str]:
+    return list(TINY_OVERRIDES)
+
+
+@pytest.fixture
 def tiny_run() -> RunConfig:
     return load_run_config(overrides=TINY_OVERRIDES)
 

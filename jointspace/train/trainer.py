@@ -132,12 +132,12 @@ def train(run: RunConfig, data: str | Path, out: str | Path, *, val_data: str | 
                               "it or choose another --out")
     cfg = run.train
     out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    model = JointModel(run.model)  # before reading data: a config error should not wait for it
+    objective = build_objective(run.model.objective.name, **run.model.objective.options)
     modalities = list(run.model.towers)
     train_set = _read(data, out, run, on_bad_row, modalities)
     val_set = _read(val_data, out, run, on_bad_row, modalities) if val_data else None
-
-    torch.manual_seed(cfg.seed)
-    model = JointModel(run.model)
     if state is None:
         for m, tower in model.towers.items():
             tower.prepare([getattr(r, m) for r in train_set.records])
@@ -145,7 +145,6 @@ def train(run: RunConfig, data: str | Path, out: str | Path, *, val_data: str | 
     else:
         for tower in model.towers.values():
             tower.load_assets(out)
-    objective = build_objective(run.model.objective.name, **run.model.objective.options)
     optimizer = _optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, cfg.warmup_steps, cfg.max_steps))
@@ -184,7 +183,7 @@ def train(run: RunConfig, data: str | Path, out: str | Path, *, val_data: str | 
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             scheduler.step()
-            last_loss = float(loss)
+            last_loss = float(loss.detach())
             if not np.isfinite(last_loss):
                 raise JointspaceError(f"loss became {last_loss} at step {step}; "
                                       "lower train.lr or check the data")
@@ -196,7 +195,7 @@ def train(run: RunConfig, data: str | Path, out: str | Path, *, val_data: str | 
                 window_start, window_items = time.perf_counter(), 0
                 record = {"step": step, "loss": round(last_loss, 5),
                           "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
-                          "scale": float(model.logit_scale.exp()), "samples_per_s": round(rate, 1)}
+                          "scale": float(model.logit_scale.detach().exp()), "samples_per_s": round(rate, 1)}
                 bar.set_postfix(loss=f"{last_loss:.3f}", samples_s=f"{rate:.0f}")
             if val_dataset is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
                 validation = validate(model, objective, val_dataset, cfg.batch_size)

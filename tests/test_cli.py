@@ -1,0 +1,58 @@
+"""End to end through the CLI on a tiny config, and the one-line errors."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from jointspace.cli import main
+
+
+def test_end_to_end(tmp_path, capsys, tiny_overrides):
+    data, model, col = tmp_path / "data", tmp_path / "model", tmp_path / "col"
+    assert main(["data", "shapes", "--out", str(data), "--n", "120", "--seed", "1"]) == 0
+    sets = sum((["--set", o] for o in tiny_overrides), [])
+    assert main(["train", "--data", str(data / "train.csv"), "--val", str(data / "val.csv"),
+                 "--out", str(model), *sets]) == 0
+    assert main(["eval", str(model), "--data", str(data / "test.csv")]) == 0
+    results = json.loads((model / "eval" / "results.json").read_text())
+    assert results["n"] == 12 and "zero_shot" in results
+    assert main(["index", str(model), str(data / "images" / "test"), "--collection", str(col)]) == 0
+    capsys.readouterr()
+    assert main(["search", "--collection", str(col), "a red circle", "-k", "3", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert [h["rank"] for h in hits] == [1, 2, 3] and hits[0]["score"] >= hits[1]["score"]
+    image = hits[0]["path"]
+    assert main(["search", "--collection", str(col), "--image", image, "-k", "1"]) == 0
+    assert image in capsys.readouterr().out
+
+
+def _cli(*args, cwd=None):
+    env = {**os.environ, "JOINTSPACE_QUIET": "1"}
+    return subprocess.run([sys.executable, "-m", "jointspace.cli", *args], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=120)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--data", "nope.csv", "--out", "m"], "manifest not found: nope.csv"),
+    (["train", "--data", "x.csv", "--out", "m", "--set", "train.lrr=1"], "unknown key 'lrr'"),
+    (["train", "--data", "x.csv", "--out", "m", "--set", "model.towers.image={name: resnet}"],
+     "unknown tower 'resnet'"),
+    (["eval", "no_model", "--data", "x.csv"], "not a model folder"),
+    (["search", "--collection", "nope", "red"], "not a collection"),
+    (["train", "--data", "x.csv", "--out", "m", "--config", "missing.yaml"], "config file not found"),
+])
+def test_errors_are_one_clear_line(tmp_path, args, message):
+    (tmp_path / "x.csv").write_text("image,text\na.png,hello\n")
+    proc = _cli(*args, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+@pytest.mark.parametrize("verb", ["data", "train", "eval", "index", "search", "demo"])
+def test_help_has_examples(verb):
+    proc = _cli(verb, "--help")
+    assert proc.returncode == 0 and "example:" in proc.stdout and f"jointspace {verb}" in proc.stdout

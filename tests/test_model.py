@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+import jointspace
+from jointspace.config import ModelConfig
+from jointspace.errors import ConfigError, JointspaceError
+from jointspace.model import WEIGHTS_FILE, JointModel
+
+
+def test_load_round_trip(trained_model_dir, tmp_path, shapes_dir):
+    model = jointspace.load(trained_model_dir)
+    texts = ["a red circle", "a big blue square on the left"]
+    images = [shapes_dir / "images/test/test-000000.png", Image.new("RGB", (64, 64))]
+    t, i = model.encode_text(texts), model.encode_image(images)
+    assert t.dtype == np.float32 and t.shape == (2, 32) and i.shape == (2, 32)
+    np.testing.assert_allclose(np.linalg.norm(t, axis=1), 1, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(i, axis=1), 1, atol=1e-6)
+    model.save(tmp_path / "copy")
+    again = jointspace.load(tmp_path / "copy")
+    np.testing.assert_array_equal(again.encode_text(texts), t)
+    np.testing.assert_array_equal(again.encode_image(images), i)
+    assert sorted(p.name for p in (tmp_path / "copy").iterdir()) == [
+        "config.json", "model.safetensors", "tokenizer.json"]
+
+
+def test_batching_does_not_change_embeddings(trained_model_dir):
+    model = jointspace.load(trained_model_dir)
+    texts = [f"a red circle number {i}" for i in range(7)]
+    np.testing.assert_allclose(model.encode_text(texts, batch_size=3), model.encode_text(texts),
+                               atol=1e-6)
+    assert model.encode_text([]).shape == (0, 32)
+
+
+def test_load_errors(tmp_path, trained_model_dir):
+    with pytest.raises(JointspaceError, match="not a model folder"):
+        jointspace.load(tmp_path)
+    model = jointspace.load(trained_model_dir)
+    model.save(tmp_path / "m")
+    (tmp_path / "m" / WEIGHTS_FILE).unlink()
+    with pytest.raises(JointspaceError, match="lacks model.safetensors"):
+        jointspace.load(tmp_path / "m")
+    with pytest.raises(JointspaceError, match="no 'audio' tower"):
+        model.encode("audio", ["x.wav"])
+    with pytest.raises(JointspaceError, match="dim 7 is not one this model was trained for"):
+        model.encode_text(["a"], dim=7)
+
+
+def test_matryoshka_dims_are_checked():
+    with pytest.raises(ConfigError, match="matryoshka_dims entry 300"):
+        JointModel(ModelConfig(embed_dim=128, matryoshka_dims=[300]))
+
+
+def test_save_is_atomic_per_file(trained_model_dir, tmp_path, monkeypatch):
+    """A crash while writing leaves the previous weights in place and readable."""
+    model = jointspace.load(trained_model_dir)
+    model.save(tmp_path / "m")
+    before = (tmp_path / "m" / WEIGHTS_FILE).read_bytes()
+    import jointspace.model as model_module
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed while writing")
+    monkeypatch.setattr(model_module, "save_file", crash)
+    with pytest.raises(KeyboardInterrupt):
+        model.save(tmp_path / "m")
+    assert (tmp_path / "m" / WEIGHTS_FILE).read_bytes() == before
+    assert not [p for p in (tmp_path / "m").iterdir() if p.name.startswith(".save-")]
+    jointspace.load(tmp_path / "m")
