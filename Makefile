@@ -1,0 +1,28 @@
+# Two entry points: `make demo` and `make test`. Both create .venv and install
+# what they need from scratch; torch is pinned to the CPU build (pyproject.toml).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# OpenCLIP is a test-only reference for the losses. --no-deps: its dependencies
+# would replace the CPU torch with a multi-GB CUDA build; the tests load only its loss.py.
+OPEN_CLIP := open-clip-torch==3.3.0
+
+.PHONY: demo test install clean
+
+$(BIN)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --no-deps $(OPEN_CLIP)
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: $(BIN)/.installed
+	$(BIN)/jointspace demo --out demo_out
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) demo_out
