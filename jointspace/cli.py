@@ -11,7 +11,9 @@ EXAMPLES = {
     "data": "jointspace data shapes --out data/shapes --n 7000",
     "train": ("jointspace train --data data/shapes/train.csv --val data/shapes/val.csv --out runs/m\n"
               "  jointspace train --data train.csv --out runs/m --config my.yaml --set train.max_steps=1000\n"
-              "  jointspace train --data train.csv --out runs/m --resume"),
+              "  jointspace train --data train.csv --out runs/m --objective sigmoid --accum-steps 4\n"
+              "  jointspace train --data train.csv --out runs/m --resume\n"
+              "  torchrun --nproc-per-node 2 -m jointspace.cli train --data train.csv --out runs/m"),
     "eval": "jointspace eval runs/m --data data/shapes/test.csv",
     "index": ("jointspace index runs/m data/shapes/images/test --collection runs/col\n"
               "  jointspace index runs/m data/shapes/test.csv --collection runs/col"),
@@ -46,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. train.max_steps=200 (repeatable)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    t.add_argument("--objective", help="contrastive objective: infonce (CLIP) or sigmoid (SigLIP)")
+    t.add_argument("--accum-steps", type=int, metavar="K",
+                   help="split each contrastive batch into K sub-batches (cached negatives)")
+    t.add_argument("--precision", choices=["fp32", "bf16"], help="autocast precision of the towers")
     _bad_row_option(t)
 
     e = verb("eval", "zero-shot accuracy and image↔text retrieval on a labelled manifest")
@@ -115,7 +121,15 @@ def run(args: argparse.Namespace) -> None:
     elif args.verb == "train":
         from .config import load_run_config
         from .train.trainer import train
-        run_config = load_run_config(args.config, args.overrides)
+        if args.resume and (args.config or args.overrides or args.objective or args.accum_steps
+                            or args.precision):
+            from .errors import ConfigError
+            raise ConfigError("--resume continues with the config saved in the run; "
+                              "drop --config, --set and the other config flags")
+        flags = {"model.objective.name": args.objective, "train.accum_steps": args.accum_steps,
+                 "train.precision": args.precision}
+        overrides = args.overrides + [f"{k}={v}" for k, v in flags.items() if v is not None]
+        run_config = load_run_config(args.config, overrides)
         result = train(run_config, args.data, args.out, val_data=args.val, resume=args.resume,
                        on_bad_row=args.on_bad_row)
         print(f"model: {result.model_dir} ({result.steps} steps, {result.seconds:.0f} s, "

@@ -54,15 +54,32 @@ class ModelConfig:
         "text": TowerSpec("transformer"),
     })
     objective: ObjectiveSpec = field(default_factory=ObjectiveSpec)
-    #: nested prefix sizes trained to work on their own (Matryoshka); empty = full size only.
+    #: nested prefix sizes trained to work on their own (Matryoshka), e.g. [64, 32, 16];
+    #: the full ``embed_dim`` is always trained too. Empty: full size only.
     matryoshka_dims: list[int] = field(default_factory=list)
+    #: loss weight of each size in :meth:`ModelConfig.nested_dims` order; empty = all 1.
+    matryoshka_weights: list[float] = field(default_factory=list)
+
+    def nested_dims(self) -> list[int]:
+        """Every trained size, largest first (the full size included)."""
+        return sorted({self.embed_dim, *self.matryoshka_dims}, reverse=True)
 
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings. ``max_steps`` counts optimiser steps."""
+    """Optimisation settings. ``max_steps`` counts optimiser steps.
+
+    ``batch_size`` is the *contrastive* batch: the pairs that meet as negatives
+    in one loss, over all processes together. ``accum_steps`` splits it into
+    sub-batches of ``batch_size // (accum_steps · processes)`` that go through
+    the towers one at a time (cached-negative accumulation), to fit memory
+    without shrinking the contrastive batch.
+    """
 
     batch_size: int = 128
+    accum_steps: int = 1
+    precision: str = "fp32"  # or "bf16" (autocast; the loss stays in float32)
+    device: str = "auto"  # "auto": CUDA when available, else CPU
     max_steps: int = 600
     lr: float = 2e-3
     weight_decay: float = 0.1

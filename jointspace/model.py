@@ -42,6 +42,9 @@ class JointModel(nn.Module):
         for k in config.matryoshka_dims:
             if not 0 < k <= config.embed_dim:
                 raise ConfigError(f"matryoshka_dims entry {k} must be in 1..{config.embed_dim}")
+        if config.matryoshka_weights and len(config.matryoshka_weights) != len(config.nested_dims()):
+            raise ConfigError(f"matryoshka_weights has {len(config.matryoshka_weights)} entries for "
+                              f"the sizes {config.nested_dims()}")
         self.towers = nn.ModuleDict({m: build_tower(spec, config.embed_dim, m)
                                      for m, spec in config.towers.items()})
         objective = OBJECTIVES.get(config.objective.name)
@@ -76,12 +79,13 @@ class JointModel(nn.Module):
         dim = self._check_dim(dim)
         was_training = self.training
         self.eval()
+        device = self.logit_scale.device
         out = []
         try:
             for start in range(0, len(items), batch_size):
                 chunk = items[start:start + batch_size]
-                x = tower.collate([tower.preprocess_one(item) for item in chunk])
-                out.append(F.normalize(tower.embed(x)[:, :dim].float(), dim=-1))
+                x = tower.collate([tower.preprocess_one(item) for item in chunk]).to(device)
+                out.append(F.normalize(tower.embed(x)[:, :dim].float(), dim=-1).cpu())
         finally:
             self.train(was_training)
         if not out:
@@ -102,9 +106,9 @@ class JointModel(nn.Module):
         full = self.config.embed_dim
         if dim is None or dim == full:
             return full
-        if dim not in self.config.matryoshka_dims:
+        if dim not in self.config.nested_dims():
             raise JointspaceError(f"dim {dim} is not one this model was trained for; choose from "
-                                  f"{sorted({full, *self.config.matryoshka_dims})}")
+                                  f"{self.config.nested_dims()}")
         return dim
 
     # -- persistence ---------------------------------------------------------

@@ -22,10 +22,10 @@ def quiet() -> bool:
 
 
 def progress(iterable: Iterable[T] | None = None, *, desc: str, total: int | None = None,
-             unit: str = "it", leave: bool = True) -> Iterator[T] | tqdm:
+             unit: str = "it", leave: bool = True, disable: bool = False) -> Iterator[T] | tqdm:
     """A tqdm bar on stderr with jointspace's defaults; silent when quiet."""
     return tqdm(iterable, desc=desc, total=total, unit=unit, leave=leave, file=sys.stderr,
-                disable=quiet(), dynamic_ncols=True, mininterval=0.5)
+                disable=disable or quiet(), dynamic_ncols=True, mininterval=0.5)
 
 
 def setup_logging(level: int = logging.INFO) -> None:

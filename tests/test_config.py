@@ -43,3 +43,13 @@ def test_missing_file_and_bad_override(tmp_path):
 def test_bool_is_not_int():
     with pytest.raises(ConfigError, match="embed_dim must be int"):
         from_dict(ModelConfig, {"embed_dim": True})
+
+
+def test_objective_options_are_checked():
+    from jointspace.objectives import build_objective
+    with pytest.raises(ConfigError, match="unknown objective 'nce'; known: infonce, matryoshka, sigmoid"):
+        build_objective("nce")
+    with pytest.raises(ConfigError, match="objective 'infonce': .*label_smoothing"):
+        build_objective("infonce", label_smoothing=2.0)
+    with pytest.raises(ConfigError, match="objective 'sigmoid': .*unexpected keyword"):
+        build_objective("sigmoid", temperature=3)

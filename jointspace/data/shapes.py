@@ -56,8 +56,6 @@ TEST_TEMPLATES = (
     "a {colour} {kind} together with {others}",
     "{size} {kind} coloured {colour} on {bg}",
 )
-#: prompt templates for zero-shot classification over labels "<colour> <kind>".
-ZERO_SHOT_TEMPLATES = ("a {label}", "a picture of a {label}", "there is a {label}")
 SPLITS = ("train", "val", "test")
 
 

@@ -54,10 +54,33 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
                 results[f"zero_shot_{name}"] = zero_shot_metrics(
                     image_emb[keep], [l for l, k in zip(labels, keep) if k], classes, class_emb)
                 results[f"retrieval_{name}"] = retrieval_metrics(image_emb[keep], text_emb[keep])
+    if len(model.config.nested_dims()) > 1:
+        results["matryoshka"] = _per_size(model, image_emb, text_emb, labels, classes, templates)
     results["seconds"] = round(time.perf_counter() - started, 2)
     if out_dir is not None:
         write_json(Path(out_dir) / RESULTS_FILE, results)
     return results
+
+
+def _prefix(x: np.ndarray, k: int) -> np.ndarray:
+    # the renormalised prefix of a unit vector equals that of the raw embedding
+    p = x[:, :k]
+    return p / np.linalg.norm(p, axis=1, keepdims=True)
+
+
+def _per_size(model: JointModel, image_emb: np.ndarray, text_emb: np.ndarray, labels: list[str],
+              classes: Sequence[str] | None, templates: Sequence[str]) -> dict[str, Any]:
+    """Retrieval and zero-shot accuracy at each nested (Matryoshka) size."""
+    out: dict[str, Any] = {}
+    for k in model.config.nested_dims():
+        img, txt = _prefix(image_emb, k), _prefix(text_emb, k)
+        entry: dict[str, Any] = {"retrieval": retrieval_metrics(img, txt)}
+        if classes and len(labels) == len(img):
+            class_emb = class_embeddings(model, classes, templates, dim=k)
+            z = zero_shot_metrics(img, labels, classes, class_emb)
+            entry["zero_shot"] = {key: z[key] for key in ("top1", "top5", "chance_top1")}
+        out[str(k)] = entry
+    return out
 
 
 def write_json(path: Path, data: Any) -> Path:

@@ -1,5 +1,5 @@
 """The training loop: AdamW, warmup + cosine, clipping, validation, atomic
-checkpoints and exact resume.
+checkpoints, exact resume, and ``torchrun`` for several processes.
 
 Everything a run writes lives in its output folder, which is also the model
 folder: ``config.json``, ``model.safetensors``, ``tokenizer.json``,
@@ -21,14 +21,17 @@ from torch.utils.data import DataLoader
 from ..config import RunConfig, from_dict, to_dict
 from ..data.manifest import Manifest, OnBadRow, read_manifest
 from ..data.pairs import PairDataset
-from ..errors import JointspaceError
+from ..errors import ConfigError, JointspaceError
 from ..eval.retrieval import recall_at_k
 from ..model import JointModel
-from ..objectives import Objective, build_objective
+from ..objectives import Objective
+from ..objectives.distributed import single_process
 from ..progress import logger, progress
 from .checkpoint import CHECKPOINT_FILE, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .distributed import DistInfo, barrier, broadcast_parameters, init_distributed
 from .sampler import StepBatchSampler
 from .schedule import warmup_cosine
+from .step import anchor_pairs, build_optimizer, embeddings_loss, train_step, training_objective
 
 LOG_FILE = "log.jsonl"
 RUN_FILE = "run.json"
@@ -47,44 +50,22 @@ class TrainResult:
     finished: bool = True
 
 
-def anchor_pairs(modalities: list[str]) -> list[tuple[str, str]]:
-    """Pairs the loss is taken over: the anchor (image if present) with every other modality."""
-    anchor = "image" if "image" in modalities else modalities[0]
-    return [(anchor, m) for m in modalities if m != anchor]
-
-
-def contrastive_loss(model: JointModel, objective: Objective,
-                     batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Embed a batch and sum the objective over the anchor pairs."""
-    emb = model(batch)
-    return sum(objective(emb[a], emb[b], model.logit_scale, model.logit_bias)
-               for a, b in anchor_pairs(list(emb)))
-
-
-def _optimizer(model: JointModel, cfg) -> torch.optim.AdamW:
-    # As in CLIP: no weight decay on gains, biases and the temperature.
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    rest = [p for p in model.parameters() if p.ndim < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                              {"params": rest, "weight_decay": 0.0}], lr=cfg.lr)
-
-
 @torch.no_grad()
 def validate(model: JointModel, objective: Objective, dataset: PairDataset,
              batch_size: int, max_items: int = 2048) -> dict[str, float]:
-    """Mean loss over full batches and Recall@1 both ways on up to ``max_items`` items."""
+    """Mean loss over batches and Recall@1 both ways on up to ``max_items`` items."""
     model.eval()
+    device = next(model.parameters()).device
     n = min(len(dataset), max_items)
     loader = DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=batch_size,
                         collate_fn=dataset.collate)
     losses, embs = [], {}
     for batch in loader:
-        emb = model(batch)
+        emb = model(_to(batch, device))
         for m, e in emb.items():
-            embs.setdefault(m, []).append(e)
-        if len(next(iter(batch.values()))) == batch_size:
-            losses.append(float(sum(objective(emb[a], emb[b], model.logit_scale, model.logit_bias)
-                                    for a, b in anchor_pairs(list(emb)))))
+            embs.setdefault(m, []).append(e.float().cpu())
+        if len(next(iter(batch.values()))) > 1:  # a final short batch has fewer negatives
+            losses.append(float(embeddings_loss(model, objective, emb)))
     model.train()
     out = {"val_loss": float(np.mean(losses)) if losses else float("nan")}
     for a, b in anchor_pairs(list(embs)):
@@ -94,10 +75,23 @@ def validate(model: JointModel, objective: Objective, dataset: PairDataset,
     return out
 
 
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {m: x.to(device, non_blocking=True) for m, x in batch.items()}
+
+
+def _device(name: str, info: DistInfo) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device is {name!r} but no CUDA device is available")
+    return torch.device(name)
+
+
 def _read(path: str | Path, out: Path, run: RunConfig, on_bad_row: OnBadRow,
-          modalities: list[str]) -> Manifest:
+          modalities: list[str], info: DistInfo) -> Manifest:
     return read_manifest(path, required=tuple(modalities), on_bad_row=on_bad_row,
-                         quarantine_dir=out, max_text_chars=run.train.max_text_chars)
+                         quarantine_dir=out if info.is_main else None,
+                         max_text_chars=run.train.max_text_chars)
 
 
 def _truncate_log(log_path: Path, step: int) -> None:
@@ -109,6 +103,14 @@ def _truncate_log(log_path: Path, step: int) -> None:
     log_path.write_text("".join(line + "\n" for line in keep))
 
 
+def _check(run: RunConfig, info: DistInfo) -> None:
+    cfg = run.train
+    per_process = cfg.batch_size // info.world_size
+    if cfg.batch_size % info.world_size or per_process % cfg.accum_steps:
+        raise ConfigError(f"train.batch_size {cfg.batch_size} must split evenly into "
+                          f"{info.world_size} process(es) × {cfg.accum_steps} sub-batch(es)")
+
+
 def train(run: RunConfig, data: str | Path, out: str | Path, *, val_data: str | Path | None = None,
           resume: bool = False, on_bad_row: OnBadRow = "skip",
           stop_after: int | None = None) -> TrainResult:
@@ -117,10 +119,13 @@ def train(run: RunConfig, data: str | Path, out: str | Path, *, val_data: str | 
     ``resume=True`` continues from ``out/checkpoint.pt`` with the run config
     saved there and reaches the same weights as an uninterrupted run (CPU).
     ``stop_after`` ends the run after that optimiser step as if it had been
-    killed right after a checkpoint (for time-boxed runs and tests).
+    killed right after a checkpoint (for time-boxed runs and tests). Under
+    ``torchrun`` each process trains on its share of every contrastive batch;
+    process 0 writes the folder.
 
     >>> result = train(load_run_config(), "shapes/train.csv", "runs/m")  # doctest: +SKIP
     """
+    info = init_distributed()
     out = Path(out)
     checkpoint_path = out / CHECKPOINT_FILE
     state: dict[str, Any] | None = None
@@ -131,21 +136,26 @@ def train(run: RunConfig, data: str | Path, out: str | Path, *, val_data: str | 
         raise JointspaceError(f"{out} already holds a training run; pass --resume to continue "
                               "it or choose another --out")
     cfg = run.train
+    _check(run, info)
+    device = _device(cfg.device, info)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     model = JointModel(run.model)  # before reading data: a config error should not wait for it
-    objective = build_objective(run.model.objective.name, **run.model.objective.options)
+    objective = training_objective(run.model)
     modalities = list(run.model.towers)
-    train_set = _read(data, out, run, on_bad_row, modalities)
-    val_set = _read(val_data, out, run, on_bad_row, modalities) if val_data else None
-    if state is None:
+    train_set = _read(data, out, run, on_bad_row, modalities, info)
+    val_set = _read(val_data, out, run, on_bad_row, modalities, info) if val_data else None
+    if state is None and info.is_main:
         for m, tower in model.towers.items():
             tower.prepare([getattr(r, m) for r in train_set.records])
         model.save(out, extra={"run": to_dict(run)}, weights=False)
-    else:
+    barrier()
+    if state is not None or not info.is_main:
         for tower in model.towers.values():
             tower.load_assets(out)
-    optimizer = _optimizer(model, cfg)
+    model.to(device)
+    broadcast_parameters(model)
+    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, cfg.warmup_steps, cfg.max_steps))
     start_step = 0
@@ -155,35 +165,37 @@ def train(run: RunConfig, data: str | Path, out: str | Path, *, val_data: str | 
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         start_step = state["step"]
-        _truncate_log(out / LOG_FILE, start_step)
-        logger.info("resuming %s at step %d of %d", out, start_step, cfg.max_steps)
+        if info.is_main:
+            _truncate_log(out / LOG_FILE, start_step)
+            logger.info("resuming %s at step %d of %d", out, start_step, cfg.max_steps)
 
     dataset = PairDataset(train_set.records, model.towers)
-    val_dataset = PairDataset(val_set.records, model.towers) if val_set else None
-    sampler = StepBatchSampler(len(dataset), cfg.batch_size, cfg.seed, cfg.max_steps, start_step)
+    val_dataset = PairDataset(val_set.records, model.towers) if val_set and info.is_main else None
+    sampler = StepBatchSampler(len(dataset), cfg.batch_size, cfg.seed, cfg.max_steps, start_step,
+                               rank=info.rank, world_size=info.world_size)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=dataset.collate,
-                        num_workers=cfg.num_workers, persistent_workers=False)
+                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
 
     def checkpoint(step: int) -> None:
-        save_checkpoint(checkpoint_path, {
-            "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "rng": rng_state(), "run": to_dict(run)})
+        if info.is_main:
+            save_checkpoint(checkpoint_path, {
+                "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "rng": rng_state(), "run": to_dict(run)})
 
     model.train()
     started = time.perf_counter()
     window_start, window_items = time.perf_counter(), 0
     last_loss, validation, step = float("nan"), {}, start_step
-    bar = progress(desc="train", total=cfg.max_steps, unit="step")
+    bar = progress(desc="train", total=cfg.max_steps, unit="step", disable=not info.is_main)
     bar.update(start_step)
-    with open(out / LOG_FILE, "a", encoding="utf-8") as log:
+    log = open(out / LOG_FILE, "a", encoding="utf-8") if info.is_main else None
+    try:
         for step, batch in enumerate(loader, start=start_step + 1):
-            loss = contrastive_loss(model, objective, batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
+            result = train_step(model, objective, optimizer, _to(batch, device),
+                                accum_steps=cfg.accum_steps, precision=cfg.precision,
+                                grad_clip=cfg.grad_clip)
             scheduler.step()
-            last_loss = float(loss.detach())
+            last_loss = result.loss
             if not np.isfinite(last_loss):
                 raise JointspaceError(f"loss became {last_loss} at step {step}; "
                                       "lower train.lr or check the data")
@@ -194,14 +206,16 @@ def train(run: RunConfig, data: str | Path, out: str | Path, *, val_data: str | 
                 rate = window_items / max(1e-9, time.perf_counter() - window_start)
                 window_start, window_items = time.perf_counter(), 0
                 record = {"step": step, "loss": round(last_loss, 5),
-                          "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
-                          "scale": float(model.logit_scale.detach().exp()), "samples_per_s": round(rate, 1)}
+                          "lr": scheduler.get_last_lr()[0], "grad_norm": result.grad_norm,
+                          "scale": float(model.logit_scale.detach().exp()),
+                          "samples_per_s": round(rate, 1)}
                 bar.set_postfix(loss=f"{last_loss:.3f}", samples_s=f"{rate:.0f}")
             if val_dataset is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
-                validation = validate(model, objective, val_dataset, cfg.batch_size)
+                with single_process():
+                    validation = validate(model, objective, val_dataset, cfg.batch_size)
                 record = {"step": step, **record, **validation}
                 logger.info("step %d: %s", step, ", ".join(f"{k} {v:.3f}" for k, v in validation.items()))
-            if record:
+            if record and log is not None:
                 log.write(json.dumps(record) + "\n")
                 log.flush()
             stopping = stop_after is not None and step >= stop_after
@@ -209,9 +223,13 @@ def train(run: RunConfig, data: str | Path, out: str | Path, *, val_data: str | 
                 checkpoint(step)
             if stopping:
                 break
-    bar.close()
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
     finished = step >= cfg.max_steps
-    if finished:
+    if finished and info.is_main:
         model.save(out, extra={"run": to_dict(run)})
+    barrier()
     return TrainResult(out, step, time.perf_counter() - started, last_loss, validation,
                        len(train_set.bad_rows) + (len(val_set.bad_rows) if val_set else 0), finished)

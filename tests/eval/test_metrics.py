@@ -70,3 +70,17 @@ def test_evaluate_writes_results(trained_model_dir, shapes_dir, tmp_path):
     assert on_disk["retrieval"] == results["retrieval"]
     assert results["n"] == 12 and results["zero_shot"]["n"] == 12
     assert set(results["retrieval"]["text_to_image"]) == {"R@1", "R@5", "R@10"}
+
+
+def test_matryoshka_sizes_are_reported(shapes_dir, tiny_run, tmp_path):
+    from jointspace.train.trainer import train
+    import jointspace
+    tiny_run.model.matryoshka_dims = [16, 8]
+    train(tiny_run, shapes_dir / "train.csv", tmp_path / "m", stop_after=None)
+    results = evaluate(tmp_path / "m", shapes_dir / "test.csv")
+    assert set(results["matryoshka"]) == {"32", "16", "8"}
+    assert results["matryoshka"]["32"]["retrieval"] == results["retrieval"]
+    model = jointspace.load(tmp_path / "m")
+    small = model.encode_image([shapes_dir / "images/test/test-000000.png"], dim=8)
+    full = model.encode_image([shapes_dir / "images/test/test-000000.png"])
+    np.testing.assert_allclose(small, full[:, :8] / np.linalg.norm(full[:, :8]), atol=1e-6)

@@ -1,0 +1,75 @@
+"""Multi-process set-up for ``torchrun`` (gloo on CPU, NCCL on GPU).
+
+Each process embeds its own share of the contrastive batch; the objectives
+gather embeddings across processes (:mod:`jointspace.objectives.distributed`)
+and each process computes its own rows of the loss. Parameter gradients are
+then averaged with one coalesced all-reduce after backward. That is done by
+hand rather than by DistributedDataParallel because the cached-negative step
+runs several backward passes per step and the temperature is used outside the
+towers' forward, both of which DDP's hooks handle poorly; at jointspace's
+model sizes the lost overlap of communication with compute is small.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> DistInfo:
+    """Join the process group that ``torchrun`` describes in the environment, if any."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local)
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def average_gradients(params: list[torch.Tensor]) -> None:
+    """Average the gradients of ``params`` over all processes (no-op when alone)."""
+    if not is_distributed() or not params:
+        return
+    grads = [p.grad for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def broadcast_parameters(module: torch.nn.Module) -> None:
+    """Start every process from rank 0's weights and buffers."""
+    if not is_distributed():
+        return
+    for t in list(module.parameters()) + list(module.buffers()):
+        dist.broadcast(t.data, src=0)
+
+
+def barrier() -> None:
+    """Wait for every process (no-op when alone)."""
+    if is_distributed():
+        dist.barrier()

@@ -1,0 +1,152 @@
+"""One optimiser step, with cached-negative accumulation and bf16 autocast.
+
+Two batch sizes, named so they are never confused:
+
+* the **contrastive batch** (``TrainConfig.batch_size``): how many pairs meet
+  each other as negatives in one loss, i.e. what the objective sees;
+* the **sub-batch** (``batch_size // accum_steps``): how many pairs go through
+  the towers with a graph at once, i.e. what must fit in memory.
+
+With ``accum_steps > 1`` the step follows GradCache (Gao et al., "Scaling Deep
+Contrastive Learning Batch Size under Memory Limited Setup", 2021): embed every
+sub-batch without a graph, take the loss and its gradient with respect to the
+embeddings over the whole contrastive batch, then re-run each sub-batch with a
+graph and push its slice of that gradient through the towers. The parameter
+gradients equal those of one contrastive batch (not the weaker average of
+sub-batch losses). Towers with batch norm see sub-batch statistics, so they
+match only approximately; dropout is replayed exactly (RNG state per sub-batch).
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..model import JointModel
+from ..config import ModelConfig
+from ..objectives import MatryoshkaObjective, Objective, build_objective
+from .distributed import average_gradients
+
+Precision = Literal["fp32", "bf16"]
+
+
+@dataclass
+class StepOutput:
+    loss: float
+    grad_norm: float
+
+
+def training_objective(config: ModelConfig) -> Objective:
+    """The model's objective, summed over its nested sizes when it has Matryoshka sizes."""
+    base = build_objective(config.objective.name, **config.objective.options)
+    if not config.matryoshka_dims:
+        return base
+    return MatryoshkaObjective(base, config.nested_dims(), config.matryoshka_weights or None)
+
+
+def anchor_pairs(modalities: list[str]) -> list[tuple[str, str]]:
+    """Pairs the loss is taken over: the anchor (image if present) with every other modality."""
+    anchor = "image" if "image" in modalities else modalities[0]
+    return [(anchor, m) for m in modalities if m != anchor]
+
+
+def embeddings_loss(model: JointModel, objective: Objective,
+                    emb: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The objective summed over the anchor pairs, in float32."""
+    return sum(objective(emb[a].float(), emb[b].float(), model.logit_scale, model.logit_bias)
+               for a, b in anchor_pairs(list(emb)))
+
+
+def autocast(precision: Precision, device: torch.device) -> contextlib.AbstractContextManager:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    raise ConfigError(f"train.precision must be 'fp32' or 'bf16', got {precision!r}")
+
+
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW without weight decay on gains, biases and the temperature (as in CLIP);
+    the fused implementation where the parameters' device supports it."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    rest = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    try:
+        return torch.optim.AdamW(groups, lr=lr, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(groups, lr=lr)
+
+
+def split_batch(batch: dict[str, torch.Tensor], parts: int) -> list[dict[str, torch.Tensor]]:
+    size = len(next(iter(batch.values())))
+    if parts < 1 or size % parts:
+        raise ConfigError(f"train.accum_steps ({parts}) must divide the contrastive batch ({size})")
+    return [{m: x.narrow(0, i * (size // parts), size // parts) for m, x in batch.items()}
+            for i in range(parts)]
+
+
+def _cached_negative_backward(model: JointModel, objective: Objective,
+                              batch: dict[str, torch.Tensor], accum_steps: int,
+                              precision: Precision, device: torch.device) -> torch.Tensor:
+    subs = split_batch(batch, accum_steps)
+    rng_states, cached = [], []
+    with torch.no_grad():
+        for sub in subs:
+            rng_states.append(torch.get_rng_state())
+            with autocast(precision, device):
+                cached.append(model(sub))
+    full = {m: torch.cat([c[m] for c in cached]).float().requires_grad_() for m in cached[0]}
+    loss = embeddings_loss(model, objective, full)
+    loss.backward()  # gradients of the embeddings (and of the temperature / bias)
+    sizes = [len(next(iter(s.values()))) for s in subs]
+    grads = {m: torch.split(full[m].grad, sizes) for m in full}
+    cuda = [device] if device.type == "cuda" else []
+    for i, sub in enumerate(subs):
+        with torch.random.fork_rng(devices=cuda):
+            torch.set_rng_state(rng_states[i])
+            with autocast(precision, device):
+                emb = model(sub)
+            surrogate = sum((emb[m].float() * grads[m][i]).sum() for m in emb)
+            surrogate.backward()
+    return loss.detach()
+
+
+def backward(model: JointModel, objective: Objective, batch: dict[str, torch.Tensor], *,
+             accum_steps: int = 1, precision: Precision = "fp32") -> torch.Tensor:
+    """Accumulate into ``.grad`` the gradients of the contrastive loss of ``batch``
+    (directly, or by cached-negative accumulation over ``accum_steps``
+    sub-batches); returns the detached loss."""
+    device = model.logit_scale.device
+    if accum_steps == 1:
+        with autocast(precision, device):
+            emb = model(batch)
+        loss = embeddings_loss(model, objective, emb)
+        loss.backward()
+        return loss.detach()
+    return _cached_negative_backward(model, objective, batch, accum_steps, precision, device)
+
+
+def train_step(model: JointModel, objective: Objective, optimizer: torch.optim.Optimizer,
+               batch: dict[str, torch.Tensor], *, accum_steps: int = 1,
+               precision: Precision = "fp32", grad_clip: float | None = None) -> StepOutput:
+    """One optimiser step: zero gradients, :func:`backward`, average gradients
+    across processes when distributed, clip, step.
+
+    ``batch`` is this process's share of the contrastive batch; the objective
+    gathers the other processes' embeddings itself.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    loss = backward(model, objective, batch, accum_steps=accum_steps, precision=precision)
+    params = [p for p in model.parameters() if p.grad is not None]
+    average_gradients(params)
+    if grad_clip:
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    else:
+        grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+    optimizer.step()
+    return StepOutput(float(loss), float(grad_norm))
