@@ -22,6 +22,7 @@ from torch import nn
 from .config import ModelConfig, from_dict, to_dict
 from .errors import ConfigError, JointspaceError
 from .objectives import OBJECTIVES
+from .progress import progress
 from .towers import Tower, build_tower
 
 CONFIG_FILE = "config.json"
@@ -69,11 +70,12 @@ class JointModel(nn.Module):
     # -- inference -----------------------------------------------------------
     @torch.no_grad()
     def encode(self, modality: str, items: Sequence[Any], *, batch_size: int = 256,
-               dim: int | None = None) -> np.ndarray:
+               dim: int | None = None, show_progress: bool = False) -> np.ndarray:
         """Embed raw items of one modality → float32 ``[N, dim]`` unit vectors.
 
         ``dim`` returns the renormalised prefix of that size (one of the
-        model's ``matryoshka_dims``, or the full ``embed_dim``).
+        model's ``matryoshka_dims``, or the full ``embed_dim``);
+        ``show_progress`` draws a progress bar.
         """
         tower = self.tower(modality)
         dim = self._check_dim(dim)
@@ -82,7 +84,9 @@ class JointModel(nn.Module):
         device = self.logit_scale.device
         out = []
         try:
-            for start in range(0, len(items), batch_size):
+            starts = range(0, len(items), batch_size)
+            for start in progress(starts, desc=f"embed {modality}", unit="batch",
+                                  disable=not show_progress, leave=False):
                 chunk = items[start:start + batch_size]
                 x = tower.collate([tower.preprocess_one(item) for item in chunk]).to(device)
                 out.append(F.normalize(tower.embed(x)[:, :dim].float(), dim=-1).cpu())

@@ -37,8 +37,8 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
                          quarantine_dir=out_dir)
     if len(data) == 0:
         raise DataError(f"no valid rows in {manifest}")
-    image_emb = model.encode_image([r.image for r in data.records])
-    text_emb = model.encode_text([r.text for r in data.records])
+    image_emb = model.encode_image([r.image for r in data.records], show_progress=True)
+    text_emb = model.encode_text([r.text for r in data.records], show_progress=True)
     results: dict[str, Any] = {"manifest": str(manifest), "n": len(data),
                                "quarantined": len(data.bad_rows),
                                "retrieval": retrieval_metrics(image_emb, text_emb)}

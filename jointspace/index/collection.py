@@ -152,11 +152,8 @@ def build_collection(model_dir: str | Path, source: str | Path, collection: str 
         raise DataError(f"index source not found: {source}")
     if not data.records:
         raise DataError(f"nothing to index: every row of {source} was rejected")
-    chunks = []
-    for start in progress(range(0, len(data.records), batch_size), desc="embed images", unit="batch"):
-        chunk = data.records[start:start + batch_size]
-        chunks.append(model.encode_image([r.image for r in chunk], batch_size=batch_size))
-    embeddings = np.concatenate(chunks)
+    embeddings = model.encode_image([r.image for r in data.records], batch_size=batch_size,
+                                    show_progress=True)
     items = [{k: v for k, v in {"id": r.id, "path": str(r.image), "text": r.text,
                                   "label": r.label}.items() if v is not None} for r in data.records]
     _write_version(out, embeddings, items, {"model": str(model_dir), "modality": "image",
