@@ -51,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--objective", help="contrastive objective: infonce (CLIP) or sigmoid (SigLIP)")
     t.add_argument("--accum-steps", type=int, metavar="K",
                    help="split each contrastive batch into K sub-batches (cached negatives)")
-    t.add_argument("--precision", choices=["fp32", "bf16"], help="autocast precision of the towers")
+    t.add_argument("--precision", choices=["fp32", "bf16", "auto"],
+                   help="autocast precision of the towers; auto: bf16 where the hardware has it")
     _bad_row_option(t)
 
     e = verb("eval", "zero-shot accuracy and image↔text retrieval on a labelled manifest")

@@ -78,7 +78,7 @@ class TrainConfig:
 
     batch_size: int = 128
     accum_steps: int = 1
-    precision: str = "fp32"  # or "bf16" (autocast; the loss stays in float32)
+    precision: str = "fp32"  # "bf16" (autocast; the loss stays float32) or "auto" (bf16 where native)
     device: str = "auto"  # "auto": CUDA when available, else CPU
     max_steps: int = 600
     lr: float = 2e-3

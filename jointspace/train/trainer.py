@@ -31,7 +31,8 @@ from .checkpoint import CHECKPOINT_FILE, load_checkpoint, rng_state, save_checkp
 from .distributed import DistInfo, barrier, broadcast_parameters, init_distributed
 from .sampler import StepBatchSampler
 from .schedule import warmup_cosine
-from .step import anchor_pairs, build_optimizer, embeddings_loss, train_step, training_objective
+from .step import (anchor_pairs, build_optimizer, embeddings_loss, resolve_precision, train_step,
+                   training_objective)
 
 LOG_FILE = "log.jsonl"
 RUN_FILE = "run.json"
@@ -138,6 +139,7 @@ def train(run: RunConfig, data: str | Path, out: str | Path, *, val_data: str | 
     cfg = run.train
     _check(run, info)
     device = _device(cfg.device, info)
+    precision = resolve_precision(cfg.precision, device)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     model = JointModel(run.model)  # before reading data: a config error should not wait for it
@@ -192,7 +194,7 @@ def train(run: RunConfig, data: str | Path, out: str | Path, *, val_data: str | 
     try:
         for step, batch in enumerate(loader, start=start_step + 1):
             result = train_step(model, objective, optimizer, _to(batch, device),
-                                accum_steps=cfg.accum_steps, precision=cfg.precision,
+                                accum_steps=cfg.accum_steps, precision=precision,
                                 grad_clip=cfg.grad_clip)
             scheduler.step()
             last_loss = result.loss

@@ -116,3 +116,16 @@ def test_matryoshka_objective_from_config():
     assert objective.dims == [16, 8, 4] and objective.weights == [1.0, 0.5, 0.25]
     with pytest.raises(ConfigError, match="matryoshka_weights has 1 entries"):
         _model(matryoshka_dims=[8], matryoshka_weights=[1.0])
+
+
+def test_precision_resolution(monkeypatch):
+    from jointspace.train import step
+    cpu = torch.device("cpu")
+    assert step.resolve_precision("fp32", cpu) == "fp32"
+    assert step.resolve_precision("bf16", cpu) == "bf16"
+    monkeypatch.setattr(step, "native_bf16", lambda device: True)
+    assert step.resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(step, "native_bf16", lambda device: False)
+    assert step.resolve_precision("auto", cpu) == "fp32"
+    with pytest.raises(ConfigError, match="'fp32', 'bf16' or 'auto'"):
+        step.resolve_precision("half", cpu)
