@@ -5,6 +5,7 @@ import importlib.metadata
 import importlib.util
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
