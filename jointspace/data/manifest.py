@@ -21,6 +21,7 @@ from typing import Iterator, Literal
 from PIL import Image
 
 from ..errors import BadRowError, DataError
+from ..fileio import atomic_write_text
 from ..progress import logger, progress
 
 OnBadRow = Literal["skip", "fail"]
@@ -209,13 +210,6 @@ def _check_files(path: Path, candidates: list[Record], reject) -> list[Record]:
 
 def write_quarantine(manifest: Manifest, out_dir: str | Path) -> Path:
     """Write the bad rows with their reasons as JSONL (atomically) and return its path."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / f"quarantine-{manifest.path.stem}.jsonl"
-    tmp = target.with_suffix(".jsonl.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for b in manifest.bad_rows:
-            f.write(json.dumps({"manifest": str(manifest.path), "line": b.line,
-                                "reason": b.reason, "row": b.row}) + "\n")
-    tmp.replace(target)
-    return target
+    lines = (json.dumps({"manifest": str(manifest.path), "line": b.line, "reason": b.reason,
+                         "row": b.row}) + "\n" for b in manifest.bad_rows)
+    return atomic_write_text(Path(out_dir) / f"quarantine-{manifest.path.stem}.jsonl", "".join(lines))

@@ -1,8 +1,6 @@
 """``evaluate``: every metric for a model on a labelled, paired test manifest."""
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -11,6 +9,7 @@ import numpy as np
 
 from ..data.manifest import OnBadRow, read_manifest
 from ..errors import DataError
+from ..fileio import atomic_write_json
 from ..model import JointModel, load
 from .retrieval import retrieval_metrics
 from .zeroshot import DEFAULT_TEMPLATES, class_embeddings, zero_shot_metrics
@@ -58,7 +57,7 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
         results["matryoshka"] = _per_size(model, image_emb, text_emb, labels, classes, templates)
     results["seconds"] = round(time.perf_counter() - started, 2)
     if out_dir is not None:
-        write_json(Path(out_dir) / RESULTS_FILE, results)
+        atomic_write_json(Path(out_dir) / RESULTS_FILE, results)
     return results
 
 
@@ -83,10 +82,3 @@ def _per_size(model: JointModel, image_emb: np.ndarray, text_emb: np.ndarray, la
     return out
 
 
-def write_json(path: Path, data: Any) -> Path:
-    """Write JSON atomically (temporary file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-    return path

@@ -14,7 +14,6 @@ behind the same :class:`Collection` API.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 from ..data.manifest import (BadRow, Manifest, OnBadRow, Record, check_image, read_manifest,
                              write_quarantine)
 from ..errors import DataError, JointspaceError
+from ..fileio import atomic_write_json
 from ..model import JointModel, load
 from ..progress import logger, progress
 
@@ -172,9 +172,7 @@ def _write_version(out: Path, embeddings: np.ndarray, items: Sequence[dict],
     with open(version / "items.jsonl", "w", encoding="utf-8") as f:
         for item in items:
             f.write(json.dumps(item) + "\n")
-    tmp = out / f".{POINTER_FILE}.tmp"
-    tmp.write_text(json.dumps({**info, "version": version.name, "count": len(items)}, indent=2))
-    os.replace(tmp, pointer)
+    atomic_write_json(pointer, {**info, "version": version.name, "count": len(items)})
     if previous and previous != version.name:
         shutil.rmtree(out / previous, ignore_errors=True)
 

@@ -3,7 +3,8 @@ checkpoints, exact resume, and ``torchrun`` for several processes.
 
 Everything a run writes lives in its output folder, which is also the model
 folder: ``config.json``, ``model.safetensors``, ``tokenizer.json``,
-``run.json`` (the full run config), ``log.jsonl`` (one JSON object per logged
+``run.json`` (the full run config, written as the ``run`` extra of
+:meth:`JointModel.save`), ``log.jsonl`` (one JSON object per logged
 step), ``checkpoint.pt`` and ``quarantine-*.jsonl`` for rejected rows.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..config import RunConfig, from_dict, to_dict
 from ..data.manifest import Manifest, OnBadRow, read_manifest
 from ..data.pairs import PairDataset
 from ..errors import ConfigError, JointspaceError
+from ..fileio import atomic_write_text
 from ..eval.retrieval import recall_at_k
 from ..model import JointModel
 from ..objectives import Objective
@@ -35,7 +37,6 @@ from .step import (anchor_pairs, build_optimizer, embeddings_loss, resolve_preci
                    training_objective)
 
 LOG_FILE = "log.jsonl"
-RUN_FILE = "run.json"
 
 
 @dataclass
@@ -101,7 +102,7 @@ def _truncate_log(log_path: Path, step: int) -> None:
         return
     keep = [line for line in log_path.read_text().splitlines()
             if line.strip() and json.loads(line).get("step", 0) <= step]
-    log_path.write_text("".join(line + "\n" for line in keep))
+    atomic_write_text(log_path, "".join(line + "\n" for line in keep))
 
 
 def _check(run: RunConfig, info: DistInfo) -> None:

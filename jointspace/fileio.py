@@ -1,0 +1,25 @@
+"""Atomic file writes: a kill at any moment leaves the old file or the new one, never half."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to a temporary sibling, flush it to disk, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def atomic_write_json(path: str | Path, data: Any) -> Path:
+    """:func:`atomic_write_text` of ``data`` as indented JSON."""
+    return atomic_write_text(path, json.dumps(data, indent=2))
