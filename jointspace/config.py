@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,10 @@ class ModelConfig:
     #: loss weight of each size in :meth:`ModelConfig.nested_dims` order; empty = all 1.
     matryoshka_weights: list[float] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        _require(self.embed_dim >= 1, "model.embed_dim", self.embed_dim, "must be at least 1")
+        _require(bool(self.towers), "model.towers", "{}", "must name at least one tower")
+
     def nested_dims(self) -> list[int]:
         """Every trained size, largest first (the full size included)."""
         return sorted({self.embed_dim, *self.matryoshka_dims}, reverse=True)
@@ -91,6 +96,21 @@ class TrainConfig:
     log_every: int = 10
     num_workers: int = 0
     max_text_chars: int = 1000
+
+    def __post_init__(self) -> None:
+        # nonsense values fail here, with the key, not later as a traceback
+        for name in ("batch_size", "accum_steps", "max_steps", "eval_every", "checkpoint_every",
+                     "log_every", "max_text_chars"):
+            _require(getattr(self, name) >= 1, f"train.{name}", getattr(self, name), "must be at least 1")
+        for name in ("weight_decay", "warmup_steps", "grad_clip", "num_workers"):
+            _require(getattr(self, name) >= 0, f"train.{name}", getattr(self, name), "must not be negative")
+        _require(self.lr > 0 and self.lr == self.lr and self.lr != float("inf"), "train.lr", self.lr,
+                 "must be a positive finite number")
+
+
+def _require(ok: bool, key: str, value: Any, what: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} {what}, got {value!r}")
 
 
 @dataclass
@@ -138,6 +158,8 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is int and isinstance(value, float) and value.is_integer():
+        return int(value)  # 1e4 in a config file means 10000 steps
     if tp in (int, float, str, bool) and not (isinstance(value, tp)
                                                and not (tp is int and isinstance(value, bool))):
         raise ConfigError(f"{where} must be {tp.__name__}, got {value!r}")
@@ -149,13 +171,41 @@ def to_dict(obj: Any) -> Any:
     return dataclasses.asdict(obj)
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, but reading ``1e-3`` and ``1E4`` as numbers.
+
+    YAML 1.1 (PyYAML's dialect) needs a dot and a signed exponent (``1.0e-3``)
+    to call something a float, so ``lr: 1e-3`` would arrive as a string. YAML
+    1.2 and every user expect a number.
+    """
+
+
+_FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X)
+_Loader.yaml_implicit_resolvers = {k: [r for r in v if r[0] != "tag:yaml.org,2002:float"]
+                                   for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML with scientific notation read as numbers (see :class:`_Loader`).
+
+    >>> parse_yaml("lr: 1e-3")
+    {'lr': 0.001}
+    """
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Parse a YAML or JSON file into a mapping, with a clear error if it cannot be read."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text()) if p.suffix in (".yaml", ".yml") else json.loads(p.read_text())
+        data = parse_yaml(p.read_text()) if p.suffix in (".yaml", ".yml") else json.loads(p.read_text())
     except (yaml.YAMLError, json.JSONDecodeError) as e:
         raise ConfigError(f"cannot parse config file {p}: {e}") from None
     if not isinstance(data, dict):
@@ -164,7 +214,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``key.sub=value`` overrides (values parsed as YAML) to nested plain data."""
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to nested plain data.
+
+    ``model.towers.text=null`` removes that modality's tower.
+    """
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep:
@@ -175,7 +228,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {part!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
+        value = parse_yaml(raw)
+        if value is None and parts[-2:-1] == ["towers"]:
+            node.pop(parts[-1], None)
+        else:
+            node[parts[-1]] = value
     return data
 
 
@@ -193,7 +250,11 @@ def _merge(base: dict[str, Any], update: dict[str, Any], where: str) -> None:
         if key not in base:
             raise ConfigError(f"unknown key {key!r} in {where}; known keys: {', '.join(base)}")
         if key == "towers" and isinstance(value, dict):
-            base[key].update(value)  # a modality's tower spec is replaced whole
+            for modality, spec in value.items():  # a tower spec is replaced whole; null removes it
+                if spec is None:
+                    base[key].pop(modality, None)
+                else:
+                    base[key][modality] = spec
         elif isinstance(base[key], dict) and isinstance(value, dict) and key != "options":
             _merge(base[key], value, f"{where}:{key}")
         else:

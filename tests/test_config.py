@@ -53,3 +53,42 @@ def test_objective_options_are_checked():
         build_objective("infonce", label_smoothing=2.0)
     with pytest.raises(ConfigError, match="objective 'sigmoid': .*unexpected keyword"):
         build_objective("sigmoid", temperature=3)
+
+
+def test_scientific_notation_everywhere(tmp_path):
+    """YAML 1.1 reads 1e-3 as a string; ours reads it as a number, in files and --set."""
+    run = load_run_config(overrides=["train.lr=1e-3", "train.max_steps=1e3"])
+    assert run.train.lr == 1e-3 and run.train.max_steps == 1000
+    assert isinstance(run.train.max_steps, int)
+    (tmp_path / "c.yaml").write_text("train:\n  lr: 1e-4\n  weight_decay: 5E-2\n"
+                                     "model:\n  objective: {name: infonce, options: {label_smoothing: 1e-1}}\n")
+    run = load_run_config(tmp_path / "c.yaml")
+    assert run.train.lr == 1e-4 and run.train.weight_decay == 0.05
+    assert run.model.objective.options["label_smoothing"] == 0.1
+    with pytest.raises(ConfigError, match="max_steps must be int, got 1.5"):
+        load_run_config(overrides=["train.max_steps=1.5"])
+    # strings that merely look numeric stay strings
+    assert load_run_config(overrides=["train.device=1e3x"]).train.device == "1e3x"
+
+
+def test_a_tower_can_be_removed(tmp_path):
+    (tmp_path / "c.yaml").write_text("model:\n  towers:\n    text: null\n")
+    assert list(load_run_config(tmp_path / "c.yaml").model.towers) == ["image"]
+    assert list(load_run_config(overrides=["model.towers.text=null"]).model.towers) == ["image"]
+    (tmp_path / "d.yaml").write_text("model:\n  towers:\n    image: {name: vit}\n")
+    towers = load_run_config(tmp_path / "d.yaml").model.towers  # others are kept
+    assert towers["image"].name == "vit" and towers["text"].name == "transformer"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.batch_size=0", "train.batch_size must be at least 1, got 0"),
+    ("train.lr=-1e-3", "train.lr must be a positive finite number, got -0.001"),
+    ("train.lr=.nan", "train.lr must be a positive finite number"),
+    ("train.max_steps=0", "train.max_steps must be at least 1, got 0"),
+    ("train.accum_steps=0", "train.accum_steps must be at least 1"),
+    ("train.warmup_steps=-5", "train.warmup_steps must not be negative"),
+    ("model.embed_dim=0", "model.embed_dim must be at least 1"),
+])
+def test_nonsense_values_are_one_line_errors(override, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        load_run_config(overrides=[override])
