@@ -3,7 +3,7 @@
 Forward + backward on random unit vectors (float32), each case in a fresh
 subprocess so its peak RSS (``getrusage`` max RSS of that child) is its own.
 Ours and OpenCLIP run in the same invocation, so the ratios are comparable even
-though absolute speed drifts on shared machines (see /work/shared/BASELINES.md).
+though absolute speed drifts on shared machines (see ../shared/BASELINES.md, relative to the repository root).
 
     python bench/objectives.py                       # B = 4096 16384, d = 512
     python bench/objectives.py --batch 4096 16384 32768 65536 --repeats 2

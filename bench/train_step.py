@@ -41,23 +41,23 @@ rounds (order reversed every other round) because this machine's speed
 drifts by ~50 % within an hour; the summary gives per-round figures, medians
 and ratios against the first case.
 
-Setup (a venv of its own, outside the repo; OpenCLIP's model needs
+Setup (a venv of its own, `.bench-venv/` at the repo root, ignored by git; OpenCLIP's model needs
 torchvision, which needs torch 2.14.1 — a CUDA build that runs on CPU; never
 install these into the project's .venv)::
 
-    python3 -m venv /work/bench-venv
-    /work/bench-venv/bin/pip install torch==2.14.1 torchvision==0.29.1
-    /work/bench-venv/bin/pip install open-clip-torch==3.3.0 torch==2.14.1 torchvision==0.29.1
-    /work/bench-venv/bin/pip install numpy pillow tokenizers safetensors tqdm pyyaml torch==2.14.1
-    /work/bench-venv/bin/pip install --no-deps -e .        # jointspace itself, from the repo root
-    /work/bench-venv/bin/python -c "import torch; print(torch.__version__)"   # 2.14.1+cu130
+    python3 -m venv .bench-venv
+    .bench-venv/bin/pip install torch==2.14.1 torchvision==0.29.1
+    .bench-venv/bin/pip install open-clip-torch==3.3.0 torch==2.14.1 torchvision==0.29.1
+    .bench-venv/bin/pip install numpy pillow tokenizers safetensors tqdm pyyaml torch==2.14.1
+    .bench-venv/bin/pip install --no-deps -e .        # jointspace itself, from the repo root
+    .bench-venv/bin/python -c "import torch; print(torch.__version__)"   # 2.14.1+cu130
 
 Run (from the repo root)::
 
-    /work/bench-venv/bin/python bench/train_step.py                      # oc vs js, 3 rounds
-    /work/bench-venv/bin/python bench/train_step.py --cases oc js js+compile --steps 20
-    /work/bench-venv/bin/python bench/train_step.py --cases oc oc+fused js js+bf16 --rounds 2
-    /work/bench-venv/bin/python bench/train_step.py --json results.json
+    .bench-venv/bin/python bench/train_step.py                      # oc vs js, 3 rounds
+    .bench-venv/bin/python bench/train_step.py --cases oc js js+compile --steps 20
+    .bench-venv/bin/python bench/train_step.py --cases oc oc+fused js js+bf16 --rounds 2
+    .bench-venv/bin/python bench/train_step.py --json results.json
 
 Cases: ``oc`` (OpenCLIP as its trainer runs it), ``js`` (jointspace), and
 either followed by ``+`` options: ``compile`` (``torch.compile`` of the whole

@@ -12,7 +12,7 @@ class PreNormEncoder(nn.TransformerEncoder):
     QKV projection, with the padding mask as one broadcast boolean mask.
 
     That skips ``nn.MultiheadAttention``'s reshuffling copies and per-head float
-    masks (measured: +10 % step throughput in bf16, +1–7 % in fp32 on CPU).
+    masks (``bench/train_step.py`` measures what that buys).
     Parameters and their names are the parent's, so saved weights load
     unchanged. In eval mode it keeps PyTorch's fused inference path; in train
     mode it always takes this path, with or without grad, so the no-graph and
