@@ -9,7 +9,6 @@ is learned from data (a tokenizer) does it in ``prepare`` and keeps it with
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -66,7 +65,3 @@ def build_tower(spec: TowerSpec, embed_dim: int, modality: str) -> Tower:
         raise ConfigError(f"tower {spec.name!r} encodes {cls.modality!r}, not {modality!r}")
     config = from_dict(cls.Config, dict(spec.options), where=f"towers.{modality}.options")
     return cls(config, embed_dim)
-
-
-def config_dict(config: Any) -> dict:
-    return dataclasses.asdict(config)
