@@ -1,9 +1,11 @@
 """Reading and validating paired-data manifests (CSV or JSONL).
 
 A manifest has one row per item with columns ``image``, ``text`` and optional
-``id``, ``label``, ``audio``; file paths are relative to the manifest. Every
-row is checked (missing or unreadable file, truncated image, empty or
-over-long text, duplicate id). A bad row is, by default, skipped, counted and
+``id``, ``label``, ``group``, ``audio``; file paths are relative to the
+manifest, and other column names can be mapped onto these fields
+(``columns={"image": "filepath"}``). Files are read as UTF-8, with or without
+a byte-order mark (Excel's "CSV UTF-8"). Every row is checked (missing or
+unreadable file, truncated image, empty or over-long text, duplicate id). A bad row is, by default, skipped, counted and
 written with its reason to a quarantine file; with ``on_bad_row="fail"`` the
 first bad row raises :class:`~jointspace.errors.BadRowError` naming the file,
 line and problem. Nothing is dropped silently.
@@ -11,22 +13,22 @@ line and problem. Nothing is dropped silently.
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal
-
-from PIL import Image
+from typing import Callable, Iterator, Literal, Mapping
 
 from ..errors import BadRowError, DataError
 from ..fileio import atomic_write_text
 from ..progress import logger, progress
 
 OnBadRow = Literal["skip", "fail"]
+FIELDS = ("id", "image", "text", "label", "group", "audio")
 FILE_COLUMNS = ("image", "audio")
-OPTIONAL_COLUMNS = ("id", "label", "audio")
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,9 @@ class Record:
     text: str | None = None
     label: str | None = None
     audio: Path | None = None
+    #: rows with the same group are the same item (e.g. several captions of one
+    #: image); retrieval evaluation counts any of them as a hit
+    group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -60,56 +65,83 @@ class Manifest:
     def __len__(self) -> int:
         return len(self.records)
 
-    def texts(self) -> list[str]:
-        return [r.text for r in self.records if r.text is not None]
-
     def labels(self) -> list[str]:
         return [r.label for r in self.records if r.label is not None]
 
 
-def _read_rows(path: Path) -> tuple[set[str], list[tuple[int, dict | None, str | None]]]:
-    """The manifest's columns and its (line number, row or None, parse error or None)."""
-    rows = list(_iter_rows(path))
-    if path.suffix.lower() in (".csv", ".tsv"):
-        with open(path, encoding="utf-8", newline="") as f:
-            header = next(csv.reader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ","), [])
-        return {c.strip() for c in header if c.strip()}, rows
-    return set().union(*(r.keys() for _, r, _ in rows if r is not None)), rows
-
-
-def _iter_rows(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
-    if path.suffix.lower() in (".jsonl", ".ndjson"):
-        with open(path, encoding="utf-8") as f:
-            for line_no, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    yield line_no, None, f"line is not valid JSON ({e.msg})"
-                    continue
-                if not isinstance(row, dict):
-                    yield line_no, None, "line is not a JSON object"
-                    continue
-                yield line_no, row, None
-    elif path.suffix.lower() in (".csv", ".tsv"):
-        with open(path, encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-            if reader.fieldnames is None:
-                return
-            for row in reader:
-                if None in row:  # more cells than header columns
-                    yield reader.line_num, None, "row has more cells than the header has columns"
-                    continue
-                yield reader.line_num, row, None
-    else:
-        raise DataError(f"manifest {path} must end in .csv, .tsv or .jsonl")
-
-
-def check_image(path: Path) -> str | None:
+def _read_text(path: Path) -> str:
+    """The whole manifest as text; a non-UTF-8 file is a one-line DataError with its line."""
+    data = path.read_bytes()
     try:
-        with Image.open(path) as im:
-            im.load()  # full decode: catches truncated files, not only bad headers
+        return data.decode("utf-8-sig")  # -sig: drop the BOM Excel writes in "CSV UTF-8"
+    except UnicodeDecodeError as e:
+        raw = e.object  # positions count from after the BOM, if there is one
+        line = raw.count(b"\n", 0, e.start) + 1
+        line_start = raw.rfind(b"\n", 0, e.start) + 1
+        column = len(raw[line_start:e.start].decode("utf-8")) + 1  # in characters, like an editor
+        raise DataError(
+            f"manifest {path} is not UTF-8: byte 0x{raw[e.start]:02X} at line {line}, column "
+            f"{column} cannot be decoded (another encoding, e.g. cp1252/Latin-1?); "
+            "save it as UTF-8 (in Excel: 'CSV UTF-8')") from None
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict | None, str | None]]]:
+    """The manifest's column names and its (line number, row or None, parse error or None)."""
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".tsv", ".jsonl", ".ndjson"):
+        raise DataError(f"manifest {path} must end in .csv, .tsv or .jsonl")
+    text = _read_text(path)
+    if suffix in (".csv", ".tsv"):
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ",")
+        if reader.fieldnames is None:
+            return [], []
+        # strip header cells so "image, text" works (row keys would keep the space otherwise)
+        reader.fieldnames = [c.strip() for c in reader.fieldnames]
+        return [c for c in reader.fieldnames if c], list(_csv_rows(reader))
+    rows = list(_jsonl_rows(text))
+    names: dict[str, None] = {}  # ordered union of the keys of all rows
+    for _, row, _ in rows:
+        names.update(dict.fromkeys(row or ()))
+    return list(names), rows
+
+
+def _csv_rows(reader: csv.DictReader) -> Iterator[tuple[int, dict | None, str | None]]:
+    for row in reader:
+        if None in row:  # more cells than header columns
+            yield reader.line_num, None, "row has more cells than the header has columns"
+            continue
+        yield reader.line_num, row, None
+
+
+def _jsonl_rows(text: str) -> Iterator[tuple[int, dict | None, str | None]]:
+    # split on "\n" only: str.splitlines would also split inside strings at U+2028 etc.
+    for line_no, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            yield line_no, None, (f"line is not valid JSON ({e.msg} at line "
+                                  f"{line_no + e.lineno - 1}, column {e.colno})")
+            continue
+        if not isinstance(row, dict):
+            yield line_no, None, "line is not a JSON object"
+            continue
+        yield line_no, row, None
+
+
+def check_image(path: Path, size: int = 1) -> str | None:
+    """Why the image file cannot be used, or None if it decodes.
+
+    It runs the same decoding as training and encoding (:func:`decode_image`:
+    EXIF, bit depth, transparency), so an image that passes here loads later.
+    JPEGs are decoded at reduced scale (at least ``size`` pixels a side, 1/8
+    by default), which still reads every byte, so truncated files are caught.
+    """
+    from ..towers.vision import decode_image  # lazy: keeps this module free of torch
+
+    try:
+        decode_image(path, size)
     except FileNotFoundError:
         return f"image file not found: {path}"
     except Exception as e:  # PIL raises many types for corrupt data
@@ -117,14 +149,31 @@ def check_image(path: Path) -> str | None:
     return None
 
 
+def _field_columns(path: Path, columns: Mapping[str, str] | None) -> dict[str, str]:
+    """jointspace field → the manifest's column name for it."""
+    columns = dict(columns or {})
+    unknown = sorted(set(columns) - set(FIELDS))
+    if unknown:
+        raise DataError(f"columns= for manifest {path} maps unknown field(s) "
+                        f"{', '.join(map(repr, unknown))}; fields are: {', '.join(FIELDS)}")
+    return {f: str(columns.get(f, f)) for f in FIELDS}
+
+
 def read_manifest(path: str | Path, *, required: tuple[str, ...] = ("image", "text"),
                   on_bad_row: OnBadRow = "skip", quarantine_dir: str | Path | None = None,
-                  max_text_chars: int = 1000, check_files: bool = True) -> Manifest:
+                  max_text_chars: int = 1000, check_files: bool = True,
+                  columns: Mapping[str, str] | None = None) -> Manifest:
     """Read and validate a manifest.
 
-    Returns a :class:`Manifest` of valid records. Bad rows go to
-    ``<quarantine_dir>/quarantine-<manifest name>.jsonl`` (one JSON object per
-    row: line, reason, the original row) when ``quarantine_dir`` is given.
+    ``columns`` maps a jointspace field (``image``, ``text``, ``id``,
+    ``label``, ``group``, ``audio``) to the manifest's column holding it, e.g.
+    ``{"image": "filepath", "text": "caption"}``; unmapped fields use their own
+    name. Returns a :class:`Manifest` of valid records. Bad rows go to
+    ``<quarantine_dir>/quarantine-<manifest name>-<8 hex>.jsonl`` (one JSON
+    object per row: line, reason, the original row) when ``quarantine_dir`` is
+    given; the hex is a hash of the manifest's resolved path, so same-named
+    manifests from different folders do not overwrite each other. If no row
+    is valid, raises :class:`DataError` (after writing the quarantine).
 
     >>> m = read_manifest("data/train.csv", quarantine_dir="runs/model")  # doctest: +SKIP
     """
@@ -133,47 +182,51 @@ def read_manifest(path: str | Path, *, required: tuple[str, ...] = ("image", "te
         raise DataError(f"on_bad_row must be 'skip' or 'fail', got {on_bad_row!r}")
     if not path.is_file():
         raise DataError(f"manifest not found: {path}")
-    columns, rows = _read_rows(path)
+    field_col = _field_columns(path, columns)
+    found, rows = _read_rows(path)
     if not rows:
         raise DataError(f"manifest {path} has no rows")
-    missing = [c for c in required if c not in columns]
+    missing = [field_col[f] for f in required if field_col[f] not in found]
     if missing:
         raise DataError(f"manifest {path} lacks required column(s) {', '.join(map(repr, missing))}; "
-                        f"found: {', '.join(sorted(columns)) or 'none'}")
+                        f"found: {', '.join(sorted(found)) or 'none'} — map other names with "
+                        "--image-column/--text-column (columns=...)")
 
     bad: list[BadRow] = []
     base = path.parent
+    original = {line: row for line, row, _ in rows if row is not None}
 
-    def reject(line: int, row: dict | None, reason: str) -> None:
+    def reject(line: int, reason: str) -> None:
         if on_bad_row == "fail":
             raise BadRowError(f"{path}, line {line}: {reason}")
-        bad.append(BadRow(line, reason, row or {}))
+        bad.append(BadRow(line, reason, original.get(line, {})))  # the row as written
 
     candidates: list[Record] = []
     seen_ids: dict[str, int] = {}
     for line, row, parse_error in rows:
         if parse_error:
-            reject(line, row, parse_error)
+            reject(line, parse_error)
             continue
         reason = None
-        values = {k: (str(v).strip() if v is not None else "") for k, v in row.items()}
-        for col in required:
-            if not values.get(col):
-                reason = f"empty {col!r}"
+        values = {f: _cell(row.get(col)) for f, col in field_col.items()}
+        for f in required:
+            if not values[f]:
+                reason = f"empty {field_col[f]!r}"
                 break
-        text = values.get("text") or None
+        text = values["text"] or None
         if reason is None and text is not None and len(text) > max_text_chars:
-            reason = f"text has {len(text)} characters (limit {max_text_chars})"
-        item_id = values.get("id") or f"{path.stem}:{line}"
+            reason = (f"text has {len(text)} characters (limit {max_text_chars}); "
+                      "raise train.max_text_chars to keep longer texts")
+        item_id = values["id"] or f"{path.stem}:{line}"
         if reason is None and item_id in seen_ids:
             reason = f"duplicate id {item_id!r} (first on line {seen_ids[item_id]})"
         if reason:
-            reject(line, row, reason)
+            reject(line, reason)
             continue
         seen_ids[item_id] = line
-        files = {c: (base / values[c]) if values.get(c) else None for c in FILE_COLUMNS}
-        candidates.append(Record(item_id, line, files["image"], text, values.get("label") or None,
-                                 files["audio"]))
+        files = {c: (base / values[c]) if values[c] else None for c in FILE_COLUMNS}
+        candidates.append(Record(item_id, line, files["image"], text, values["label"] or None,
+                                 files["audio"], values["group"] or None))
 
     records = candidates
     if check_files:
@@ -184,10 +237,20 @@ def read_manifest(path: str | Path, *, required: tuple[str, ...] = ("image", "te
                        len(rows), result.bad_rows[0].line, result.bad_rows[0].reason)
     if quarantine_dir is not None and bad:
         result.quarantine_path = write_quarantine(result, quarantine_dir)
+    if not records:
+        first = result.bad_rows[0]
+        where = (f"see {result.quarantine_path}" if result.quarantine_path is not None
+                 else f"first: line {first.line}, {first.reason}")
+        raise DataError(f"{path}: 0 valid rows of {len(rows)}; {where}")
     return result
 
 
-def _check_files(path: Path, candidates: list[Record], reject) -> list[Record]:
+def _cell(value: object) -> str:
+    return str(value).strip() if value is not None else ""
+
+
+def _check_files(path: Path, candidates: list[Record],
+                 reject: Callable[[int, str], None]) -> list[Record]:
     def problem(rec: Record) -> str | None:
         if rec.image is not None and (err := check_image(rec.image)):
             return err
@@ -202,14 +265,20 @@ def _check_files(path: Path, candidates: list[Record], reject) -> list[Record]:
         for rec, err in progress(zip(candidates, problems), desc=f"check {path.name}",
                                  total=len(candidates), unit="row", leave=False):
             if err:
-                reject(rec.line, {"id": rec.id, "image": str(rec.image), "text": rec.text}, err)
+                reject(rec.line, err)
             else:
                 kept.append(rec)
     return kept
+
+
+def quarantine_file(source: Path, out_dir: str | Path) -> Path:
+    """``out_dir/quarantine-<name>-<8 hex of the resolved source path>.jsonl``."""
+    digest = hashlib.sha1(str(Path(source).resolve()).encode("utf-8")).hexdigest()[:8]
+    return Path(out_dir) / f"quarantine-{Path(source).stem}-{digest}.jsonl"
 
 
 def write_quarantine(manifest: Manifest, out_dir: str | Path) -> Path:
     """Write the bad rows with their reasons as JSONL (atomically) and return its path."""
     lines = (json.dumps({"manifest": str(manifest.path), "line": b.line, "reason": b.reason,
                          "row": b.row}) + "\n" for b in manifest.bad_rows)
-    return atomic_write_text(Path(out_dir) / f"quarantine-{manifest.path.stem}.jsonl", "".join(lines))
+    return atomic_write_text(quarantine_file(manifest.path, out_dir), "".join(lines))

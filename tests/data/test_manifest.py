@@ -41,8 +41,10 @@ def test_each_bad_row_kind_is_quarantined(folder, kind):
     m = read_manifest(manifest, quarantine_dir=out, max_text_chars=40)
     assert [r.id for r in m.records] == ["1"]
     assert len(m.bad_rows) == 1 and reason in m.bad_rows[0].reason
-    lines = [json.loads(l) for l in (out / "quarantine-m.jsonl").read_text().splitlines()]
+    assert m.quarantine_path.parent == out and m.quarantine_path.name.startswith("quarantine-m-")
+    lines = [json.loads(l) for l in m.quarantine_path.read_text().splitlines()]
     assert lines[0]["line"] == 3 and reason in lines[0]["reason"] and lines[0]["manifest"] == str(manifest)
+    assert lines[0]["row"] == dict(zip(["id", "image", "text", "label"], row.split(",")))  # as written
 
 
 @pytest.mark.parametrize("kind", list(BAD_ROWS))
@@ -76,8 +78,8 @@ def test_jsonl_rows_and_bad_json(folder):
 
 
 def test_csv_row_with_extra_cells(folder):
-    m = read_manifest(_csv(folder / "m.csv", ["1,good.png,a,b,c,d"]), check_files=False)
-    assert not m.records and "more cells" in m.bad_rows[0].reason
+    m = read_manifest(_csv(folder / "m.csv", ["1,good.png,a,b", "2,good.png,a,b,c,d"]), check_files=False)
+    assert len(m.records) == 1 and "more cells" in m.bad_rows[0].reason
 
 
 def test_missing_empty_and_column_errors(folder):
@@ -89,7 +91,8 @@ def test_missing_empty_and_column_errors(folder):
     (folder / "header.csv").write_text("image,text\n")
     with pytest.raises(DataError, match="has no rows"):
         read_manifest(folder / "header.csv")
-    with pytest.raises(DataError, match="lacks required column\\(s\\) 'text'; found: caption, image"):
+    with pytest.raises(DataError, match="lacks required column\\(s\\) 'text'; found: caption, image — "
+                                        "map other names with --image-column/--text-column"):
         read_manifest(_csv(folder / "cols.csv", ["good.png,hi"], header="image,caption"))
     with pytest.raises(DataError, match=r"must end in \.csv"):
         (folder / "m.txt").write_text("x")
