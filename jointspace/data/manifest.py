@@ -149,20 +149,23 @@ def check_image(path: Path, size: int = 1) -> str | None:
     return None
 
 
-def _field_columns(path: Path, columns: Mapping[str, str] | None) -> dict[str, str]:
+def _field_columns(path: Path, columns: Mapping[str, str | None] | None,
+                   required: tuple[str, ...]) -> dict[str, str]:
     """jointspace field → the manifest's column name for it."""
-    columns = dict(columns or {})
-    unknown = sorted(set(columns) - set(FIELDS))
+    fields = FIELDS + tuple(f for f in required if f not in FIELDS)
+    # a None value means "not mapped", so a CLI can pass its unset flags straight through
+    columns = {k: v for k, v in (columns or {}).items() if v}
+    unknown = sorted(set(columns) - set(fields))
     if unknown:
         raise DataError(f"columns= for manifest {path} maps unknown field(s) "
-                        f"{', '.join(map(repr, unknown))}; fields are: {', '.join(FIELDS)}")
-    return {f: str(columns.get(f, f)) for f in FIELDS}
+                        f"{', '.join(map(repr, unknown))}; fields are: {', '.join(fields)}")
+    return {f: str(columns.get(f, f)) for f in fields}
 
 
 def read_manifest(path: str | Path, *, required: tuple[str, ...] = ("image", "text"),
                   on_bad_row: OnBadRow = "skip", quarantine_dir: str | Path | None = None,
                   max_text_chars: int = 1000, check_files: bool = True,
-                  columns: Mapping[str, str] | None = None) -> Manifest:
+                  columns: Mapping[str, str | None] | None = None) -> Manifest:
     """Read and validate a manifest.
 
     ``columns`` maps a jointspace field (``image``, ``text``, ``id``,
@@ -182,7 +185,7 @@ def read_manifest(path: str | Path, *, required: tuple[str, ...] = ("image", "te
         raise DataError(f"on_bad_row must be 'skip' or 'fail', got {on_bad_row!r}")
     if not path.is_file():
         raise DataError(f"manifest not found: {path}")
-    field_col = _field_columns(path, columns)
+    field_col = _field_columns(path, columns, required)
     found, rows = _read_rows(path)
     if not rows:
         raise DataError(f"manifest {path} has no rows")

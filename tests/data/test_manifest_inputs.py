@@ -55,7 +55,7 @@ def test_bom_does_not_shift_the_reported_column(folder):
 def test_columns_map_fields_to_other_names(folder):
     path = folder / "openclip.csv"
     path.write_text("filepath,caption,image\ngood.png,a red square,ignored.png\n")
-    m = read_manifest(path, columns={"image": "filepath", "text": "caption"})
+    m = read_manifest(path, columns={"image": "filepath", "text": "caption", "label": None})
     assert [(r.image, r.text) for r in m.records] == [(folder / "good.png", "a red square")]
 
 
