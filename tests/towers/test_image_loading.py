@@ -1,5 +1,4 @@
 """load_image on real files: EXIF orientation, bit depth, transparency, huge JPEGs."""
-import io
 import struct
 import zlib
 
