@@ -11,11 +11,12 @@ DEFAULT_TEMPLATES = ("a {label}", "a picture of a {label}", "there is a {label}"
 
 
 def class_embeddings(model: JointModel, classes: Sequence[str],
-                     templates: Sequence[str] = DEFAULT_TEMPLATES, dim: int | None = None) -> np.ndarray:
+                     templates: Sequence[str] = DEFAULT_TEMPLATES, dim: int | None = None,
+                     batch_size: int = 256) -> np.ndarray:
     """One unit vector per class: the renormalised mean of its prompt embeddings
     (prompt ensembling, as in CLIP)."""
     prompts = [t.format(label=c) for c in classes for t in templates]
-    emb = model.encode_text(prompts, dim=dim).reshape(len(classes), len(templates), -1).mean(1)
+    emb = model.encode_text(prompts, dim=dim, batch_size=batch_size).reshape(len(classes), len(templates), -1).mean(1)
     return emb / np.linalg.norm(emb, axis=1, keepdims=True)
 
 

@@ -4,7 +4,8 @@ from sklearn.metrics import top_k_accuracy_score
 
 from jointspace.eval import evaluate
 from jointspace.eval.retrieval import positive_ranks, recall_at_k, retrieval_metrics
-from jointspace.eval.zeroshot import zero_shot_metrics
+from jointspace.data.manifest import Record
+from jointspace.eval.zeroshot import DEFAULT_TEMPLATES, zero_shot_metrics
 
 
 def _unit(rng, n, d):
@@ -62,14 +63,142 @@ def test_zero_shot_matches_sklearn():
         zero_shot_metrics(images, ["zzz"] * 200, classes, class_emb)
 
 
+def _brute_recall(scores, groups, ks=(1, 5, 10)):
+    """R@k and 1-based median rank, ties against the query, by sorting each row."""
+    ranks = []
+    for i in range(len(scores)):
+        order = sorted(range(scores.shape[1]), key=lambda j: (-scores[i, j], groups[j] == groups[i]))
+        ranks.append(next(p for p, j in enumerate(order) if groups[j] == groups[i]))
+    ranks = np.array(ranks)
+    return {**{f"R@{k}": float(np.mean(ranks < k)) for k in ks}, "median_rank": float(np.median(ranks + 1))}
+
+
+def _independent(model_dir, rows):
+    """The model and the embeddings of manifest rows, computed without evaluate()."""
+    import jointspace
+    model = jointspace.load(model_dir)
+    image = model.encode_image([r["path"] for r in rows], batch_size=3)
+    text = np.concatenate([model.encode_text([r["text"]]) for r in rows])  # one at a time
+    return model, image.astype(np.float64), text.astype(np.float64)
+
+
+def _rows(manifest):
+    import csv
+    with open(manifest) as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r["path"] = str(manifest.parent / r["image"])
+    return rows
+
+
+def _check_views(results, prefix, image, text, rows):
+    """Every retrieval view of ``results`` against the brute force on these rows."""
+    captions, labels = [r["text"] for r in rows], [r["label"] for r in rows]
+    n = len(rows)
+    for direction, scores in (("text_to_image", text @ image.T), ("image_to_text", image @ text.T)):
+        assert results[prefix][direction] == pytest.approx(_brute_recall(scores, captions))
+        assert results[prefix]["strict"][direction] == pytest.approx(_brute_recall(scores, list(range(n))))
+        by_label = f"retrieval_by_label{prefix[len('retrieval'):]}"
+        assert results[by_label][direction] == pytest.approx(_brute_recall(scores, labels))
+    assert results[prefix]["n"] == n and results[prefix]["grouped_by"] == "text"
+
+
 def test_evaluate_writes_results(trained_model_dir, shapes_dir, tmp_path):
+    subset = ["orange hexagon", "yellow diamond", "red triangle"]  # in the fixture's test split
     results = evaluate(trained_model_dir, shapes_dir / "test.csv", out_dir=tmp_path,
-                       subsets={"some": ["red circle", "blue square"]})
+                       subsets={"some": subset, "absent": ["purple circle"]})
     import json
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert on_disk["retrieval"] == results["retrieval"]
     assert results["n"] == 12 and results["zero_shot"]["n"] == 12
-    assert set(results["retrieval"]["text_to_image"]) == {"R@1", "R@5", "R@10"}
+    assert set(results["retrieval"]["text_to_image"]) == {"R@1", "R@5", "R@10", "median_rank"}
+    assert not any(key.endswith("_absent") for key in results)  # no rows, no figures
+    rows = _rows(shapes_dir / "test.csv")
+    model, image, text = _independent(trained_model_dir, rows)
+    _check_views(results, "retrieval", image, text, rows)
+    # the subset: its rows only, scored against each other, recomputed by hand
+    keep = [i for i, r in enumerate(rows) if r["label"] in subset]
+    assert len(keep) == 5
+    sub = [rows[i] for i in keep]
+    _check_views(results, "retrieval_some", image[keep], text[keep], sub)
+    classes = sorted({r["label"] for r in rows})
+    prompts = model.encode_text([t.format(label=c) for c in classes for t in DEFAULT_TEMPLATES])
+    class_emb = prompts.reshape(len(classes), len(DEFAULT_TEMPLATES), -1).mean(1)
+    class_emb /= np.linalg.norm(class_emb, axis=1, keepdims=True)
+    predicted = [classes[j] for j in np.argmax(image[keep] @ class_emb.T, axis=1)]
+    expected_top1 = np.mean([p == r["label"] for p, r in zip(predicted, sub)])
+    z = results["zero_shot_some"]
+    assert z["top1"] == pytest.approx(expected_top1) and z["n"] == 5
+    assert z["n_classes"] == len(classes)
+    assert set(z["per_class_top1"]) == set(subset)
+
+
+def test_evaluate_groups_duplicate_captions(trained_model_dir, shapes_dir, tmp_path):
+    """Rows 0-3 share one caption, rows 4-5 another: group-aware figures count any of
+    them, the strict ones cannot beat the ceiling, and the ceiling is computed right."""
+    import csv
+    rows = _rows(shapes_dir / "test.csv")
+    for i in (1, 2, 3):
+        rows[i]["text"] = rows[0]["text"]
+    rows[5]["text"] = rows[4]["text"]
+    manifest = tmp_path / "dups.csv"
+    with open(manifest, "w", newline="") as f:
+        writer = csv.DictWriter(f, ["id", "image", "text", "label"])
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({"id": r["id"], "image": r["path"], "text": r["text"], "label": r["label"]})
+    results = evaluate(trained_model_dir, manifest)
+    _, image, text = _independent(trained_model_dir, rows)
+    _check_views(results, "retrieval", image, text, rows)
+    r = results["retrieval"]
+    assert r["n_groups"] == 8
+    # image→text: only the 6 rows with a unique caption can rank their own text first
+    assert r["strict"]["ceiling"]["image_to_text"] == pytest.approx({"R@1": 6 / 12, "R@5": 1.0, "R@10": 1.0})
+    assert r["strict"]["ceiling"]["text_to_image"] == pytest.approx(
+        {"R@1": (6 + 1 + 1) / 12, "R@5": 1.0, "R@10": 1.0})
+    for direction in ("text_to_image", "image_to_text"):
+        for k, bound in r["strict"]["ceiling"][direction].items():
+            assert r["strict"][direction][k] <= bound
+    # random order: a query whose caption m rows share hits at R@1 with probability m / 12
+    assert r["chance"]["R@1"] == pytest.approx((4 * 4 / 12 + 2 * 2 / 12 + 6 / 12) / 12)
+
+
+@pytest.mark.skipif(not hasattr(Record, "__dataclass_fields__") or "group" not in Record.__dataclass_fields__,
+                    reason="the manifest reader has no group column yet")
+def test_evaluate_uses_the_group_column(trained_model_dir, shapes_dir, tmp_path):
+    import csv
+    rows = _rows(shapes_dir / "test.csv")
+    groups = [f"scene-{i // 3}" for i in range(len(rows))]  # four groups of three
+    manifest = tmp_path / "grouped.csv"
+    with open(manifest, "w", newline="") as f:
+        writer = csv.DictWriter(f, ["id", "image", "text", "label", "group"])
+        writer.writeheader()
+        for r, g in zip(rows, groups):
+            writer.writerow({"id": r["id"], "image": r["path"], "text": r["text"], "label": r["label"],
+                             "group": g})
+    results = evaluate(trained_model_dir, manifest)
+    _, image, text = _independent(trained_model_dir, rows)
+    assert results["retrieval"]["grouped_by"] == "group"
+    assert results["retrieval"]["text_to_image"] == pytest.approx(_brute_recall(text @ image.T, groups))
+    assert results["retrieval"]["image_to_text"] == pytest.approx(_brute_recall(image @ text.T, groups))
+    # captions are all distinct here, so nothing caps the strict figures
+    assert set(results["retrieval"]["strict"]["ceiling"]["image_to_text"].values()) == {1.0}
+
+
+def test_evaluate_device_and_batch_size(trained_model_dir, shapes_dir):
+    import torch
+    from jointspace.errors import ConfigError
+    default = evaluate(trained_model_dir, shapes_dir / "test.csv")
+    small = evaluate(trained_model_dir, shapes_dir / "test.csv", device="cpu", batch_size=5)
+    assert small["device"] == "cpu" and default["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")
+    for key in ("retrieval", "retrieval_by_label"):
+        for direction in ("text_to_image", "image_to_text"):
+            assert small[key][direction] == pytest.approx(default[key][direction])
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA device"):
+            evaluate(trained_model_dir, shapes_dir / "test.csv", device="cuda")
+    with pytest.raises(ConfigError, match="not a device name"):
+        evaluate(trained_model_dir, shapes_dir / "test.csv", device="gpu-please")
 
 
 def test_matryoshka_sizes_are_reported(shapes_dir, tiny_run, tmp_path):
