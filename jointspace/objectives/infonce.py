@@ -33,13 +33,13 @@ import torch
 
 from .base import OBJECTIVES, Objective
 from .blocks import check_pair, compute_dtype, no_autocast, resolve_block, stripes
-from .distributed import all_reduce_, gather_rows, reduce_scatter_rows, world
+from .distributed import Group, all_reduce_, check_group, gather_rows, reduce_scatter_rows, world
 
 __all__ = ["InfoNCE", "blockwise_infonce"]
 
 
 def _shift_for(a: torch.Tensor, b_pos: torch.Tensor, b_all: torch.Tensor, s: torch.Tensor,
-               size: int) -> torch.Tensor | None:
+               group: Group) -> torch.Tensor | None:
     """One shift ``c`` that keeps ``exp(Z − c)`` exact over the whole matrix, or None.
 
     ``U = s·max‖a‖·max‖b‖`` bounds every logit, and every row and column holds
@@ -48,14 +48,14 @@ def _shift_for(a: torch.Tensor, b_pos: torch.Tensor, b_all: torch.Tensor, s: tor
     at most ``N² e^{U − D − 173}`` relative to the row's / column's positive, so
     ``U − D ≤ 150 − 2 ln N`` (at scale 100: every positive cosine ≥ −0.3)
     keeps that below 1e-10 while skipping every max / rescale pass. Otherwise
-    (or in float64) the caller takes the max-tracking path.
+    (or in float64) the caller takes the max-tracking path. The bounds are
+    all-reduced over ``group`` so every rank takes the same path.
     """
     if a.dtype != torch.float32 or a.shape[0] == 0:
         return None
     pos = torch.bmm(a.unsqueeze(1), b_pos.unsqueeze(2)).min()
     stats = torch.stack([a.norm(dim=1).max(), b_all.norm(dim=1).max(), -pos])
-    if size > 1:
-        all_reduce_(stats, torch.distributed.ReduceOp.MAX)
+    all_reduce_(stats, torch.distributed.ReduceOp.MAX, group=group)
     a_max, b_max, neg_pos = stats.tolist()
     sv = float(s)
     log_n = math.log(max(b_all.shape[0], 2))
@@ -171,16 +171,16 @@ class _BlockwiseInfoNCE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor,  # type: ignore[override]
-                label_smoothing: float, block_size: int | None) -> torch.Tensor:
+                label_smoothing: float, block_size: int | None, group: Group) -> torch.Tensor:
         with no_autocast(a.device):
-            rank, size = world()
+            rank, size = world(group)
             dt = compute_dtype(a)
             a_c, b_c, s = a.to(dt), b.to(dt), scale.to(dt)
-            b_all = gather_rows(b_c)
+            b_all = gather_rows(b_c, group=group)
             n_loc, dim = a_c.shape
             n = b_all.shape[0]
             block = resolve_block(block_size, n_loc, n, dim)
-            c = _shift_for(a_c, b_c, b_all, s, size)
+            c = _shift_for(a_c, b_c, b_all, s, group)
             if c is None:
                 lse_r, cmax, csum, pos = _pass1_exact(a_c, b_c, b_all, s, block)
             else:
@@ -188,9 +188,10 @@ class _BlockwiseInfoNCE(torch.autograd.Function):
             a_sum, b_sum = a_c.sum(dim=0), b_all.sum(dim=0)
             lse_r_sum = lse_r.sum()
             if size > 1:
-                gmax = all_reduce_(cmax.clone(), torch.distributed.ReduceOp.MAX)
+                gmax = all_reduce_(cmax.clone(), torch.distributed.ReduceOp.MAX, group=group)
                 csum.mul_((cmax - gmax).exp_())
-                packed = all_reduce_(torch.cat([csum, lse_r_sum[None], pos[None], a_sum]))
+                packed = all_reduce_(torch.cat([csum, lse_r_sum[None], pos[None], a_sum]),
+                                     group=group)
                 csum, lse_r_sum, pos, a_sum_all = packed[:n], packed[n], packed[n + 1], packed[n + 2:]
                 cmax = gmax
             else:
@@ -201,13 +202,13 @@ class _BlockwiseInfoNCE(torch.autograd.Function):
                     - eps / n ** 2 * s * torch.dot(a_sum_all, b_sum))
         shift = a_c.new_full((), float("nan")) if c is None else c
         ctx.save_for_backward(a, b_all, s, lse_r, lse_c, a_sum_all, shift)
-        ctx.conf = (rank, size, eps, block, b.dtype, scale.dtype, c is not None)
+        ctx.conf = (rank, size, eps, block, b.dtype, scale.dtype, c is not None, group)
         return loss
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
         a, b_all, s, lse_r, lse_c, a_sum_all, shift = ctx.saved_tensors
-        rank, size, eps, block, b_dtype, s_dtype, shifted = ctx.conf
+        rank, size, eps, block, b_dtype, s_dtype, shifted, group = ctx.conf
         need_a, need_b, need_s = ctx.needs_input_grad[:3]
         with no_autocast(a.device):
             dt = b_all.dtype
@@ -235,23 +236,26 @@ class _BlockwiseInfoNCE(torch.autograd.Function):
                 grad_a = grad_a.to(a.dtype)
             del pa
             if need_b:
-                grad_b = reduce_scatter_rows(pb.mul_(c * s / (2 * n)))
+                grad_b = reduce_scatter_rows(pb.mul_(c * s / (2 * n)), group=group)
                 grad_b.addcmul_(a_c, c * s * (1 - eps) / n, value=-1)
                 grad_b.sub_((c * s * eps / n ** 2) * a_sum_all)
                 grad_b = grad_b.to(b_dtype)
-        return grad_a, grad_b, grad_s, None, None
+        return grad_a, grad_b, grad_s, None, None, None
 
 
 def blockwise_infonce(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor | float, *,
-                      label_smoothing: float = 0.0, block_size: int | None = None) -> torch.Tensor:
+                      label_smoothing: float = 0.0, block_size: int | None = None,
+                      group: Group = None) -> torch.Tensor:
     """Symmetric InfoNCE of paired rows ``a[i] ↔ b[i]`` at temperature scale ``scale``.
 
     ``scale`` is the *exponentiated* scale (``logit_scale.exp()``). Equal in
     value and gradients to the full-matrix loss (mean of the a→b and b→a
     cross-entropies, ``F.cross_entropy(..., label_smoothing=...)``) but never
     forms the ``B × B`` matrix. bf16 / fp16 inputs are upcast to float32;
-    gradients come back in the input dtypes. Under ``torch.distributed`` every
-    rank passes its own rows; see :class:`InfoNCE` for the scaling convention.
+    gradients come back in the input dtypes. ``group`` is the process group
+    whose ranks each pass their own rows (``None``: the default group if
+    initialised; :data:`~jointspace.objectives.LOCAL`: this process alone); see
+    :class:`InfoNCE` for the scaling convention.
     """
     check_pair(a, b)
     if not 0.0 <= label_smoothing < 1.0:
@@ -259,7 +263,8 @@ def blockwise_infonce(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor | fl
     scale = torch.as_tensor(scale, device=a.device)
     if not scale.is_floating_point():
         scale = scale.float()
-    return _BlockwiseInfoNCE.apply(a, b, scale.reshape(()), float(label_smoothing), block_size)
+    return _BlockwiseInfoNCE.apply(a, b, scale.reshape(()), float(label_smoothing), block_size,
+                                   check_group(group))
 
 
 @OBJECTIVES.register("infonce")
@@ -274,9 +279,12 @@ class InfoNCE(Objective):
     (see :mod:`jointspace.objectives.infonce`); ``block_size`` (rows per
     stripe) defaults to :func:`~jointspace.objectives.blocks.choose_block_size`.
 
-    Several processes (``torch.distributed`` initialised, world size ``W``):
-    each rank passes its own ``B_local`` rows (same on every rank); the loss is
-    taken over the global batch of ``W · B_local`` rows, concatenated in rank
+    Several processes: ``group`` is ``None`` (the default process group when
+    ``torch.distributed`` is initialised, else this process alone), a
+    ``ProcessGroup`` of ``W`` ranks, or :data:`~jointspace.objectives.LOCAL`
+    (this process's rows alone, no communication). Each rank of the group
+    passes its own ``B_local`` rows (same on every rank); the loss is taken
+    over the global batch of ``W · B_local`` rows, concatenated in group-rank
     order, so every positive meets every rank's negatives. Every rank returns
     the global loss (so the mean over ranks equals the single-process loss on
     the concatenated batch), and the gradients are those of ``W × loss``: the
@@ -296,8 +304,9 @@ class InfoNCE(Objective):
     True
     """
 
-    def __init__(self, label_smoothing: float = 0.0, block_size: int | None = None) -> None:
-        super().__init__()
+    def __init__(self, label_smoothing: float = 0.0, block_size: int | None = None,
+                 group: Group = None) -> None:
+        super().__init__(group)
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.label_smoothing = float(label_smoothing)
@@ -309,7 +318,8 @@ class InfoNCE(Objective):
             if not torch.is_tensor(logit_scale) else logit_scale
         scale = logit_scale.clamp(max=self.max_logit_scale).exp()
         return blockwise_infonce(a, b, scale, label_smoothing=self.label_smoothing,
-                                 block_size=self.block_size)
+                                 block_size=self.block_size, group=self.group)
 
     def extra_repr(self) -> str:
-        return f"label_smoothing={self.label_smoothing}, block_size={self.block_size}"
+        return (f"label_smoothing={self.label_smoothing}, block_size={self.block_size}"
+                + ("" if self.group is None else f", group={self.group!r}"))

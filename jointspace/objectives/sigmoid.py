@@ -22,7 +22,7 @@ import torch
 
 from .base import OBJECTIVES, Objective
 from .blocks import check_pair, compute_dtype, no_autocast, resolve_block, stripes
-from .distributed import all_reduce_, gather_rows, reduce_scatter_rows, world
+from .distributed import Group, all_reduce_, check_group, gather_rows, reduce_scatter_rows, world
 
 __all__ = ["SigmoidLoss", "blockwise_sigmoid"]
 
@@ -40,12 +40,13 @@ class _BlockwiseSigmoid(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor,  # type: ignore[override]
-                bias: torch.Tensor, block_size: int | None, need_grad: bool) -> torch.Tensor:
+                bias: torch.Tensor, block_size: int | None, need_grad: bool,
+                group: Group) -> torch.Tensor:
         with no_autocast(a.device):
-            rank, size = world()
+            rank, size = world(group)
             dt = compute_dtype(a)
             a_c, b_c, s, t = a.to(dt), b.to(dt), scale.to(dt), bias.to(dt)
-            b_all = gather_rows(b_c)
+            b_all = gather_rows(b_c, group=group)
             n_loc, dim = a_c.shape
             n = b_all.shape[0]
             block = resolve_block(block_size, n_loc, n, dim)
@@ -68,7 +69,7 @@ class _BlockwiseSigmoid(torch.autograd.Function):
             del z_buf, e_buf
             loss = (sp - s * pos - n_loc * t) / n  # this rank's share of the global loss
             if size > 1:
-                loss = all_reduce_(loss.clone())
+                loss = all_reduce_(loss.clone(), group=group)
             if need_grad:
                 # gradients of the global loss wrt this rank's inputs (pb: wrt all of B)
                 lo = rank * n_loc
@@ -78,7 +79,7 @@ class _BlockwiseSigmoid(torch.autograd.Function):
                 grad_s = (a_pa - pos) / n  # this rank's rows' share
                 grad_t = (sig - n_loc) / n
                 ctx.grads = [pa, pb, grad_s, grad_t]
-        ctx.conf = (size, a.dtype, b.dtype, scale.dtype, bias.dtype)
+        ctx.conf = (size, a.dtype, b.dtype, scale.dtype, bias.dtype, group)
         return loss
 
     @staticmethod
@@ -88,18 +89,19 @@ class _BlockwiseSigmoid(torch.autograd.Function):
             raise RuntimeError("blockwise sigmoid loss: gradients were not prepared in forward "
                                "(called under no_grad?) or backward ran twice on the same graph")
         ctx.grads = None
-        size, a_dtype, b_dtype, s_dtype, t_dtype = ctx.conf
+        size, a_dtype, b_dtype, s_dtype, t_dtype, group = ctx.conf
         pa, pb, grad_s, grad_t = grads
         c = grad_out.to(pa.dtype) * size  # gradients of Σ_ranks loss = size × global loss
         need_a, need_b, need_s, need_t = ctx.needs_input_grad[:4]
         grad_a = pa.mul_(c).to(a_dtype) if need_a else None
-        grad_b = reduce_scatter_rows(pb.mul_(c)).to(b_dtype) if need_b else None
+        grad_b = reduce_scatter_rows(pb.mul_(c), group=group).to(b_dtype) if need_b else None
         return (grad_a, grad_b, (grad_s * c).to(s_dtype) if need_s else None,
-                (grad_t * c).to(t_dtype) if need_t else None, None, None)
+                (grad_t * c).to(t_dtype) if need_t else None, None, None, None)
 
 
 def blockwise_sigmoid(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor | float,
-                      bias: torch.Tensor | float, *, block_size: int | None = None) -> torch.Tensor:
+                      bias: torch.Tensor | float, *, block_size: int | None = None,
+                      group: Group = None) -> torch.Tensor:
     """SigLIP loss of paired rows ``a[i] ↔ b[i]`` with logits ``scale · a bᵀ + bias``.
 
     ``scale`` is the *exponentiated* scale. Returns ``−Σ_ij log σ(y_ij z_ij) / B``
@@ -107,7 +109,9 @@ def blockwise_sigmoid(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor | fl
     full-matrix computation without forming it. When autograd will need
     gradients they are computed during this call (one pass) and stored, so
     backward may run only once per call. bf16 / fp16 inputs are upcast to
-    float32. Under ``torch.distributed`` see :class:`SigmoidLoss`.
+    float32. ``group``: the process group whose ranks each pass their own rows
+    (``None``: the default group if initialised; :data:`~jointspace.objectives.LOCAL`:
+    this process alone); see :class:`SigmoidLoss`.
     """
     check_pair(a, b)
     scale = torch.as_tensor(scale, device=a.device)
@@ -115,7 +119,7 @@ def blockwise_sigmoid(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor | fl
     scale = (scale if scale.is_floating_point() else scale.float()).reshape(())
     bias = (bias if bias.is_floating_point() else bias.float()).reshape(())
     need_grad = torch.is_grad_enabled() and any(x.requires_grad for x in (a, b, scale, bias))
-    return _BlockwiseSigmoid.apply(a, b, scale, bias, block_size, need_grad)
+    return _BlockwiseSigmoid.apply(a, b, scale, bias, block_size, need_grad, check_group(group))
 
 
 @OBJECTIVES.register("sigmoid")
@@ -132,8 +136,12 @@ class SigmoidLoss(Objective):
     ``O(B·block + B·d)``; ``block_size`` defaults to
     :func:`~jointspace.objectives.blocks.choose_block_size`.
 
-    Several processes: the global batch is every rank's rows concatenated in
-    rank order; each rank owns the pairs (its rows, all columns). Every rank
+    Several processes: ``group`` is ``None`` (the default process group when
+    ``torch.distributed`` is initialised, else this process alone), a
+    ``ProcessGroup``, or :data:`~jointspace.objectives.LOCAL` (this process's
+    rows alone, no communication). The global batch is every rank's rows
+    concatenated in group-rank order; each rank owns the pairs (its rows, all
+    columns). Every rank
     returns the global loss, and gradients are those of ``W × loss`` (``W``
     ranks): ``W ×`` the single-process gradient on each rank's own ``a``/``b``
     rows, ``W ×`` its rows' share for ``logit_scale``/``logit_bias`` — so DDP's
@@ -152,8 +160,8 @@ class SigmoidLoss(Objective):
     init_logit_scale = math.log(10.0)
     init_logit_bias = -10.0
 
-    def __init__(self, block_size: int | None = None) -> None:
-        super().__init__()
+    def __init__(self, block_size: int | None = None, group: Group = None) -> None:
+        super().__init__(group)
         self.block_size = block_size
 
     def forward(self, a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor | float,
@@ -162,7 +170,7 @@ class SigmoidLoss(Objective):
             logit_scale = torch.tensor(float(logit_scale), device=a.device)
         scale = logit_scale.clamp(max=self.max_logit_scale).exp()
         bias = 0.0 if logit_bias is None else logit_bias
-        return blockwise_sigmoid(a, b, scale, bias, block_size=self.block_size)
+        return blockwise_sigmoid(a, b, scale, bias, block_size=self.block_size, group=self.group)
 
     def extra_repr(self) -> str:
-        return f"block_size={self.block_size}"
+        return f"block_size={self.block_size}" + ("" if self.group is None else f", group={self.group!r}")

@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from jointspace.objectives import InfoNCE, build_objective
+from jointspace.objectives import LOCAL, InfoNCE, build_objective
+from jointspace.objectives import infonce
 from jointspace.objectives.infonce import _shift_for
 
 from loss_reference import assert_close, ref_infonce, unit_pair, value_and_grads
@@ -38,15 +39,23 @@ def test_matches_full_matrix(n, d, block, log_scale, smoothing):
 
 
 @pytest.mark.parametrize("shifted", [True, False])
-def test_both_numerical_paths(shifted):
-    """The fixed-shift path and the max-tracking path (forced by an anti-aligned positive)."""
+def test_both_numerical_paths(shifted, monkeypatch):
+    """The fixed-shift path and the max-tracking path (forced by an anti-aligned positive),
+    each checked to be the path that actually ran, in both passes."""
     a, b = unit_pair(150, 16, seed=3)
     b = torch.nn.functional.normalize(0.3 * a + b, dim=-1)  # positive cosines > -0.4
     if not shifted:
         b[7] = -a[7]
     s = torch.tensor(99.0)
-    assert (_shift_for(a, b, b, s, 1) is not None) == shifted
+    assert (_shift_for(a, b, b, s, LOCAL) is not None) == shifted
+    ran = []
+    for name in ("_pass1_exact", "_pass1_shifted", "_pass2_exact", "_pass2_shifted"):
+        fn = getattr(infonce, name)
+        monkeypatch.setattr(infonce, name,
+                            lambda *args, _fn=fn, _name=name: ran.append(_name) or _fn(*args))
     ours, g_ours = value_and_grads(InfoNCE(block_size=33), a, b, s.log())
+    kind = "shifted" if shifted else "exact"
+    assert ran == [f"_pass1_{kind}", f"_pass2_{kind}"]
     ref, g_ref = value_and_grads(ref_infonce, a.double(), b.double(), s.log().double())
     assert_close(ours, ref, 1e-5, "loss")
     for g, r in zip(g_ours, g_ref):
