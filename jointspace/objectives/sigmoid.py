@@ -173,4 +173,5 @@ class SigmoidLoss(Objective):
         return blockwise_sigmoid(a, b, scale, bias, block_size=self.block_size, group=self.group)
 
     def extra_repr(self) -> str:
-        return f"block_size={self.block_size}" + ("" if self.group is None else f", group={self.group!r}")
+        group = "" if self.group is None else f", group={self.group!r}"
+        return f"block_size={self.block_size}{group}"
