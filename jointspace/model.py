@@ -21,12 +21,22 @@ from torch import nn
 
 from .config import ModelConfig, from_dict, to_dict
 from .errors import ConfigError, JointspaceError
-from .objectives import OBJECTIVES
+from .fileio import fsync_dir, fsync_file
+from .objectives import MatryoshkaObjective, Objective, build_objective
 from .progress import progress
 from .towers import Tower, build_tower
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+
+
+def build_training_objective(config: ModelConfig) -> Objective:
+    """The model's objective, summed over its nested sizes when it has Matryoshka sizes
+    (``matryoshka_dims`` is the one route to nested sizes)."""
+    base = build_objective(config.objective.name, **config.objective.options)
+    if not config.matryoshka_dims:
+        return base
+    return MatryoshkaObjective(base, config.nested_dims(), config.matryoshka_weights or None)
 
 
 class JointModel(nn.Module):
@@ -48,10 +58,19 @@ class JointModel(nn.Module):
                               f"the sizes {config.nested_dims()}")
         self.towers = nn.ModuleDict({m: build_tower(spec, config.embed_dim, m)
                                      for m, spec in config.towers.items()})
-        objective = OBJECTIVES.get(config.objective.name)
+        # the built objective (a Matryoshka wrapper included) says how to start and bound
+        # the temperature; a class attribute would be the wrapper's default, not its base's
+        objective = build_training_objective(config)
         self.logit_scale = nn.Parameter(torch.tensor(float(objective.init_logit_scale)))
         bias = objective.init_logit_bias
         self.logit_bias = nn.Parameter(torch.tensor(float(bias))) if bias is not None else None
+        self.max_logit_scale = float(objective.max_logit_scale)
+
+    @torch.no_grad()
+    def clamp_logit_scale_(self) -> None:
+        """Keep the log temperature scale in ``[0, max_logit_scale]`` (called after each
+        optimiser step, as OpenCLIP does: a value past the bound would get no gradient)."""
+        self.logit_scale.clamp_(0.0, self.max_logit_scale)
 
     @property
     def modalities(self) -> list[str]:
@@ -102,8 +121,10 @@ class JointModel(nn.Module):
             texts = [texts]
         return self.encode("text", list(texts), **kwargs)
 
-    def encode_image(self, images: Sequence[Any], **kwargs: Any) -> np.ndarray:
-        """Embed image paths or PIL images; see :meth:`encode`."""
+    def encode_image(self, images: Any, **kwargs: Any) -> np.ndarray:
+        """Embed image paths or PIL images (one, or a sequence); see :meth:`encode`."""
+        if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence):
+            images = [images]  # one path or one PIL image, as encode_text takes one string
         return self.encode("image", list(images), **kwargs)
 
     def _check_dim(self, dim: int | None) -> int:
@@ -120,9 +141,10 @@ class JointModel(nn.Module):
              weights: bool = True) -> Path:
         """Write config, tower assets and weights into ``folder``.
 
-        Each file is written to a temporary name and renamed over the old one,
-        weights last, so a kill at any moment leaves every file whole and the
-        previous weights readable. Other files in the folder (checkpoints,
+        Each file is written to a temporary name, flushed to disk and renamed
+        over the old one, weights last, and the folder is synced after the
+        renames, so a kill or power loss at any moment leaves every file whole
+        and the previous weights readable. Other files in the folder (checkpoints,
         logs) are left alone. ``extra`` mappings are saved as JSON files named
         by their keys (``{"run": {...}}`` → ``run.json``). ``weights=False``
         writes everything but the weights (a run that has not finished yet).
@@ -142,7 +164,10 @@ class JointModel(nn.Module):
             names = sorted(p.name for p in tmp.iterdir() if p.name != WEIGHTS_FILE)
             names += [WEIGHTS_FILE] if weights else []
             for name in names:
+                fsync_file(tmp / name)
+            for name in names:
                 os.replace(tmp / name, folder / name)
+            fsync_dir(folder)
         return folder
 
     @classmethod
@@ -165,6 +190,19 @@ class JointModel(nn.Module):
         for tower in model.towers.values():
             tower.load_assets(folder)
         return model.eval()
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """``None`` or ``"auto"`` → the first CUDA device when there is one, else the CPU."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ConfigError(f"device {name!r} is not a device name ({e})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} was asked for but no CUDA device is available")
+    return device
 
 
 def load(folder: str | Path) -> JointModel:

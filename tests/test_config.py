@@ -47,7 +47,7 @@ def test_bool_is_not_int():
 
 def test_objective_options_are_checked():
     from jointspace.objectives import build_objective
-    with pytest.raises(ConfigError, match="unknown objective 'nce'; known: infonce, matryoshka, sigmoid"):
+    with pytest.raises(ConfigError, match="unknown objective 'nce'; known: infonce, sigmoid"):
         build_objective("nce")
     with pytest.raises(ConfigError, match="objective 'infonce': .*label_smoothing"):
         build_objective("infonce", label_smoothing=2.0)

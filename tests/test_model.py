@@ -1,4 +1,5 @@
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -66,3 +67,70 @@ def test_save_is_atomic_per_file(trained_model_dir, tmp_path, monkeypatch):
     assert (tmp_path / "m" / WEIGHTS_FILE).read_bytes() == before
     assert not [p for p in (tmp_path / "m").iterdir() if p.name.startswith(".save-")]
     jointspace.load(tmp_path / "m")
+
+
+def test_save_crash_after_a_rename_leaves_a_loadable_model(trained_model_dir, tmp_path, monkeypatch):
+    """A kill between the renames (config already replaced, weights not yet) still
+    leaves whole files and the previous weights."""
+    import jointspace.model as model_module
+    model = jointspace.load(trained_model_dir)
+    model.save(tmp_path / "m")
+    before = (tmp_path / "m" / WEIGHTS_FILE).read_bytes()
+    real_replace, renamed = model_module.os.replace, []
+
+    def replace_then_die(src, dst):
+        if str(dst).endswith(WEIGHTS_FILE):
+            raise KeyboardInterrupt("killed before the weights were renamed")
+        real_replace(src, dst)
+        renamed.append(str(dst))
+    monkeypatch.setattr(model_module.os, "replace", replace_then_die)
+    with torch.no_grad():
+        model.logit_scale.add_(1.0)  # the new save differs
+    with pytest.raises(KeyboardInterrupt):
+        model.save(tmp_path / "m")
+    monkeypatch.undo()
+    assert renamed  # the crash really came after some renames
+    assert (tmp_path / "m" / WEIGHTS_FILE).read_bytes() == before
+    jointspace.load(tmp_path / "m")
+
+
+def test_save_syncs_files_and_the_folder(trained_model_dir, tmp_path, monkeypatch):
+    import jointspace.model as model_module
+    synced = []
+    monkeypatch.setattr(model_module, "fsync_file", lambda p: synced.append(("file", p.name)))
+    monkeypatch.setattr(model_module, "fsync_dir", lambda p: synced.append(("dir", str(p))))
+    jointspace.load(trained_model_dir).save(tmp_path / "m")
+    assert ("file", WEIGHTS_FILE) in synced and ("file", "config.json") in synced
+    assert synced[-1] == ("dir", str(tmp_path / "m"))
+
+
+def test_encode_image_takes_one_path_or_image(trained_model_dir, shapes_dir):
+    model = jointspace.load(trained_model_dir)
+    path = shapes_dir / "images/test/test-000000.png"
+    one = model.encode_image(str(path))
+    assert one.shape == (1, 32)
+    np.testing.assert_array_equal(one, model.encode_image([path]))
+    np.testing.assert_array_equal(model.encode_image(path), one)
+    np.testing.assert_allclose(model.encode_image(Image.open(path)), one, atol=1e-6)
+
+
+def test_temperature_starts_from_the_built_objective():
+    """Matryoshka over sigmoid starts at SigLIP's scale and bias, not CLIP's."""
+    import math
+    from jointspace.config import ObjectiveSpec
+    cfg = ModelConfig(objective=ObjectiveSpec("sigmoid"), matryoshka_dims=[64, 32])
+    model = JointModel(cfg)
+    assert model.logit_scale.item() == pytest.approx(math.log(10.0))
+    assert model.logit_bias is not None and model.logit_bias.item() == pytest.approx(-10.0)
+    clip = JointModel(ModelConfig(matryoshka_dims=[64]))
+    assert clip.logit_scale.item() == pytest.approx(math.log(1 / 0.07)) and clip.logit_bias is None
+
+
+def test_device_names_are_checked():
+    from jointspace.model import resolve_device
+    assert resolve_device("cpu").type == "cpu" and resolve_device(None).type in ("cpu", "cuda")
+    with pytest.raises(ConfigError, match="not a device name"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA device"):
+            resolve_device("cuda:1")

@@ -24,8 +24,8 @@ import numpy as np
 from ..data.manifest import (BadRow, Manifest, OnBadRow, Record, check_image, read_manifest,
                              write_quarantine)
 from ..errors import DataError, JointspaceError
-from ..fileio import atomic_write_json
-from ..model import JointModel, load
+from ..fileio import atomic_write_json, fsync_dir, fsync_file
+from ..model import JointModel, load, resolve_device
 from ..progress import logger, progress
 
 POINTER_FILE = "collection.json"
@@ -49,15 +49,17 @@ class Collection:
     """
 
     def __init__(self, path: Path, info: dict[str, Any], embeddings: np.ndarray,
-                 items: list[dict[str, Any]]) -> None:
+                 items: list[dict[str, Any]], device: str | None = None) -> None:
         self.path, self.info, self.embeddings, self.items = path, info, embeddings, items
+        self.device = device
         self._model: JointModel | None = None
 
     def __len__(self) -> int:
         return len(self.items)
 
     @classmethod
-    def open(cls, path: str | Path) -> "Collection":
+    def open(cls, path: str | Path, *, device: str | None = None) -> "Collection":
+        """Open a collection; queries are embedded on ``device`` ("auto": CUDA if present)."""
         path = Path(path)
         pointer = path / POINTER_FILE
         if not pointer.is_file():
@@ -70,13 +72,13 @@ class Collection:
         if len(items) != len(embeddings):
             raise JointspaceError(f"collection {path} is inconsistent: {len(items)} items, "
                                   f"{len(embeddings)} vectors")
-        return cls(path, info, embeddings, items)
+        return cls(path, info, embeddings, items, device)
 
     @property
     def model(self) -> JointModel:
         """The model the collection was embedded with (loaded on first use)."""
         if self._model is None:
-            self._model = load(self.info["model"])
+            self._model = load(self.info["model"]).to(resolve_device(self.device))
         return self._model
 
     def search_vector(self, query: np.ndarray, k: int = 10) -> list[Hit]:
@@ -134,20 +136,23 @@ def _images_in_folder(folder: Path, out: Path) -> Manifest:
 
 
 def build_collection(model_dir: str | Path, source: str | Path, collection: str | Path,
-                     *, batch_size: int = 256, on_bad_row: OnBadRow = "skip") -> Collection:
+                     *, batch_size: int = 256, on_bad_row: OnBadRow = "skip",
+                     columns: dict[str, str] | None = None, device: str | None = None) -> Collection:
     """Embed the images of a folder (recursively) or a manifest into a collection.
 
     The model folder is recorded (absolute) so search embeds queries the same way.
     Unreadable images are quarantined to ``collection/quarantine-*.jsonl``.
+    Embedding runs on ``device`` (default and "auto": CUDA when available, else CPU).
     """
     model_dir = Path(model_dir).resolve()
-    model = load(model_dir)
+    model = load(model_dir).to(resolve_device(device))
     source, out = Path(source), Path(collection)
     out.mkdir(parents=True, exist_ok=True)
     if source.is_dir():
         data = _images_in_folder(source, out)
     elif source.is_file():
-        data = read_manifest(source, required=("image",), on_bad_row=on_bad_row, quarantine_dir=out)
+        data = read_manifest(source, required=("image",), on_bad_row=on_bad_row, quarantine_dir=out,
+                             columns=columns)
     else:
         raise DataError(f"index source not found: {source}")
     if not data.records:
@@ -158,7 +163,7 @@ def build_collection(model_dir: str | Path, source: str | Path, collection: str 
                                   "label": r.label}.items() if v is not None} for r in data.records]
     _write_version(out, embeddings, items, {"model": str(model_dir), "modality": "image",
                                             "dim": int(embeddings.shape[1]), "source": str(source)})
-    return Collection.open(out)
+    return Collection.open(out, device=device)
 
 
 def _write_version(out: Path, embeddings: np.ndarray, items: Sequence[dict],
@@ -172,6 +177,10 @@ def _write_version(out: Path, embeddings: np.ndarray, items: Sequence[dict],
     with open(version / "items.jsonl", "w", encoding="utf-8") as f:
         for item in items:
             f.write(json.dumps(item) + "\n")
+    for name in ("embeddings.npy", "items.jsonl"):  # on disk before the pointer names them
+        fsync_file(version / name)
+    fsync_dir(version)
+    fsync_dir(out)
     atomic_write_json(pointer, {**info, "version": version.name, "count": len(items)})
     if previous and previous != version.name:
         shutil.rmtree(out / previous, ignore_errors=True)

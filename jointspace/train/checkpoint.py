@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..errors import JointspaceError
+from ..fileio import fsync_dir
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -34,6 +35,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    fsync_dir(path.parent)
     return path
 
 

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
 
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -73,3 +76,25 @@ def barrier() -> None:
     """Wait for every process (no-op when alone)."""
     if is_distributed():
         dist.barrier()
+
+
+def on_main_then_share(fn: Callable[[], T]) -> T:
+    """Run ``fn`` on process 0 only and hand its result (or its error) to every process.
+
+    Used for reading and validating manifests: one process decodes every file
+    and all of them train on the same kept rows, even if a flaky file would
+    read differently on another process.
+    """
+    if not is_distributed():
+        return fn()
+    box: list[Any] = [None]
+    if dist.get_rank() == 0:
+        try:
+            box[0] = ("ok", fn())
+        except Exception as e:  # shared so the other processes stop too instead of hanging
+            box[0] = ("error", e)
+    dist.broadcast_object_list(box, src=0)
+    kind, value = box[0]
+    if kind == "error":
+        raise value
+    return value

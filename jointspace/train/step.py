@@ -14,21 +14,24 @@ embeddings over the whole contrastive batch, then re-run each sub-batch with a
 graph and push its slice of that gradient through the towers. The parameter
 gradients equal those of one contrastive batch (not the weaker average of
 sub-batch losses). Towers with batch norm see sub-batch statistics, so they
-match only approximately; dropout is replayed exactly (RNG state per sub-batch).
+match only approximately, and their running statistics are updated once per
+sub-batch (by the graph pass; the first pass leaves them as they were).
+Dropout is replayed exactly: the CPU and the device RNG state are saved per
+sub-batch and restored for its graph pass.
 """
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Iterator, Literal
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..model import JointModel
+from ..model import JointModel, build_training_objective
 from ..config import ModelConfig
-from ..objectives import MatryoshkaObjective, Objective, build_objective
+from ..objectives import Objective
 from .distributed import average_gradients
 
 Precision = Literal["fp32", "bf16"]
@@ -41,11 +44,8 @@ class StepOutput:
 
 
 def training_objective(config: ModelConfig) -> Objective:
-    """The model's objective, summed over its nested sizes when it has Matryoshka sizes."""
-    base = build_objective(config.objective.name, **config.objective.options)
-    if not config.matryoshka_dims:
-        return base
-    return MatryoshkaObjective(base, config.nested_dims(), config.matryoshka_weights or None)
+    """The model's objective (see :func:`jointspace.model.build_training_objective`)."""
+    return build_training_objective(config)
 
 
 def anchor_pairs(modalities: list[str]) -> list[tuple[str, str]]:
@@ -62,8 +62,8 @@ def embeddings_loss(model: JointModel, objective: Objective,
 
 
 def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` runs bf16 matrix work natively (where bf16 autocast pays:
-    measured 1.46× step throughput on an AVX512-BF16 CPU; it would lose on AVX2)."""
+    """Whether ``device`` runs bf16 matrix work natively: where bf16 autocast pays
+    (``bench/train_step.py`` measures it); on AVX2-only CPUs it is slower than fp32."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     try:
@@ -112,14 +112,46 @@ def split_batch(batch: dict[str, torch.Tensor], parts: int) -> list[dict[str, to
             for i in range(parts)]
 
 
+def get_rng_states(device: torch.device) -> dict[str, Any]:
+    """The CPU RNG state and, on an accelerator, that device's RNG state."""
+    states: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def set_rng_states(states: dict[str, Any], device: torch.device) -> None:
+    """Restore what :func:`get_rng_states` saved."""
+    torch.set_rng_state(states["cpu"])
+    if "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"], device)
+
+
+@contextlib.contextmanager
+def frozen_norm_statistics(model: nn.Module) -> Iterator[None]:
+    """Run in train mode (batch statistics) but leave batch-norm running statistics
+    as they were: the graph-free pass must not count a sub-batch a second time."""
+    norms = [m for m in model.modules()
+             if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats]
+    saved = [{k: v.clone() for k, v in m.named_buffers(recurse=False) if v is not None}
+             for m in norms]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, buffers in zip(norms, saved):
+                for name, value in buffers.items():
+                    getattr(m, name).copy_(value)
+
+
 def _cached_negative_backward(model: JointModel, objective: Objective,
                               batch: dict[str, torch.Tensor], accum_steps: int,
                               precision: Precision, device: torch.device) -> torch.Tensor:
     subs = split_batch(batch, accum_steps)
     rng_states, cached = [], []
-    with torch.no_grad():
+    with torch.no_grad(), frozen_norm_statistics(model):
         for sub in subs:
-            rng_states.append(torch.get_rng_state())
+            rng_states.append(get_rng_states(device))
             with autocast(precision, device):
                 cached.append(model(sub))
     full = {m: torch.cat([c[m] for c in cached]).float().requires_grad_() for m in cached[0]}
@@ -130,7 +162,7 @@ def _cached_negative_backward(model: JointModel, objective: Objective,
     cuda = [device] if device.type == "cuda" else []
     for i, sub in enumerate(subs):
         with torch.random.fork_rng(devices=cuda):
-            torch.set_rng_state(rng_states[i])
+            set_rng_states(rng_states[i], device)
             with autocast(precision, device):
                 emb = model(sub)
             surrogate = sum((emb[m].float() * grads[m][i]).sum() for m in emb)
@@ -157,7 +189,7 @@ def train_step(model: JointModel, objective: Objective, optimizer: torch.optim.O
                batch: dict[str, torch.Tensor], *, accum_steps: int = 1,
                precision: Precision = "fp32", grad_clip: float | None = None) -> StepOutput:
     """One optimiser step: zero gradients, :func:`backward`, average gradients
-    across processes when distributed, clip, step.
+    across processes when distributed, clip, step, clamp the temperature.
 
     ``batch`` is this process's share of the contrastive batch; the objective
     gathers the other processes' embeddings itself.
@@ -171,4 +203,5 @@ def train_step(model: JointModel, objective: Objective, optimizer: torch.optim.O
     else:
         grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
     optimizer.step()
+    model.clamp_logit_scale_()
     return StepOutput(float(loss), float(grad_norm))

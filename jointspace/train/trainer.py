@@ -6,6 +6,7 @@ folder: ``config.json``, ``model.safetensors``, ``tokenizer.json``,
 ``run.json`` (the full run config, written as the ``run`` extra of
 :meth:`JointModel.save`), ``log.jsonl`` (one JSON object per logged
 step), ``checkpoint.pt`` and ``quarantine-*.jsonl`` for rejected rows.
+Ctrl-C (or SIGTERM) finishes the current step and writes a checkpoint first.
 """
 from __future__ import annotations
 
@@ -23,20 +24,19 @@ from ..config import RunConfig, from_dict, to_dict
 from ..data.manifest import Manifest, OnBadRow, read_manifest
 from ..data.pairs import PairDataset
 from ..errors import ConfigError, JointspaceError
-from ..fileio import atomic_write_text
 from ..eval.retrieval import recall_at_k
-from ..model import JointModel
-from ..objectives import Objective
-from ..objectives.distributed import single_process
+from ..model import JointModel, resolve_device
+from ..objectives import LOCAL, Objective
 from ..progress import logger, progress
 from .checkpoint import CHECKPOINT_FILE, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .distributed import DistInfo, barrier, broadcast_parameters, init_distributed
+from .distributed import (DistInfo, barrier, broadcast_parameters, init_distributed,
+                          on_main_then_share)
+from .interrupt import stop_on_signal
+from .run_folder import LOG_FILE, check_fresh, repair_for_resume
 from .sampler import StepBatchSampler
 from .schedule import warmup_cosine
 from .step import (anchor_pairs, build_optimizer, embeddings_loss, resolve_precision, train_step,
                    training_objective)
-
-LOG_FILE = "log.jsonl"
 
 
 @dataclass
@@ -53,27 +53,37 @@ class TrainResult:
 
 
 @torch.no_grad()
-def validate(model: JointModel, objective: Objective, dataset: PairDataset,
-             batch_size: int, max_items: int = 2048) -> dict[str, float]:
-    """Mean loss over batches and Recall@1 both ways on up to ``max_items`` items."""
+def validate(model: JointModel, objective: Objective, dataset: PairDataset, batch_size: int,
+             groups: list[str] | None = None, max_items: int = 2048) -> dict[str, float]:
+    """Loss and Recall@1 both ways on the first ``max_items`` items, on this process alone.
+
+    The loss is the size-weighted mean over batches (a short last batch, with
+    fewer negatives and a lower ``ln B`` baseline, counts for its rows only).
+    Recall counts a hit when the result shares the query's ``groups`` key
+    (by default the item's text: identical captions are the same answer).
+    """
     model.eval()
     device = next(model.parameters()).device
+    local = objective.with_group(LOCAL)  # the other processes are not validating
     n = min(len(dataset), max_items)
     loader = DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=batch_size,
                         collate_fn=dataset.collate)
-    losses, embs = [], {}
+    loss_sum, loss_rows, embs = 0.0, 0, {}
     for batch in loader:
         emb = model(_to(batch, device))
         for m, e in emb.items():
             embs.setdefault(m, []).append(e.float().cpu())
-        if len(next(iter(batch.values()))) > 1:  # a final short batch has fewer negatives
-            losses.append(float(embeddings_loss(model, objective, emb)))
+        rows = len(next(iter(batch.values())))
+        if rows > 1:  # one row has no negatives
+            loss_sum += float(embeddings_loss(model, local, emb)) * rows
+            loss_rows += rows
     model.train()
-    out = {"val_loss": float(np.mean(losses)) if losses else float("nan")}
+    out = {"val_loss": loss_sum / loss_rows if loss_rows else float("nan")}
+    keys = None if groups is None else list(groups[:n])
     for a, b in anchor_pairs(list(embs)):
         ea, eb = torch.cat(embs[a]).numpy(), torch.cat(embs[b]).numpy()
-        out[f"val_{b}_to_{a}_R@1"] = recall_at_k(eb, ea, (1,))["R@1"]
-        out[f"val_{a}_to_{b}_R@1"] = recall_at_k(ea, eb, (1,))["R@1"]
+        out[f"val_{b}_to_{a}_R@1"] = recall_at_k(eb, ea, (1,), query_groups=keys, gallery_groups=keys)["R@1"]
+        out[f"val_{a}_to_{b}_R@1"] = recall_at_k(ea, eb, (1,), query_groups=keys, gallery_groups=keys)["R@1"]
     return out
 
 
@@ -82,27 +92,22 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
 
 
 def _device(name: str, info: DistInfo) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device is {name!r} but no CUDA device is available")
-    return torch.device(name)
+    if name == "auto" and torch.cuda.is_available():
+        return torch.device(f"cuda:{info.local_rank}")
+    return resolve_device(name)
 
 
 def _read(path: str | Path, out: Path, run: RunConfig, on_bad_row: OnBadRow,
-          modalities: list[str], info: DistInfo) -> Manifest:
-    return read_manifest(path, required=tuple(modalities), on_bad_row=on_bad_row,
-                         quarantine_dir=out if info.is_main else None,
-                         max_text_chars=run.train.max_text_chars)
+          modalities: list[str], columns: dict[str, str] | None) -> Manifest:
+    """Process 0 reads and validates the manifest; every process gets its kept rows."""
+    return on_main_then_share(lambda: read_manifest(
+        path, required=tuple(modalities), on_bad_row=on_bad_row, quarantine_dir=out,
+        max_text_chars=run.train.max_text_chars, columns=columns))
 
 
-def _truncate_log(log_path: Path, step: int) -> None:
-    """Drop log lines written after the checkpoint we resume from."""
-    if not log_path.is_file():
-        return
-    keep = [line for line in log_path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step]
-    atomic_write_text(log_path, "".join(line + "\n" for line in keep))
+def _group_keys(manifest: Manifest) -> list[str]:
+    """The retrieval group of each record: its ``group`` column, else its exact text."""
+    return [getattr(r, "group", None) or r.text or r.id for r in manifest.records]
 
 
 def _check(run: RunConfig, info: DistInfo) -> None:
@@ -111,17 +116,22 @@ def _check(run: RunConfig, info: DistInfo) -> None:
     if cfg.batch_size % info.world_size or per_process % cfg.accum_steps:
         raise ConfigError(f"train.batch_size {cfg.batch_size} must split evenly into "
                           f"{info.world_size} process(es) × {cfg.accum_steps} sub-batch(es)")
+    if len(run.model.towers) < 2:
+        raise ConfigError(f"training needs at least two towers; model.towers has "
+                          f"{', '.join(run.model.towers) or 'none'}")
 
 
 def train(run: RunConfig, data: str | Path, out: str | Path, *, val_data: str | Path | None = None,
           resume: bool = False, on_bad_row: OnBadRow = "skip",
-          stop_after: int | None = None) -> TrainResult:
+          columns: dict[str, str] | None = None, stop_after: int | None = None) -> TrainResult:
     """Train a joint model on a paired manifest and write the model folder ``out``.
 
     ``resume=True`` continues from ``out/checkpoint.pt`` with the run config
     saved there and reaches the same weights as an uninterrupted run (CPU).
     ``stop_after`` ends the run after that optimiser step as if it had been
-    killed right after a checkpoint (for time-boxed runs and tests). Under
+    killed right after a checkpoint (for time-boxed runs and tests).
+    ``columns`` maps a modality to the manifests' column that holds it
+    (``{"image": "filepath", "text": "caption"}``). Under
     ``torchrun`` each process trains on its share of every contrastive batch;
     process 0 writes the folder.
 
@@ -134,9 +144,8 @@ def train(run: RunConfig, data: str | Path, out: str | Path, *, val_data: str | 
     if resume:
         state = load_checkpoint(checkpoint_path)
         run = from_dict(RunConfig, state["run"], where=f"{checkpoint_path}:run")
-    elif checkpoint_path.exists():
-        raise JointspaceError(f"{out} already holds a training run; pass --resume to continue "
-                              "it or choose another --out")
+    else:
+        check_fresh(out)
     cfg = run.train
     _check(run, info)
     device = _device(cfg.device, info)
@@ -146,8 +155,8 @@ def train(run: RunConfig, data: str | Path, out: str | Path, *, val_data: str | 
     model = JointModel(run.model)  # before reading data: a config error should not wait for it
     objective = training_objective(run.model)
     modalities = list(run.model.towers)
-    train_set = _read(data, out, run, on_bad_row, modalities, info)
-    val_set = _read(val_data, out, run, on_bad_row, modalities, info) if val_data else None
+    train_set = _read(data, out, run, on_bad_row, modalities, columns)
+    val_set = _read(val_data, out, run, on_bad_row, modalities, columns) if val_data else None
     if state is None and info.is_main:
         for m, tower in model.towers.items():
             tower.prepare([getattr(r, m) for r in train_set.records])
@@ -169,11 +178,12 @@ def train(run: RunConfig, data: str | Path, out: str | Path, *, val_data: str | 
         set_rng_state(state["rng"])
         start_step = state["step"]
         if info.is_main:
-            _truncate_log(out / LOG_FILE, start_step)
+            repair_for_resume(out, start_step)
             logger.info("resuming %s at step %d of %d", out, start_step, cfg.max_steps)
 
     dataset = PairDataset(train_set.records, model.towers)
     val_dataset = PairDataset(val_set.records, model.towers) if val_set and info.is_main else None
+    val_groups = _group_keys(val_set) if val_set else None
     sampler = StepBatchSampler(len(dataset), cfg.batch_size, cfg.seed, cfg.max_steps, start_step,
                                rank=info.rank, world_size=info.world_size)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=dataset.collate,
@@ -193,39 +203,47 @@ def train(run: RunConfig, data: str | Path, out: str | Path, *, val_data: str | 
     bar.update(start_step)
     log = open(out / LOG_FILE, "a", encoding="utf-8") if info.is_main else None
     try:
-        for step, batch in enumerate(loader, start=start_step + 1):
-            result = train_step(model, objective, optimizer, _to(batch, device),
-                                accum_steps=cfg.accum_steps, precision=precision,
-                                grad_clip=cfg.grad_clip)
-            scheduler.step()
-            last_loss = result.loss
-            if not np.isfinite(last_loss):
-                raise JointspaceError(f"loss became {last_loss} at step {step}; "
-                                      "lower train.lr or check the data")
-            window_items += cfg.batch_size
-            bar.update(1)
-            record: dict[str, Any] = {}
-            if step % cfg.log_every == 0 or step == cfg.max_steps:
-                rate = window_items / max(1e-9, time.perf_counter() - window_start)
-                window_start, window_items = time.perf_counter(), 0
-                record = {"step": step, "loss": round(last_loss, 5),
-                          "lr": scheduler.get_last_lr()[0], "grad_norm": result.grad_norm,
-                          "scale": float(model.logit_scale.detach().exp()),
-                          "samples_per_s": round(rate, 1)}
-                bar.set_postfix(loss=f"{last_loss:.3f}", samples_s=f"{rate:.0f}")
-            if val_dataset is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
-                with single_process():
-                    validation = validate(model, objective, val_dataset, cfg.batch_size)
-                record = {"step": step, **record, **validation}
-                logger.info("step %d: %s", step, ", ".join(f"{k} {v:.3f}" for k, v in validation.items()))
-            if record and log is not None:
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-            stopping = stop_after is not None and step >= stop_after
-            if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or stopping:
-                checkpoint(step)
-            if stopping:
-                break
+        with stop_on_signal() as stop:
+            for step, batch in enumerate(loader, start=start_step + 1):
+                result = train_step(model, objective, optimizer, _to(batch, device),
+                                    accum_steps=cfg.accum_steps, precision=precision,
+                                    grad_clip=cfg.grad_clip)
+                scheduler.step()
+                last_loss = result.loss
+                if not np.isfinite(last_loss):
+                    raise JointspaceError(f"loss became {last_loss} at step {step}; "
+                                          "lower train.lr or check the data")
+                window_items += cfg.batch_size
+                bar.update(1)
+                record: dict[str, Any] = {}
+                if step % cfg.log_every == 0 or step == cfg.max_steps:
+                    rate = window_items / max(1e-9, time.perf_counter() - window_start)
+                    window_start, window_items = time.perf_counter(), 0
+                    record = {"step": step, "loss": round(last_loss, 5),
+                              "lr": scheduler.get_last_lr()[0], "grad_norm": result.grad_norm,
+                              "scale": float(model.logit_scale.detach().exp()),
+                              "samples_per_s": round(rate, 1)}
+                    if model.logit_bias is not None:
+                        record["bias"] = float(model.logit_bias.detach())
+                    bar.set_postfix(loss=f"{last_loss:.3f}", samples_s=f"{rate:.0f}")
+                if val_dataset is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
+                    validation = validate(model, objective, val_dataset, cfg.batch_size, val_groups)
+                    record = {"step": step, **record, **validation}
+                    logger.info("step %d: %s", step,
+                                ", ".join(f"{k} {v:.3f}" for k, v in validation.items()))
+                if record and log is not None:
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                interrupted = stop.any_rank()
+                stopping = interrupted or (stop_after is not None and step >= stop_after)
+                if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or stopping:
+                    checkpoint(step)
+                if interrupted and step < cfg.max_steps:
+                    logger.warning("stopped at step %d of %d; checkpoint written: continue with "
+                                   "--resume (--out %s)", step, cfg.max_steps, out)
+                    raise KeyboardInterrupt(f"stopped at step {step}")
+                if stopping:
+                    break
     finally:
         bar.close()
         if log is not None:

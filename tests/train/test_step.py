@@ -129,3 +129,43 @@ def test_precision_resolution(monkeypatch):
     assert step.resolve_precision("auto", cpu) == "fp32"
     with pytest.raises(ConfigError, match="'fp32', 'bf16' or 'auto'"):
         step.resolve_precision("half", cpu)
+
+
+def test_batch_norm_statistics_are_updated_once_per_sub_batch():
+    """The graph-free pass of cached-negative accumulation must not update batch-norm
+    running statistics; only the graph pass does, once per sub-batch."""
+    import copy
+    torch.manual_seed(0)
+    cfg = ModelConfig(embed_dim=16, towers={
+        "image": TowerSpec("convnet", {"widths": [8, 16]}),
+        "text": TowerSpec("transformer", {"vocab_size": 64, "width": 32, "layers": 1, "heads": 2,
+                                          "context_length": 12})})
+    model = JointModel(cfg).train()
+    reference = copy.deepcopy(model)
+    batch = _batch()
+    with torch.no_grad():
+        for i in range(4):
+            reference({m: x[i * 6:(i + 1) * 6] for m, x in batch.items()})
+    backward(model, training_objective(cfg), batch, accum_steps=4)
+    buffers = dict(reference.named_buffers())
+    for name, value in model.named_buffers():
+        if "running" in name or "num_batches" in name:
+            torch.testing.assert_close(value, buffers[name], msg=name)
+
+
+def test_device_rng_is_saved_and_restored(monkeypatch):
+    """On a GPU the replay must restore the device generator too (dropout draws from it).
+    No GPU here: the CUDA RNG calls are stood in for, to check they are made."""
+    from jointspace.train import step
+    device_state = {"value": torch.tensor([1], dtype=torch.uint8)}
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device=None: device_state["value"].clone())
+    monkeypatch.setattr(torch.cuda, "set_rng_state",
+                        lambda state, device=None: device_state.update(value=state.clone()))
+    cuda = torch.device("cuda", 0)
+    saved = step.get_rng_states(cuda)
+    cpu_draw = torch.rand(3)
+    device_state["value"] = torch.tensor([9], dtype=torch.uint8)  # the device generator advanced
+    step.set_rng_states(saved, cuda)
+    assert device_state["value"].item() == 1
+    torch.testing.assert_close(torch.rand(3), cpu_draw)
+    assert "cuda" not in step.get_rng_states(torch.device("cpu"))

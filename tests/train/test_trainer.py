@@ -61,7 +61,8 @@ def test_bad_rows_are_quarantined_next_to_the_model(shapes_dir, tiny_run, tmp_pa
     manifest.write_text("\n".join(bad) + "\n")
     result = train(tiny_run, manifest, tmp_path / "m", stop_after=1)
     assert result.quarantined == 2
-    reasons = [json.loads(l)["reason"] for l in (tmp_path / "m" / "quarantine-with_bad.jsonl").read_text().splitlines()]
+    [quarantine] = (tmp_path / "m").glob("quarantine-with_bad*.jsonl")
+    reasons = [json.loads(l)["reason"] for l in quarantine.read_text().splitlines()]
     assert "image file not found" in reasons[0] and "duplicate id" in reasons[1]
 
 
@@ -105,3 +106,42 @@ def test_loaded_model_matches_trained_weights(trained_model_dir):
     saved = _weights(trained_model_dir)
     for k, v in model.state_dict().items():
         assert torch.equal(v, saved[k])
+
+
+def test_validation_loss_weights_batches_by_size(trained_model_dir, shapes_dir):
+    """10 rows in batches of 4, 4, 2: the loss is the row-weighted mean of batch losses."""
+    from jointspace.data.manifest import read_manifest
+    from jointspace.data.pairs import PairDataset
+    from jointspace.train.step import embeddings_loss, training_objective
+    from jointspace.train.trainer import validate
+    model = jointspace.load(trained_model_dir)
+    objective = training_objective(model.config)
+    records = read_manifest(shapes_dir / "train.csv").records[:10]
+    dataset = PairDataset(records, model.towers)
+    out = validate(model, objective, dataset, batch_size=4)
+    model.eval()
+    with torch.no_grad():
+        losses = []
+        for i in range(0, 10, 4):
+            batch = dataset.collate([dataset[j] for j in range(i, min(10, i + 4))])
+            losses.append((float(embeddings_loss(model, objective, model(batch))), len(batch["text"])))
+    weighted = sum(l * n for l, n in losses) / 10
+    assert out["val_loss"] == pytest.approx(weighted, rel=1e-5)
+    assert out["val_loss"] != pytest.approx(sum(l for l, _ in losses) / 3, rel=1e-4)
+
+
+def test_validation_recall_counts_identical_captions_as_one_answer(trained_model_dir, shapes_dir):
+    """When every caption is the same text, any text is a right answer for any image."""
+    from dataclasses import replace
+    from jointspace.data.manifest import read_manifest
+    from jointspace.data.pairs import PairDataset
+    from jointspace.train.step import training_objective
+    from jointspace.train.trainer import validate
+    model = jointspace.load(trained_model_dir)
+    records = [replace(r, text="a red circle") for r in read_manifest(shapes_dir / "train.csv").records[:12]]
+    out = validate(model, training_objective(model.config), PairDataset(records, model.towers),
+                   batch_size=4, groups=[r.text for r in records])
+    assert out["val_image_to_text_R@1"] == 1.0
+    strict = validate(model, training_objective(model.config), PairDataset(records, model.towers),
+                      batch_size=4)
+    assert strict["val_image_to_text_R@1"] < 1.0  # without groups, only row i counts
