@@ -109,14 +109,38 @@ def group_keys(records: Sequence[Any]) -> tuple[list[tuple[str, str]], str]:
     return keys, "group" if kinds == {"group"} else "text" if kinds == {"text"} else "group, else text"
 
 
-def _unique_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct rows of ``x`` (bytewise) and the index of each row among them."""
+def _unique_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The distinct rows of ``x`` (bytewise) and each row's index among them;
+    ``(x, None)`` when every row is distinct."""
     x = np.ascontiguousarray(x)
     if len(x) == 0:
-        return x, np.zeros(0, dtype=np.int64)
+        return x, None
     rows = x.view(np.dtype((np.void, x.dtype.itemsize * x.shape[1]))).reshape(-1)
     _, first, inverse = np.unique(rows, return_index=True, return_inverse=True)
-    return x[first], inverse.reshape(-1)
+    return (x, None) if len(first) == len(x) else (x[first], inverse.reshape(-1))
+
+
+def _score_blocks(queries: np.ndarray, gallery: np.ndarray, block: int):
+    """Yield ``(query indices, scores [len(indices), len(gallery)])`` in blocks of at
+    most ``block`` queries. Each distinct query row is scored against each distinct
+    gallery row exactly once, so identical rows get bitwise identical scores."""
+    ug, ginv = _unique_rows(gallery)
+    uq, qinv = _unique_rows(queries)
+    if qinv is None:  # all queries distinct: plain blocks
+        for start in range(0, len(queries), block):
+            sims = queries[start:start + block] @ ug.T
+            yield np.arange(start, start + len(sims)), sims if ginv is None else sims[:, ginv]
+        return
+    order = np.argsort(qinv, kind="stable")  # queries grouped by their distinct row
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(qinv, minlength=len(uq)))])
+    for u0 in range(0, len(uq), block):
+        u1 = min(u0 + block, len(uq))
+        sims_u = uq[u0:u1] @ ug.T
+        members = order[bounds[u0]:bounds[u1]]
+        for c in range(0, len(members), block):
+            idx = members[c:c + block]
+            sims = sims_u[qinv[idx] - u0]
+            yield idx, sims if ginv is None else sims[:, ginv]
 
 
 def positive_ranks(queries: np.ndarray, gallery: np.ndarray, query_groups: Keys | None = None,
@@ -135,6 +159,8 @@ def positive_ranks(queries: np.ndarray, gallery: np.ndarray, query_groups: Keys 
     [0, 0, 0]
     """
     queries, gallery = np.asarray(queries), np.asarray(gallery)
+    if block < 1:
+        raise ValueError(f"block must be at least 1, got {block}")
     if queries.ndim != 2 or gallery.ndim != 2 or queries.shape[1] != gallery.shape[1]:
         raise ValueError(f"need [N, d] queries and [M, d] gallery, got {queries.shape} and {gallery.shape}")
     if (query_groups is None) != (gallery_groups is None):
@@ -154,21 +180,21 @@ def positive_ranks(queries: np.ndarray, gallery: np.ndarray, query_groups: Keys 
                              f"(first: query {missing[0]})")
     if not (np.isfinite(queries).all() and np.isfinite(gallery).all()):
         raise ValueError("embeddings contain NaN or infinite values")
-    uq, qinv = _unique_rows(queries)
-    ug, ginv = _unique_rows(gallery)
-    order = np.argsort(qinv, kind="stable")  # queries grouped by their distinct row
-    bounds = np.concatenate([[0], np.cumsum(np.bincount(qinv, minlength=len(uq)))])
+    # the gallery items of each group, contiguous: members[starts[g]:starts[g] + sizes[g]]
+    members = np.argsort(gg, kind="stable")
+    sizes = np.bincount(gg, minlength=int(max(qg.max(initial=-1), gg.max(initial=-1))) + 1)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     ranks = np.empty(len(queries), dtype=np.int64)
-    for u0 in range(0, len(uq), block):
-        u1 = min(u0 + block, len(uq))
-        sims_u = uq[u0:u1] @ ug.T  # one score per (distinct query, distinct gallery row)
-        members = order[bounds[u0]:bounds[u1]]
-        for c in range(0, len(members), block):
-            idx = members[c:c + block]
-            sims = sims_u[qinv[idx] - u0][:, ginv]
-            positive = gg[None, :] == qg[idx, None]
-            best = np.where(positive, sims, -np.inf).max(1)
-            ranks[idx] = ((sims >= best[:, None]) & ~positive).sum(1)
+    for idx, sims in _score_blocks(queries, gallery, block):
+        # every (query row, positive column) pair of the block, grouped by row
+        lens = sizes[qg[idx]]
+        rows = np.repeat(np.arange(len(idx)), lens)
+        offsets = np.cumsum(lens) - lens
+        cols = members[np.repeat(starts[qg[idx]] - offsets, lens) + np.arange(lens.sum())]
+        scores = sims[rows, cols]
+        best = np.maximum.reduceat(scores, offsets)
+        positives_at_best = np.bincount(rows[scores >= best[rows]], minlength=len(idx))
+        ranks[idx] = np.count_nonzero(sims >= best[:, None], axis=1) - positives_at_best
     return ranks
 
 
