@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
              out_dir: str | Path | None = None, classes: Sequence[str] | None = None,
              templates: Sequence[str] = DEFAULT_TEMPLATES, on_bad_row: OnBadRow = "skip",
              subsets: dict[str, Sequence[str]] | None = None, device: str | None = None,
-             batch_size: int = 256) -> dict[str, Any]:
+             batch_size: int = 256, columns: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Zero-shot accuracy (if the manifest has labels) and image↔text retrieval.
 
     Retrieval is reported in three views (layout in :mod:`.retrieval`):
@@ -43,6 +43,8 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
     retrieval there searches only the subset's rows). ``device`` is where the
     model runs: ``"auto"`` picks CUDA when available, else CPU; ``None`` is
     ``"auto"`` for a model folder and leaves a given model where it is.
+    ``columns`` maps fields to the manifest's column names (e.g.
+    ``{"image": "filepath", "text": "caption"}``), as in ``read_manifest``.
     With ``out_dir`` the results are written to ``out_dir/results.json``.
     Returns the results mapping.
 
@@ -56,8 +58,9 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
         device = device or "auto"
     if device is not None:
         model.to(_resolve_device(device))
+    mapping = {"columns": dict(columns)} if columns else {}
     data = read_manifest(manifest, required=("image", "text"), on_bad_row=on_bad_row,
-                         quarantine_dir=out_dir)
+                         quarantine_dir=out_dir, **mapping)
     if len(data) == 0:
         raise DataError(f"no valid rows in {manifest}")
     records = data.records

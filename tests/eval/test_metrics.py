@@ -1,10 +1,12 @@
+import inspect
+
 import numpy as np
 import pytest
 from sklearn.metrics import top_k_accuracy_score
 
 from jointspace.eval import evaluate
 from jointspace.eval.retrieval import positive_ranks, recall_at_k, retrieval_metrics
-from jointspace.data.manifest import Record
+from jointspace.data.manifest import Record, read_manifest
 from jointspace.eval.zeroshot import DEFAULT_TEMPLATES, zero_shot_metrics
 
 
@@ -183,6 +185,24 @@ def test_evaluate_uses_the_group_column(trained_model_dir, shapes_dir, tmp_path)
     assert results["retrieval"]["image_to_text"] == pytest.approx(_brute_recall(image @ text.T, groups))
     # captions are all distinct here, so nothing caps the strict figures
     assert set(results["retrieval"]["strict"]["ceiling"]["image_to_text"].values()) == {1.0}
+
+
+@pytest.mark.skipif("columns" not in inspect.signature(read_manifest).parameters,
+                    reason="the manifest reader cannot map columns yet")
+def test_evaluate_maps_column_names(trained_model_dir, shapes_dir, tmp_path):
+    import csv
+    rows = _rows(shapes_dir / "test.csv")
+    manifest = tmp_path / "openclip.csv"
+    with open(manifest, "w", newline="") as f:
+        writer = csv.DictWriter(f, ["filepath", "caption", "label"])
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({"filepath": r["path"], "caption": r["text"], "label": r["label"]})
+    renamed = evaluate(trained_model_dir, manifest, columns={"image": "filepath", "text": "caption"})
+    plain = evaluate(trained_model_dir, shapes_dir / "test.csv")
+    assert renamed["n"] == 12
+    for key in ("retrieval", "retrieval_by_label", "zero_shot"):
+        assert renamed[key] == plain[key]
 
 
 def test_evaluate_device_and_batch_size(trained_model_dir, shapes_dir):
