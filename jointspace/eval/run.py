@@ -1,4 +1,19 @@
-"""``evaluate``: every metric for a model on a labelled, paired test manifest."""
+"""``evaluate``: every metric for a model on a labelled, paired test manifest.
+
+``results.json`` (retrieval blocks as in :mod:`.retrieval`, plus ``grouped_by``)::
+
+    {"manifest": …, "n": 700, "quarantined": 0, "device": "cpu",
+     "retrieval": {"grouped_by": "text", "n": 700, "n_groups": 586,
+                   "text_to_image": {"R@1", "R@5", "R@10", "median_rank"}, "image_to_text": {…},
+                   "chance": {…}, "strict": {"text_to_image": {…}, "image_to_text": {…},
+                                             "ceiling": {…}, "chance": {…}}},
+     "retrieval_by_label": {"grouped_by": "label", "n", "n_groups", "text_to_image",
+                            "image_to_text", "chance"},                # if every row has a label
+     "zero_shot": {"top1", "top5", "chance_top1", "n_classes", "n", "per_class_top1", "templates"},
+     "zero_shot_<subset>": {…}, "retrieval_<subset>": {…}, "retrieval_by_label_<subset>": {…},
+     "matryoshka": {"<dim>": {"retrieval": {…}, "zero_shot": {"top1", "top5", "chance_top1"}}},
+     "seconds": 1.2}
+"""
 from __future__ import annotations
 
 import time
