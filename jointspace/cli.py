@@ -14,7 +14,8 @@ EXAMPLES = {
               "  jointspace train --data train.csv --out runs/m --objective sigmoid --accum-steps 4\n"
               "  jointspace train --data train.csv --out runs/m --resume\n"
               "  torchrun --nproc-per-node 2 -m jointspace.cli train --data train.csv --out runs/m"),
-    "eval": "jointspace eval runs/m --data data/shapes/test.csv",
+    "eval": ("jointspace eval runs/m --data data/shapes/test.csv\n"
+             "  jointspace eval runs/m --data test.csv --image-column filepath --text-column caption"),
     "index": ("jointspace index runs/m data/shapes/images/test --collection runs/col\n"
               "  jointspace index runs/m data/shapes/test.csv --collection runs/col"),
     "search": ('jointspace search --collection runs/col "a red circle"\n'
@@ -54,19 +55,23 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--precision", choices=["fp32", "bf16", "auto"],
                    help="autocast precision of the towers; auto: bf16 where the hardware has it")
     _bad_row_option(t)
+    _column_options(t)
 
     e = verb("eval", "zero-shot accuracy and image↔text retrieval on a labelled manifest")
     e.add_argument("model", type=Path, help="model folder")
     e.add_argument("--data", required=True, type=Path, help="test manifest")
     e.add_argument("--out", type=Path, help="folder for results.json (default: MODEL/eval)")
+    _device_options(e)
     _bad_row_option(e)
+    _column_options(e)
 
     i = verb("index", "embed the images of a folder or manifest into a collection")
     i.add_argument("model", type=Path, help="model folder")
     i.add_argument("source", type=Path, help="image folder or manifest")
     i.add_argument("--collection", required=True, type=Path, help="collection folder to write")
-    i.add_argument("--batch-size", type=int, default=256)
+    _device_options(i)
     _bad_row_option(i)
+    _column_options(i)
 
     s = verb("search", "query a collection by text, by image, or both")
     s.add_argument("query", nargs="?", help="text query")
@@ -74,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--image", type=Path, help="image query")
     s.add_argument("-k", type=int, default=10, help="number of hits")
     s.add_argument("--json", action="store_true", help="print hits as JSON")
+    s.add_argument("--device", default="auto", help="device that embeds the query: auto, cpu, cuda, cuda:1 …")
 
     m = verb("demo", "generate shapes, train, evaluate, index and search, end to end")
     m.add_argument("--out", type=Path, default=Path("demo_out"))
@@ -86,6 +92,24 @@ def _parser() -> argparse.ArgumentParser:
 def _bad_row_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--on-bad-row", choices=["skip", "fail"], default="skip",
                    help="skip: quarantine bad rows with their reason (default); fail: stop at the first")
+
+
+def _device_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto",
+                   help="where to embed: auto (CUDA when available, else CPU), cpu, cuda, cuda:1 …")
+    p.add_argument("--batch-size", type=int, default=256, help="items embedded at once")
+
+
+def _column_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image-column", metavar="NAME",
+                   help="manifest column holding image paths (default: image; OpenCLIP's is filepath)")
+    p.add_argument("--text-column", metavar="NAME",
+                   help="manifest column holding the text (default: text; OpenCLIP's is caption)")
+
+
+def _columns(args: argparse.Namespace) -> dict[str, str] | None:
+    columns = {m: c for m, c in (("image", args.image_column), ("text", args.text_column)) if c}
+    return columns or None
 
 
 def _version() -> str:
@@ -102,11 +126,26 @@ def _print_hits(hits, as_json: bool) -> None:
         print(f"  {h.rank:>2}. {h.score:.3f}  {h.item.get('path', h.item.get('id'))}  {desc}")
 
 
+def _recalls(r: dict) -> str:
+    return "  ".join(f"{k} {v:.3f}" for k, v in r.items() if k.startswith("R@"))
+
+
 def _print_results(results: dict) -> None:
     r = results["retrieval"]
-    print(f"retrieval on {r['n']} pairs (chance R@1 {r['chance']['R@1']:.4f}):")
-    for direction in ("text_to_image", "image_to_text"):
-        print(f"  {direction:<14} " + "  ".join(f"{k} {v:.3f}" for k, v in r[direction].items()))
+    print(f"retrieval on {r['n']} pairs, a hit = same {r['grouped_by']} ({r['n_groups']} groups; "
+          f"chance R@1 {r['chance']['R@1']:.4f}):")
+    for d in ("text_to_image", "image_to_text"):
+        print(f"  {d:<14} {_recalls(r[d])}  median rank {r[d]['median_rank']:.1f}")
+    strict = r.get("strict")
+    if strict:
+        print("strict (only the paired row counts), with the best any model could score:")
+        for d in ("text_to_image", "image_to_text"):
+            print(f"  {d:<14} {_recalls(strict[d])}  (ceiling {_recalls(strict['ceiling'][d])})")
+    by_label = results.get("retrieval_by_label")
+    if by_label:
+        print(f"by label (a hit = same label; chance R@1 {by_label['chance']['R@1']:.4f}):")
+        for d in ("text_to_image", "image_to_text"):
+            print(f"  {d:<14} {_recalls(by_label[d])}")
     for key, z in results.items():
         if key.startswith("zero_shot"):
             print(f"{key}: top-1 {z['top1']:.3f}, top-5 {z['top5']:.3f} over {z['n_classes']} classes "
@@ -132,23 +171,26 @@ def run(args: argparse.Namespace) -> None:
         overrides = args.overrides + [f"{k}={v}" for k, v in flags.items() if v is not None]
         run_config = load_run_config(args.config, overrides)
         result = train(run_config, args.data, args.out, val_data=args.val, resume=args.resume,
-                       on_bad_row=args.on_bad_row)
+                       on_bad_row=args.on_bad_row, columns=_columns(args))
         print(f"model: {result.model_dir} ({result.steps} steps, {result.seconds:.0f} s, "
               f"last loss {result.last_loss:.3f}, {result.quarantined} rows quarantined)")
     elif args.verb == "eval":
         from .eval.run import RESULTS_FILE, evaluate
         out = args.out or args.model / "eval"
-        results = evaluate(args.model, args.data, out_dir=out, on_bad_row=args.on_bad_row)
+        results = evaluate(args.model, args.data, out_dir=out, on_bad_row=args.on_bad_row,
+                           columns=_columns(args), device=args.device, batch_size=args.batch_size)
         _print_results(results)
         print(f"results: {out / RESULTS_FILE}")
     elif args.verb == "index":
         from .index.collection import build_collection
         col = build_collection(args.model, args.source, args.collection, batch_size=args.batch_size,
-                               on_bad_row=args.on_bad_row)
+                               on_bad_row=args.on_bad_row, columns=_columns(args),
+                               device=args.device)
         print(f"collection: {args.collection} ({len(col)} items)")
     elif args.verb == "search":
         from .index.collection import Collection
-        hits = Collection.open(args.collection).search(text=args.query, image=args.image, k=args.k)
+        collection = Collection.open(args.collection, device=args.device)
+        hits = collection.search(text=args.query, image=args.image, k=args.k)
         _print_hits(hits, args.json)
     elif args.verb == "demo":
         from .config import load_run_config

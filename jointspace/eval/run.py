@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import torch
 
 from ..data.manifest import OnBadRow, read_manifest
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
 from ..fileio import atomic_write_json
-from ..model import JointModel, load
+from ..model import JointModel, load, resolve_device
 from .retrieval import group_keys, retrieval_metrics
 from .zeroshot import DEFAULT_TEMPLATES, class_embeddings, zero_shot_metrics
 
@@ -72,12 +71,9 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
         model = load(model)
         device = device or "auto"
     if device is not None:
-        model.to(_resolve_device(device))
-    mapping = {"columns": dict(columns)} if columns else {}
+        model.to(resolve_device(device))
     data = read_manifest(manifest, required=("image", "text"), on_bad_row=on_bad_row,
-                         quarantine_dir=out_dir, **mapping)
-    if len(data) == 0:
-        raise DataError(f"no valid rows in {manifest}")
+                         quarantine_dir=out_dir, columns=columns)
     records = data.records
     texts = [r.text for r in records]
     image_emb = model.encode_image([r.image for r in records], batch_size=batch_size,
@@ -126,18 +122,6 @@ def _retrieval_views(image_emb: np.ndarray, text_emb: np.ndarray, keys: list, te
         views["retrieval_by_label"] = {"grouped_by": "label", **retrieval_metrics(
             image_emb, text_emb, labels, include_strict=False)}
     return views
-
-
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise ConfigError(f"device {name!r} is not a device name ({e})") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} was asked for but no CUDA device is available")
-    return device
 
 
 def _prefix(x: np.ndarray, k: int) -> np.ndarray:

@@ -24,7 +24,7 @@ from ..config import RunConfig, from_dict, to_dict
 from ..data.manifest import Manifest, OnBadRow, read_manifest
 from ..data.pairs import PairDataset
 from ..errors import ConfigError, JointspaceError
-from ..eval.retrieval import recall_at_k
+from ..eval.retrieval import group_keys, recall_at_k
 from ..model import JointModel, resolve_device
 from ..objectives import LOCAL, Objective
 from ..progress import logger, progress
@@ -105,9 +105,6 @@ def _read(path: str | Path, out: Path, run: RunConfig, on_bad_row: OnBadRow,
         max_text_chars=run.train.max_text_chars, columns=columns))
 
 
-def _group_keys(manifest: Manifest) -> list[str]:
-    """The retrieval group of each record: its ``group`` column, else its exact text."""
-    return [getattr(r, "group", None) or r.text or r.id for r in manifest.records]
 
 
 def _check(run: RunConfig, info: DistInfo) -> None:
@@ -183,7 +180,7 @@ def train(run: RunConfig, data: str | Path, out: str | Path, *, val_data: str | 
 
     dataset = PairDataset(train_set.records, model.towers)
     val_dataset = PairDataset(val_set.records, model.towers) if val_set and info.is_main else None
-    val_groups = _group_keys(val_set) if val_set else None
+    val_groups = group_keys(val_set.records)[0] if val_set else None
     sampler = StepBatchSampler(len(dataset), cfg.batch_size, cfg.seed, cfg.max_steps, start_step,
                                rank=info.rank, world_size=info.world_size)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=dataset.collate,
