@@ -42,9 +42,17 @@ def _cli(*args, cwd=None):
     (["eval", "no_model", "--data", "x.csv"], "not a model folder"),
     (["search", "--collection", "nope", "red"], "not a collection"),
     (["train", "--data", "x.csv", "--out", "m", "--config", "missing.yaml"], "config file not found"),
+    (["train", "--data", "x.csv", "--out", "m", "--set", "train.batch_size=0"],
+     "train.batch_size must be at least 1, got 0"),
+    (["train", "--data", "x.csv", "--out", "m", "--set", "train.lr=-1e-3"],
+     "train.lr must be a positive finite number"),
+    (["train", "--data", "oc.csv", "--out", "m"], "--image-column/--text-column"),
+    (["eval", "trained", "--data", "x.csv", "--device", "gpu0"], "not a device name"),
 ])
-def test_errors_are_one_clear_line(tmp_path, args, message):
+def test_errors_are_one_clear_line(tmp_path, args, message, trained_model_dir):
     (tmp_path / "x.csv").write_text("image,text\na.png,hello\n")
+    (tmp_path / "oc.csv").write_text("filepath,caption\na.png,hello\n")
+    (tmp_path / "trained").symlink_to(trained_model_dir)
     proc = _cli(*args, cwd=tmp_path)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
@@ -56,3 +64,24 @@ def test_errors_are_one_clear_line(tmp_path, args, message):
 def test_help_has_examples(verb):
     proc = _cli(verb, "--help")
     assert proc.returncode == 0 and "example:" in proc.stdout and f"jointspace {verb}" in proc.stdout
+
+
+def test_openclip_columns_excel_bom_and_device(tmp_path, capsys, shapes_dir, trained_model_dir):
+    """A manifest as OpenCLIP users write it (filepath, caption), saved by Excel with a BOM."""
+    rows = (shapes_dir / "test.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    renamed = ",".join({"image": "filepath", "text": "caption"}.get(c, c) for c in header)
+    manifest = shapes_dir / "excel.csv"
+    manifest.write_bytes(("\ufeff" + "\n".join([renamed] + rows[1:]) + "\n").encode("utf-8"))
+    out = tmp_path / "eval"
+    assert main(["eval", str(trained_model_dir), "--data", str(manifest), "--out", str(out),
+                 "--image-column", "filepath", "--text-column", "caption", "--device", "cpu"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    reference = json.loads(json.dumps(__import__("jointspace").eval.run.evaluate(
+        trained_model_dir, shapes_dir / "test.csv")))
+    assert results["n"] == 12 and results["device"] == "cpu"
+    assert results["retrieval"] == reference["retrieval"]
+    col = tmp_path / "col"
+    assert main(["index", str(trained_model_dir), str(manifest), "--collection", str(col),
+                 "--image-column", "filepath", "--device", "cpu"]) == 0
+    assert "12 items" in capsys.readouterr().out
