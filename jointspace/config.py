@@ -63,7 +63,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _require(self.embed_dim >= 1, "model.embed_dim", self.embed_dim, "must be at least 1")
-        _require(bool(self.towers), "model.towers", "{}", "must name at least one tower")
+        _require(bool(self.towers), "model.towers", {}, "must name at least one tower")
 
     def nested_dims(self) -> list[int]:
         """Every trained size, largest first (the full size included)."""
@@ -182,7 +182,7 @@ class _Loader(yaml.SafeLoader):
 
 _FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
     |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
     |[-+]?\.(?:inf|Inf|INF)
     |\.(?:nan|NaN|NAN))$""", re.X)
 _Loader.yaml_implicit_resolvers = {k: [r for r in v if r[0] != "tag:yaml.org,2002:float"]

@@ -23,7 +23,7 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def fsync_file(path: str | Path) -> None:
     """Flush a written file's data to disk (before it is renamed into place)."""
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, os.O_RDWR)  # Windows refuses to flush a read-only handle
     try:
         os.fsync(fd)
     finally:

@@ -17,13 +17,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+from PIL import Image
 from torch import nn
 
 from .config import ModelConfig, from_dict, to_dict
 from .errors import ConfigError, JointspaceError
 from .fileio import fsync_dir, fsync_file
 from .objectives import MatryoshkaObjective, Objective, build_objective
-from .progress import progress
+from .progress import logger, progress
 from .towers import Tower, build_tower
 
 CONFIG_FILE = "config.json"
@@ -123,7 +124,7 @@ class JointModel(nn.Module):
 
     def encode_image(self, images: Any, **kwargs: Any) -> np.ndarray:
         """Embed image paths or PIL images (one, or a sequence); see :meth:`encode`."""
-        if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence):
+        if isinstance(images, (str, os.PathLike, Image.Image)):
             images = [images]  # one path or one PIL image, as encode_text takes one string
         return self.encode("image", list(images), **kwargs)
 
@@ -177,7 +178,8 @@ class JointModel(nn.Module):
         config_path = folder / CONFIG_FILE
         if not config_path.is_file():
             raise JointspaceError(f"not a model folder (no {CONFIG_FILE}): {folder}")
-        config = from_dict(ModelConfig, json.loads(config_path.read_text()), where=str(config_path))
+        config = from_dict(ModelConfig, _migrate(json.loads(config_path.read_text()), config_path),
+                           where=str(config_path))
         model = cls(config)
         weights = folder / WEIGHTS_FILE
         if not weights.is_file():
@@ -190,6 +192,31 @@ class JointModel(nn.Module):
         for tower in model.towers.values():
             tower.load_assets(folder)
         return model.eval()
+
+
+def _migrate(data: dict[str, Any], where: Path) -> dict[str, Any]:
+    """Read configs written before ``matryoshka`` stopped being an objective name:
+    ``objective: {name: matryoshka, options: {base, dims, weights}}`` becomes the base
+    objective plus ``matryoshka_dims`` / ``matryoshka_weights`` (the same loss)."""
+    objective = data.get("objective") or {}
+    if objective.get("name") != "matryoshka":
+        return data
+    options = dict(objective.get("options") or {})
+    base = options.pop("base", "infonce")
+    dims = [int(k) for k in options.pop("dims", [])]
+    weights = options.pop("weights", None)
+    embed_dim = int(data.get("embed_dim", ModelConfig.embed_dim))
+    if embed_dim not in dims:
+        if weights:
+            raise JointspaceError(f"{where}: cannot convert the 'matryoshka' objective, whose dims "
+                                  f"{dims} lack the full size {embed_dim}; edit it to use "
+                                  "model.matryoshka_dims")
+        dims.append(embed_dim)
+    order = sorted(range(len(dims)), key=lambda i: -dims[i])
+    logger.info("%s: converting objective 'matryoshka' to %r with matryoshka_dims %s", where, base, dims)
+    return {**data, "objective": {"name": base, "options": options},
+            "matryoshka_dims": [dims[i] for i in order if dims[i] != embed_dim],
+            "matryoshka_weights": [float(weights[i]) for i in order] if weights else []}
 
 
 def resolve_device(name: str | None) -> torch.device:

@@ -66,22 +66,41 @@ def test_help_has_examples(verb):
     assert proc.returncode == 0 and "example:" in proc.stdout and f"jointspace {verb}" in proc.stdout
 
 
-def test_openclip_columns_excel_bom_and_device(tmp_path, capsys, shapes_dir, trained_model_dir):
+def test_openclip_columns_excel_bom_and_device(tmp_path, capsys, shapes_dir, trained_model_dir,
+                                               monkeypatch):
     """A manifest as OpenCLIP users write it (filepath, caption), saved by Excel with a BOM."""
-    rows = (shapes_dir / "test.csv").read_text().splitlines()
-    header = rows[0].split(",")
-    renamed = ",".join({"image": "filepath", "text": "caption"}.get(c, c) for c in header)
-    manifest = shapes_dir / "excel.csv"
-    manifest.write_bytes(("\ufeff" + "\n".join([renamed] + rows[1:]) + "\n").encode("utf-8"))
+    import csv
+    import jointspace.model
+    with open(shapes_dir / "test.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    manifest = tmp_path / "excel.csv"
+    with open(manifest, "w", newline="", encoding="utf-8-sig") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "filepath", "caption", "label"])
+        for r in rows:
+            writer.writerow([r["id"], shapes_dir / r["image"], r["text"], r["label"]])
+    asked = []
+    real_resolve = jointspace.model.resolve_device
+
+    def spy(name):
+        asked.append(name)
+        return real_resolve(name)
+    for module in ("jointspace.model", "jointspace.eval.run", "jointspace.index.collection"):
+        monkeypatch.setattr(f"{module}.resolve_device", spy)
     out = tmp_path / "eval"
     assert main(["eval", str(trained_model_dir), "--data", str(manifest), "--out", str(out),
                  "--image-column", "filepath", "--text-column", "caption", "--device", "cpu"]) == 0
     results = json.loads((out / "results.json").read_text())
+    assert asked == ["cpu"]
     reference = json.loads(json.dumps(__import__("jointspace").eval.run.evaluate(
         trained_model_dir, shapes_dir / "test.csv")))
     assert results["n"] == 12 and results["device"] == "cpu"
+    asked.clear()
     assert results["retrieval"] == reference["retrieval"]
     col = tmp_path / "col"
     assert main(["index", str(trained_model_dir), str(manifest), "--collection", str(col),
                  "--image-column", "filepath", "--device", "cpu"]) == 0
     assert "12 items" in capsys.readouterr().out
+    assert asked == ["cpu"]
+    assert main(["search", "--collection", str(col), "a red circle", "--device", "cpu"]) == 0
+    assert asked == ["cpu", "cpu"]  # the query is embedded there too

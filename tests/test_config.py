@@ -65,6 +65,8 @@ def test_scientific_notation_everywhere(tmp_path):
     run = load_run_config(tmp_path / "c.yaml")
     assert run.train.lr == 1e-4 and run.train.weight_decay == 0.05
     assert run.model.objective.options["label_smoothing"] == 0.1
+    assert load_run_config(overrides=["train.lr=.5e-2"]).train.lr == 0.005
+    assert load_run_config(overrides=["model.objective.options={x: -.5}"]).model.objective.options["x"] == -0.5
     with pytest.raises(ConfigError, match="max_steps must be int, got 1.5"):
         load_run_config(overrides=["train.max_steps=1.5"])
     # strings that merely look numeric stay strings

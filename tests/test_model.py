@@ -134,3 +134,26 @@ def test_device_names_are_checked():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA device"):
             resolve_device("cuda:1")
+
+
+def test_encode_image_takes_any_iterable(trained_model_dir, shapes_dir):
+    model = jointspace.load(trained_model_dir)
+    paths = [shapes_dir / f"images/test/test-00000{i}.png" for i in range(3)]
+    np.testing.assert_array_equal(model.encode_image(p for p in paths), model.encode_image(paths))
+
+
+def test_folder_with_the_old_matryoshka_objective_loads(trained_model_dir, tmp_path):
+    """Before ``matryoshka`` stopped being an objective name, a config could say
+    objective: {name: matryoshka, options: {base: sigmoid, dims: [...]}}."""
+    import json
+    import shutil
+    shutil.copytree(trained_model_dir, tmp_path / "old", ignore=shutil.ignore_patterns("checkpoint.pt"))
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    config["objective"] = {"name": "matryoshka", "options": {"base": "infonce", "dims": [16, 32],
+                                                             "label_smoothing": 0.1}}
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    model = jointspace.load(tmp_path / "old")
+    assert model.config.objective.name == "infonce"
+    assert model.config.objective.options == {"label_smoothing": 0.1}
+    assert model.config.matryoshka_dims == [16] and model.config.nested_dims() == [32, 16]
+    assert model.encode_text("a red circle", dim=16).shape == (1, 16)

@@ -234,25 +234,62 @@ def chance_recall(query_groups: Keys | None, gallery_groups: Keys | None, n_gall
     return out
 
 
-def strict_ceiling(text_keys: Keys, ks: Sequence[int] = DEFAULT_KS) -> dict[str, dict[str, float]]:
-    """The best strict R@K any model can reach when rows with equal ``text_keys`` have
-    identical texts (pessimistic ties; derivation in the module docstring)."""
-    (ids,) = group_ids(text_keys)
-    m = np.bincount(ids)[ids].astype(np.float64)
-    return {"text_to_image": {f"R@{k}": float((np.minimum(k, m) / m).mean()) for k in ks},
-            "image_to_text": {f"R@{k}": float((m <= k).mean()) for k in ks}}
+def strict_ceiling(text_keys: Keys, ks: Sequence[int] = DEFAULT_KS,
+                   image_keys: Keys | None = None) -> dict[str, dict[str, float]]:
+    """The best strict R@K any model can reach when rows with equal ``text_keys``
+    have identical texts and rows with equal ``image_keys`` identical images
+    (pessimistic ties; without ``image_keys`` every image is distinct).
+
+    Identical items tie, and a tie counts against the query, so a query's
+    paired row can rank no better than the number of gallery copies of its
+    item. All queries with one key share one ranking; the best ranking puts
+    the gallery groups of their paired rows first, in the order that makes
+    the most of them hits: a 0/1 knapsack of capacity ``k`` over those groups
+    (weight = the group's size, value = how many of the queries it answers).
+    Without repeated images this reduces to ``min(k, m) / m`` text→image and
+    ``[m ≤ k]`` image→text for a caption shared by ``m`` rows.
+    """
+    (t,) = group_ids(text_keys)
+    if image_keys is None:  # the closed form, without a loop over groups
+        m = np.bincount(t)[t].astype(np.float64)
+        return {"text_to_image": {f"R@{k}": float((np.minimum(k, m) / m).mean()) for k in ks},
+                "image_to_text": {f"R@{k}": float((m <= k).mean()) for k in ks}}
+    (i,) = group_ids(image_keys)
+    if len(i) != len(t):
+        raise ValueError(f"{len(i)} image keys for {len(t)} text keys")
+    return {"text_to_image": {f"R@{k}": _ceiling_one_way(t, i, k) for k in ks},
+            "image_to_text": {f"R@{k}": _ceiling_one_way(i, t, k) for k in ks}}
+
+
+def _ceiling_one_way(query_ids: np.ndarray, gallery_ids: np.ndarray, k: int) -> float:
+    gallery_size = np.bincount(gallery_ids)
+    hits = 0
+    order = np.lexsort((gallery_ids, query_ids))
+    q_sorted, g_sorted = query_ids[order], gallery_ids[order]
+    starts = np.flatnonzero(np.r_[True, q_sorted[1:] != q_sorted[:-1]])
+    for lo, hi in zip(starts, np.r_[starts[1:], len(order)]):
+        targets, answered = np.unique(g_sorted[lo:hi], return_counts=True)
+        best = np.zeros(k + 1, dtype=np.int64)  # best[c]: most queries answered within capacity c
+        for weight, value in zip(gallery_size[targets], answered):
+            if weight <= k:
+                best[weight:] = np.maximum(best[weight:], best[:k + 1 - weight] + value)
+        hits += int(best[k])
+    return hits / len(query_ids)
 
 
 def retrieval_metrics(image_emb: np.ndarray, text_emb: np.ndarray, groups: Keys | None = None,
                       ks: Sequence[int] = DEFAULT_KS, *, text_keys: Keys | None = None,
-                      include_strict: bool = True, block: int = 1024) -> dict[str, Any]:
+                      image_keys: Keys | None = None, include_strict: bool = True,
+                      block: int = 1024) -> dict[str, Any]:
     """Text→image and image→text retrieval of paired rows; layout in the module docstring.
 
     ``groups`` (one hashable key per row, e.g. the caption) makes the headline
     figures group-aware: any item of the query's group is a hit. ``text_keys``
     marks rows whose texts are identical, for the strict ceiling; it defaults
     to ``groups`` (right when groups are exact captions) and, without either,
-    every row is distinct (ceiling 1). ``include_strict=False`` leaves out the
+    every row is distinct (ceiling 1). ``image_keys`` marks rows with identical
+    images (e.g. the image path where one image has several caption rows).
+    ``include_strict=False`` leaves out the
     strict block (e.g. for label groups, whose strict figures are the same).
     """
     image_emb, text_emb = np.asarray(image_emb), np.asarray(text_emb)
@@ -278,6 +315,6 @@ def retrieval_metrics(image_emb: np.ndarray, text_emb: np.ndarray, groups: Keys 
         if len(keys) != n:
             raise ValueError(f"{len(keys)} text keys for {n} pairs")
         out["strict"] = {**{d: rank_summary(r, ks) for d, r in strict.items()},
-                         "ceiling": strict_ceiling(keys, ks),
+                         "ceiling": strict_ceiling(keys, ks, image_keys),
                          "chance": chance_recall(None, None, n, ks)}
     return out

@@ -76,8 +76,11 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
                          quarantine_dir=out_dir, columns=columns)
     records = data.records
     texts = [r.text for r in records]
-    image_emb = model.encode_image([r.image for r in records], batch_size=batch_size,
-                                   show_progress=True)
+    # each distinct image file is embedded once too, so repeated images tie exactly
+    paths = [str(r.image) for r in records]
+    distinct_paths, image_rows = np.unique(np.array(paths, dtype=object), return_inverse=True)
+    image_emb = model.encode_image(list(distinct_paths), batch_size=batch_size,
+                                   show_progress=True)[image_rows.reshape(-1)]
     # each distinct caption is embedded once, so identical captions get identical vectors
     distinct, inverse = np.unique(np.array(texts, dtype=object), return_inverse=True)
     text_emb = model.encode_text(list(distinct), batch_size=batch_size,
@@ -88,7 +91,7 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
     results: dict[str, Any] = {"manifest": str(manifest), "n": len(data),
                                "quarantined": len(data.bad_rows),
                                "device": str(next(model.parameters()).device)}
-    results.update(_retrieval_views(image_emb, text_emb, keys, texts, grouped_by,
+    results.update(_retrieval_views(image_emb, text_emb, keys, texts, paths, grouped_by,
                                     labels if labelled else None))
     if labelled:
         classes = sorted(set(labels)) if classes is None else list(classes)
@@ -103,10 +106,11 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
             results[f"zero_shot_{name}"] = zero_shot_metrics(
                 image_emb[rows], [labels[i] for i in rows], classes, class_emb)
             views = _retrieval_views(image_emb[rows], text_emb[rows], [keys[i] for i in rows],
-                                     [texts[i] for i in rows], grouped_by, [labels[i] for i in rows])
+                                     [texts[i] for i in rows], [paths[i] for i in rows], grouped_by,
+                                     [labels[i] for i in rows])
             results.update({f"{view}_{name}": value for view, value in views.items()})
     if len(model.config.nested_dims()) > 1:
-        results["matryoshka"] = _per_size(model, image_emb, text_emb, keys, texts, grouped_by,
+        results["matryoshka"] = _per_size(model, image_emb, text_emb, keys, texts, paths, grouped_by,
                                           labels, classes, templates)
     results["seconds"] = round(time.perf_counter() - started, 2)
     if out_dir is not None:
@@ -115,9 +119,11 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
 
 
 def _retrieval_views(image_emb: np.ndarray, text_emb: np.ndarray, keys: list, texts: list[str],
+                     paths: list[str],
                      grouped_by: str, labels: list[str] | None) -> dict[str, Any]:
     views = {"retrieval": {"grouped_by": grouped_by,
-                           **retrieval_metrics(image_emb, text_emb, keys, text_keys=texts)}}
+                           **retrieval_metrics(image_emb, text_emb, keys, text_keys=texts,
+                                              image_keys=paths)}}
     if labels is not None:
         views["retrieval_by_label"] = {"grouped_by": "label", **retrieval_metrics(
             image_emb, text_emb, labels, include_strict=False)}
@@ -131,14 +137,14 @@ def _prefix(x: np.ndarray, k: int) -> np.ndarray:
 
 
 def _per_size(model: JointModel, image_emb: np.ndarray, text_emb: np.ndarray, keys: list,
-              texts: list[str], grouped_by: str, labels: list[str],
+              texts: list[str], paths: list[str], grouped_by: str, labels: list[str],
               classes: Sequence[str] | None, templates: Sequence[str]) -> dict[str, Any]:
     """Retrieval and zero-shot accuracy at each nested (Matryoshka) size."""
     out: dict[str, Any] = {}
     for k in model.config.nested_dims():
         img, txt = _prefix(image_emb, k), _prefix(text_emb, k)
         entry: dict[str, Any] = {
-            "retrieval": _retrieval_views(img, txt, keys, texts, grouped_by, None)["retrieval"]}
+            "retrieval": _retrieval_views(img, txt, keys, texts, paths, grouped_by, None)["retrieval"]}
         if classes and len(labels) == len(img):
             class_emb = class_embeddings(model, classes, templates, dim=k)
             z = zero_shot_metrics(img, labels, classes, class_emb)

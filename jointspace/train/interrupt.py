@@ -36,6 +36,13 @@ class StopFlag:
         return bool(flag.item() > 0)
 
 
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """DataLoader ``worker_init_fn``: Ctrl-C and SIGTERM reach the workers too (same
+    process group); they must keep loading so the main process can finish its step."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 @contextlib.contextmanager
 def stop_on_signal() -> Iterator[StopFlag]:
     """Install SIGINT / SIGTERM handlers for the duration of the block (main thread only)."""

@@ -113,7 +113,7 @@ def split_batch(batch: dict[str, torch.Tensor], parts: int) -> list[dict[str, to
 
 
 def get_rng_states(device: torch.device) -> dict[str, Any]:
-    """The CPU RNG state and, on an accelerator, that device's RNG state."""
+    """The CPU RNG state and, on a CUDA device, that device's RNG state."""
     states: dict[str, Any] = {"cpu": torch.get_rng_state()}
     if device.type == "cuda":
         states["cuda"] = torch.cuda.get_rng_state(device)
@@ -131,8 +131,8 @@ def set_rng_states(states: dict[str, Any], device: torch.device) -> None:
 def frozen_norm_statistics(model: nn.Module) -> Iterator[None]:
     """Run in train mode (batch statistics) but leave batch-norm running statistics
     as they were: the graph-free pass must not count a sub-batch a second time."""
-    norms = [m for m in model.modules()
-             if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats]
+    norms = [m for m in model.modules()  # batch norm of any rank, sync and lazy ones included
+             if getattr(m, "track_running_stats", False) and getattr(m, "running_mean", None) is not None]
     saved = [{k: v.clone() for k, v in m.named_buffers(recurse=False) if v is not None}
              for m in norms]
     try:

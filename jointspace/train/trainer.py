@@ -31,7 +31,7 @@ from ..progress import logger, progress
 from .checkpoint import CHECKPOINT_FILE, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .distributed import (DistInfo, barrier, broadcast_parameters, init_distributed,
                           on_main_then_share)
-from .interrupt import stop_on_signal
+from .interrupt import ignore_stop_signals, stop_on_signal
 from .run_folder import LOG_FILE, check_fresh, repair_for_resume
 from .sampler import StepBatchSampler
 from .schedule import warmup_cosine
@@ -103,8 +103,6 @@ def _read(path: str | Path, out: Path, run: RunConfig, on_bad_row: OnBadRow,
     return on_main_then_share(lambda: read_manifest(
         path, required=tuple(modalities), on_bad_row=on_bad_row, quarantine_dir=out,
         max_text_chars=run.train.max_text_chars, columns=columns))
-
-
 
 
 def _check(run: RunConfig, info: DistInfo) -> None:
@@ -184,7 +182,8 @@ def train(run: RunConfig, data: str | Path, out: str | Path, *, val_data: str | 
     sampler = StepBatchSampler(len(dataset), cfg.batch_size, cfg.seed, cfg.max_steps, start_step,
                                rank=info.rank, world_size=info.world_size)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=dataset.collate,
-                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
+                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                        worker_init_fn=ignore_stop_signals if cfg.num_workers else None)
 
     def checkpoint(step: int) -> None:
         if info.is_main:

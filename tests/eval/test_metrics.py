@@ -165,8 +165,27 @@ def test_evaluate_groups_duplicate_captions(trained_model_dir, shapes_dir, tmp_p
     assert r["chance"]["R@1"] == pytest.approx((4 * 4 / 12 + 2 * 2 / 12 + 6 / 12) / 12)
 
 
-@pytest.mark.skipif(not hasattr(Record, "__dataclass_fields__") or "group" not in Record.__dataclass_fields__,
-                    reason="the manifest reader has no group column yet")
+def test_evaluate_ceiling_with_an_image_captioned_twice(trained_model_dir, shapes_dir, tmp_path):
+    """COCO-style rows (one image, several captions): the two rows of image 0 tie as
+    gallery items, so strict text→image R@1 cannot reach 1 for them."""
+    import csv
+    rows = _rows(shapes_dir / "test.csv")
+    rows[1]["path"] = rows[0]["path"]  # image 0 now has rows 0 and 1, with different captions
+    manifest = tmp_path / "twice.csv"
+    with open(manifest, "w", newline="") as f:
+        writer = csv.DictWriter(f, ["id", "image", "text", "label"])
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({"id": r["id"], "image": r["path"], "text": r["text"], "label": r["label"]})
+    results = evaluate(trained_model_dir, manifest)
+    ceiling = results["retrieval"]["strict"]["ceiling"]
+    assert ceiling["text_to_image"]["R@1"] == pytest.approx(10 / 12)  # rows 0 and 1 cannot
+    assert ceiling["text_to_image"]["R@5"] == 1.0
+    # image 0 is one query for rows 0 and 1: only one of its two captions can come first
+    assert ceiling["image_to_text"]["R@1"] == pytest.approx(11 / 12)
+    assert results["retrieval"]["strict"]["text_to_image"]["R@1"] <= 10 / 12
+
+
 def test_evaluate_uses_the_group_column(trained_model_dir, shapes_dir, tmp_path):
     import csv
     rows = _rows(shapes_dir / "test.csv")

@@ -190,3 +190,45 @@ def test_group_keys_prefer_the_group_column():
     assert keys[0] == keys[1] != keys[3]  # a group value never collides with a caption
     assert keys[2] == ("group", "g1") and grouped_by == "group, else text"
     assert group_keys(rows[:2])[1] == "text" and group_keys(rows[2:])[1] == "group"
+
+
+def _ceiling_brute_force(text_keys, image_keys, k):
+    """Best strict R@k over every ranking, per query key, by trying every order of
+    the gallery groups of its paired rows (tiny cases only)."""
+    import itertools
+    n = len(text_keys)
+
+    def one_way(q, g):
+        size = {key: g.count(key) for key in set(g)}
+        hits = 0
+        for key in set(q):
+            rows = [r for r in range(n) if q[r] == key]
+            targets = sorted({g[r] for r in rows})
+            best = 0
+            for order in itertools.permutations(targets):
+                used, got = 0, 0
+                for target in order:
+                    used += size[target]
+                    if used <= k:  # every copy ties, the paired row ranks last among them
+                        got += sum(1 for r in rows if g[r] == target)
+                best = max(best, got)
+            hits += best
+        return hits / n
+    return one_way(list(text_keys), list(image_keys)), one_way(list(image_keys), list(text_keys))
+
+
+def test_strict_ceiling_with_repeated_images_matches_brute_force():
+    """COCO-style rows: one image with several captions, captions shared across images."""
+    rng = np.random.default_rng(4)
+    for trial in range(30):
+        n = int(rng.integers(2, 9))
+        texts = [f"t{x}" for x in rng.integers(0, 4, n)]
+        images = [f"i{x}" for x in rng.integers(0, 4, n)]
+        for k in (1, 2, 3, 5):
+            got = strict_ceiling(texts, (k,), image_keys=images)
+            t2i, i2t = _ceiling_brute_force(texts, images, k)
+            assert got["text_to_image"][f"R@{k}"] == pytest.approx(t2i), (texts, images, k)
+            assert got["image_to_text"][f"R@{k}"] == pytest.approx(i2t), (texts, images, k)
+    # one image with five distinct captions: text→image strict R@1 can never be a hit
+    five = strict_ceiling([f"c{j}" for j in range(5)], (1, 5), image_keys=["img"] * 5)
+    assert five["text_to_image"] == {"R@1": 0.0, "R@5": 1.0}

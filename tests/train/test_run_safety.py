@@ -37,8 +37,13 @@ def test_resume_after_a_kill_mid_write(shapes_dir, tiny_run, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_ctrl_c_writes_a_checkpoint_and_resume_continues(shapes_dir, tiny_run, tmp_path, monkeypatch):
-    """Ctrl-C at step 2 (before the first periodic checkpoint, every 4 steps) keeps the run."""
+@pytest.mark.parametrize("workers", [0, 2])
+def test_ctrl_c_writes_a_checkpoint_and_resume_continues(shapes_dir, tiny_run, tmp_path, monkeypatch,
+                                                        workers):
+    """Ctrl-C at step 2 (before the first periodic checkpoint, every 4 steps) keeps the run,
+    also when DataLoader workers get the signal too (as a terminal sends it to them all)."""
+    import multiprocessing
+    tiny_run.train.num_workers = workers
     data = shapes_dir / "train.csv"
     straight = tmp_path / "straight"
     train(tiny_run, data, straight)
@@ -48,16 +53,30 @@ def test_ctrl_c_writes_a_checkpoint_and_resume_continues(shapes_dir, tiny_run, t
     def step_then_ctrl_c(*args, **kwargs):
         calls.append(1)
         out = real_step(*args, **kwargs)
-        if len(calls) == 2:
-            os.kill(os.getpid(), signal.SIGINT)  # arrives while the loop runs, like a real Ctrl-C
+        if len(calls) == 2:  # arrives while the loop runs, like a real Ctrl-C
+            children = multiprocessing.active_children()
+            assert len(children) == workers
+            for child in children:
+                os.kill(child.pid, signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
         return out
 
     monkeypatch.setattr(trainer_module, "train_step", step_then_ctrl_c)
+    # a worker that dies of the signal while the main process waits for its batch would
+    # end the run with "DataLoader worker exited unexpectedly": workers must ignore it
+    real_getitem, seen = trainer_module.PairDataset.__getitem__, tmp_path / "worker-sigint"
+
+    def getitem(self, i):
+        if multiprocessing.parent_process() is not None:
+            seen.write_text(str(signal.getsignal(signal.SIGINT) == signal.SIG_IGN))
+        return real_getitem(self, i)
+    monkeypatch.setattr(trainer_module.PairDataset, "__getitem__", getitem)
     out = tmp_path / "m"
     handler_before = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         train(tiny_run, data, out)
     assert load_checkpoint(out / CHECKPOINT_FILE)["step"] == 2
+    assert (seen.read_text() == "True") if workers else not seen.exists()
     assert not (out / "model.safetensors").exists()
     assert signal.getsignal(signal.SIGINT) is handler_before  # handler restored
     monkeypatch.setattr(trainer_module, "train_step", real_step)

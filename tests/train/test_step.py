@@ -169,3 +169,30 @@ def test_device_rng_is_saved_and_restored(monkeypatch):
     assert device_state["value"].item() == 1
     torch.testing.assert_close(torch.rand(3), cpu_draw)
     assert "cuda" not in step.get_rng_states(torch.device("cpu"))
+
+
+def test_each_replay_restores_its_sub_batch_rng_on_the_step_device(monkeypatch):
+    """The replay of sub-batch i restores the generator states saved before its first
+    pass, on the step's own device (so a CUDA step restores the CUDA generator)."""
+    from jointspace.train import step
+    saved, restored = [], []
+    real_get, real_set = step.get_rng_states, step.set_rng_states
+
+    def get(device):
+        states = real_get(device)
+        saved.append((states["cpu"].clone(), device))
+        return states
+
+    def put(states, device):
+        restored.append((states["cpu"].clone(), device))
+        real_set(states, device)
+    monkeypatch.setattr(step, "get_rng_states", get)
+    monkeypatch.setattr(step, "set_rng_states", put)
+    model = _model()
+    for layer in model.towers["text"].encoder.layers:  # dropout draws from the generator
+        layer.dropout.p = layer.dropout1.p = layer.dropout2.p = 0.3
+    backward(model, training_objective(model.config), _batch(), accum_steps=3)
+    assert len(saved) == len(restored) == 3
+    for (s, d1), (r, d2) in zip(saved, restored):
+        assert torch.equal(s, r) and d1 == d2 == model.logit_scale.device
+    assert not torch.equal(saved[0][0], saved[1][0])  # each sub-batch has its own state
