@@ -21,16 +21,27 @@ from .errors import ConfigError
 T = TypeVar("T")
 
 
+TRAINABLE = ("all", "head", "adapter", "none")
+
+
 @dataclass
 class TowerSpec:
-    """Which registered tower encodes a modality, and its options.
+    """Which registered tower encodes a modality, its options, and what of it trains.
 
     ``options`` are checked against that tower's own config dataclass when the
-    tower is built (see :func:`jointspace.towers.build_tower`).
+    tower is built (see :func:`jointspace.towers.build_tower`). ``trainable``:
+    ``all``; ``head`` (the projection only, the backbone frozen); ``adapter``
+    (a small residual adapter on the frozen backbone's features, plus the
+    projection); ``none`` (nothing trains: a locked tower, as in LiT).
     """
 
     name: str
     options: dict[str, Any] = field(default_factory=dict)
+    trainable: str = "all"
+
+    def __post_init__(self) -> None:
+        _require(self.trainable in TRAINABLE, "trainable", self.trainable,
+                 f"must be one of {', '.join(TRAINABLE)}")
 
 
 @dataclass
@@ -39,6 +50,46 @@ class ObjectiveSpec:
 
     name: str = "infonce"
     options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PairSpec:
+    """Two fields trained against each other, with the pair's own objective, weight
+    and temperature (and bias).
+
+    A field is a modality (``"image"``), which reads the manifest column of that
+    name, or ``"modality@column"`` (``"text@paraphrase"``: the text tower on the
+    ``paraphrase`` column), so one tower can sit on both sides of a pair.
+    ``objective`` None uses the model's ``objective``.
+    """
+
+    a: str
+    b: str
+    objective: ObjectiveSpec | None = None
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        _require(self.a != self.b, "pair", f"{self.a}-{self.b}", "must join two different fields")
+        _require(self.weight > 0, f"pair {self.key}: weight", self.weight, "must be positive")
+
+    @property
+    def key(self) -> str:
+        """The pair's name in logs and in the weights (``image-text``)."""
+        return f"{self.a}-{self.b}"
+
+    @property
+    def fields(self) -> tuple[str, str]:
+        return self.a, self.b
+
+
+def modality_of(field_name: str) -> str:
+    """``"text@paraphrase"`` → ``"text"``; ``"image"`` → ``"image"``."""
+    return field_name.split("@", 1)[0]
+
+
+def column_of(field_name: str) -> str:
+    """The manifest column a field reads by default: ``"text@paraphrase"`` → ``"paraphrase"``."""
+    return field_name.split("@", 1)[-1]
 
 
 @dataclass
@@ -55,6 +106,9 @@ class ModelConfig:
         "text": TowerSpec("transformer"),
     })
     objective: ObjectiveSpec = field(default_factory=ObjectiveSpec)
+    #: the pairs trained against each other; empty: the anchor modality (image when
+    #: there is one, else the first tower) paired with every other tower
+    pairs: list[PairSpec] = field(default_factory=list)
     #: nested prefix sizes trained to work on their own (Matryoshka), e.g. [64, 32, 16];
     #: the full ``embed_dim`` is always trained too. Empty: full size only.
     matryoshka_dims: list[int] = field(default_factory=list)
@@ -64,6 +118,26 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _require(self.embed_dim >= 1, "model.embed_dim", self.embed_dim, "must be at least 1")
         _require(bool(self.towers), "model.towers", {}, "must name at least one tower")
+
+    def resolved_pairs(self) -> list[PairSpec]:
+        """:attr:`pairs`, or the anchor pairs when none are given; every field's
+        modality must have a tower."""
+        pairs = self.pairs
+        if not pairs:
+            modalities = list(self.towers)
+            anchor = "image" if "image" in modalities else modalities[0]
+            pairs = [PairSpec(anchor, m) for m in modalities if m != anchor]
+        keys = [p.key for p in pairs]
+        _require(len(set(keys)) == len(keys), "model.pairs", keys, "must not repeat a pair")
+        for pair in pairs:
+            for f in pair.fields:
+                _require(modality_of(f) in self.towers, f"pair {pair.key}", f,
+                         f"names a modality with no tower (towers: {', '.join(self.towers)})")
+        return pairs
+
+    def fields(self) -> list[str]:
+        """Every field the pairs read, in order of first use."""
+        return list(dict.fromkeys(f for p in self.resolved_pairs() for f in p.fields))
 
     def nested_dims(self) -> list[int]:
         """Every trained size, largest first (the full size included)."""

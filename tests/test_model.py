@@ -22,7 +22,8 @@ def test_load_round_trip(trained_model_dir, tmp_path, shapes_dir):
     np.testing.assert_array_equal(again.encode_text(texts), t)
     np.testing.assert_array_equal(again.encode_image(images), i)
     assert sorted(p.name for p in (tmp_path / "copy").iterdir()) == [
-        "config.json", "model.safetensors", "tokenizer.json"]
+        "config.json", "model.safetensors", "text"]  # each tower's assets in its own folder
+    assert (tmp_path / "copy" / "text" / "tokenizer.json").is_file()
 
 
 def test_batching_does_not_change_embeddings(trained_model_dir):
@@ -57,7 +58,7 @@ def test_save_is_atomic_per_file(trained_model_dir, tmp_path, monkeypatch):
     model = jointspace.load(trained_model_dir)
     model.save(tmp_path / "m")
     before = (tmp_path / "m" / WEIGHTS_FILE).read_bytes()
-    import jointspace.model as model_module
+    import jointspace.model_io as model_module
 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt("killed while writing")
@@ -72,7 +73,7 @@ def test_save_is_atomic_per_file(trained_model_dir, tmp_path, monkeypatch):
 def test_save_crash_after_a_rename_leaves_a_loadable_model(trained_model_dir, tmp_path, monkeypatch):
     """A kill between the renames (config already replaced, weights not yet) still
     leaves whole files and the previous weights."""
-    import jointspace.model as model_module
+    import jointspace.model_io as model_module
     model = jointspace.load(trained_model_dir)
     model.save(tmp_path / "m")
     before = (tmp_path / "m" / WEIGHTS_FILE).read_bytes()
@@ -95,7 +96,7 @@ def test_save_crash_after_a_rename_leaves_a_loadable_model(trained_model_dir, tm
 
 
 def test_save_syncs_files_and_the_folder(trained_model_dir, tmp_path, monkeypatch):
-    import jointspace.model as model_module
+    import jointspace.model_io as model_module
     synced = []
     monkeypatch.setattr(model_module, "fsync_file", lambda p: synced.append(("file", p.name)))
     monkeypatch.setattr(model_module, "fsync_dir", lambda p: synced.append(("dir", str(p))))

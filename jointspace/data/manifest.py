@@ -1,9 +1,12 @@
 """Reading and validating paired-data manifests (CSV or JSONL).
 
-A manifest has one row per item with columns ``image``, ``text`` and optional
-``id``, ``label``, ``group``, ``audio``; file paths are relative to the
-manifest, and other column names can be mapped onto these fields
-(``columns={"image": "filepath"}``). Files are read as UTF-8, with or without
+A manifest has one row per item: one column per *field* a run reads (a
+modality such as ``image`` or ``text``, or ``modality@column`` such as
+``text@paraphrase``) and optional ``id``, ``label``, ``group``; file paths are
+relative to the manifest, and other column names can be mapped onto fields
+(``columns={"image": "filepath"}``). What a cell means and how it is checked
+is its modality's (:class:`jointspace.towers.base.Modality`), so a new
+modality needs no change here. Files are read as UTF-8, with or without
 a byte-order mark (Excel's "CSV UTF-8"). Every row is checked (missing or
 unreadable file, truncated image, empty or over-long text, duplicate id). A bad row is, by default, skipped, counted and
 written with its reason to a quarantine file; with ``on_bad_row="fail"`` the
@@ -20,30 +23,41 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Literal, Mapping
+from typing import Any, Callable, Iterator, Literal, Mapping
 
+from ..config import column_of, modality_of
 from ..errors import BadRowError, DataError
 from ..fileio import atomic_write_text
 from ..progress import logger, progress
 
 OnBadRow = Literal["skip", "fail"]
-FIELDS = ("id", "image", "text", "label", "group", "audio")
-FILE_COLUMNS = ("image", "audio")
+META_FIELDS = ("id", "label", "group")
 
 
 @dataclass(frozen=True)
 class Record:
-    """One validated row: file paths resolved, text stripped."""
+    """One validated row: ``fields`` maps each field to its item (file paths
+    resolved, text stripped)."""
 
     id: str
     line: int
-    image: Path | None = None
-    text: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
     label: str | None = None
-    audio: Path | None = None
     #: rows with the same group are the same item (e.g. several captions of one
     #: image); retrieval evaluation counts any of them as a hit
     group: str | None = None
+
+    @property
+    def image(self) -> Any:
+        return self.fields.get("image")
+
+    @property
+    def text(self) -> Any:
+        return self.fields.get("text")
+
+    @property
+    def audio(self) -> Any:
+        return self.fields.get("audio")
 
 
 @dataclass(frozen=True)
@@ -149,27 +163,36 @@ def check_image(path: Path, size: int = 1) -> str | None:
     return None
 
 
+def _modalities() -> Any:
+    from ..towers import MODALITIES  # lazy: registers every modality, imports torch
+    return MODALITIES
+
+
 def _field_columns(path: Path, columns: Mapping[str, str | None] | None,
                    required: tuple[str, ...]) -> dict[str, str]:
     """jointspace field → the manifest's column name for it."""
-    fields = FIELDS + tuple(f for f in required if f not in FIELDS)
+    known = tuple(_modalities().names())
+    fields = tuple(dict.fromkeys(META_FIELDS + tuple(required) + known))
     # a None value means "not mapped", so a CLI can pass its unset flags straight through
     columns = {k: v for k, v in (columns or {}).items() if v}
     unknown = sorted(set(columns) - set(fields))
     if unknown:
         raise DataError(f"columns= for manifest {path} maps unknown field(s) "
                         f"{', '.join(map(repr, unknown))}; fields are: {', '.join(fields)}")
-    return {f: str(columns.get(f, f)) for f in fields}
+    return {f: str(columns.get(f, column_of(f))) for f in fields}
 
 
 def read_manifest(path: str | Path, *, required: tuple[str, ...] = ("image", "text"),
                   on_bad_row: OnBadRow = "skip", quarantine_dir: str | Path | None = None,
                   max_text_chars: int = 1000, check_files: bool = True,
-                  columns: Mapping[str, str | None] | None = None) -> Manifest:
+                  columns: Mapping[str, str | None] | None = None,
+                  optional: tuple[str, ...] = ()) -> Manifest:
     """Read and validate a manifest.
 
-    ``columns`` maps a jointspace field (``image``, ``text``, ``id``,
-    ``label``, ``group``, ``audio``) to the manifest's column holding it, e.g.
+    ``required`` names the fields every row must have (modalities, or
+    ``modality@column``); ``optional`` fields are kept when a row has them,
+    unchecked (e.g. the text beside an indexed image). ``columns`` maps a field (or ``id``, ``label``,
+    ``group``) to the manifest's column holding it, e.g.
     ``{"image": "filepath", "text": "caption"}``; unmapped fields use their own
     name. Returns a :class:`Manifest` of valid records. Bad rows go to
     ``<quarantine_dir>/quarantine-<manifest name>-<8 hex>.jsonl`` (one JSON
@@ -185,7 +208,8 @@ def read_manifest(path: str | Path, *, required: tuple[str, ...] = ("image", "te
         raise DataError(f"on_bad_row must be 'skip' or 'fail', got {on_bad_row!r}")
     if not path.is_file():
         raise DataError(f"manifest not found: {path}")
-    field_col = _field_columns(path, columns, required)
+    field_col = _field_columns(path, columns, tuple(required) + tuple(optional))
+    modality = {f: _modalities().get(modality_of(f)) for f in required}
     found, rows = _read_rows(path)
     if not rows:
         raise DataError(f"manifest {path} has no rows")
@@ -216,10 +240,10 @@ def read_manifest(path: str | Path, *, required: tuple[str, ...] = ("image", "te
             if not values[f]:
                 reason = f"empty {field_col[f]!r}"
                 break
-        text = values["text"] or None
-        if reason is None and text is not None and len(text) > max_text_chars:
-            reason = (f"text has {len(text)} characters (limit {max_text_chars}); "
-                      "raise train.max_text_chars to keep longer texts")
+        for f in required:
+            if reason is None and not modality[f].is_file and len(values[f]) > max_text_chars:
+                reason = (f"{field_col[f]!r} has {len(values[f])} characters (limit "
+                          f"{max_text_chars}); raise train.max_text_chars to keep longer texts")
         item_id = values["id"] or f"{path.stem}:{line}"
         if reason is None and item_id in seen_ids:
             reason = f"duplicate id {item_id!r} (first on line {seen_ids[item_id]})"
@@ -227,13 +251,15 @@ def read_manifest(path: str | Path, *, required: tuple[str, ...] = ("image", "te
             reject(line, reason)
             continue
         seen_ids[item_id] = line
-        files = {c: (base / values[c]) if values[c] else None for c in FILE_COLUMNS}
-        candidates.append(Record(item_id, line, files["image"], text, values["label"] or None,
-                                 files["audio"], values["group"] or None))
+        items = {f: base / values[f] if modality[f].is_file else values[f] for f in required}
+        items.update({f: values[f] for f in optional if f not in items and values.get(f)})
+        candidates.append(Record(item_id, line, items, values["label"] or None,
+                                 values["group"] or None))
 
     records = candidates
-    if check_files:
-        records = _check_files(path, candidates, reject)
+    checks = {f: m.check for f, m in modality.items() if m.check is not None}
+    if check_files and checks:
+        records = _check_files(path, candidates, checks, reject)
     result = Manifest(path, records, sorted(bad, key=lambda b: b.line))
     if bad:
         logger.warning("%s: %d of %d rows quarantined (first: line %d, %s)", path, len(bad),
@@ -253,12 +279,12 @@ def _cell(value: object) -> str:
 
 
 def _check_files(path: Path, candidates: list[Record],
+                 checks: Mapping[str, Callable[[Any], str | None]],
                  reject: Callable[[int, str], None]) -> list[Record]:
     def problem(rec: Record) -> str | None:
-        if rec.image is not None and (err := check_image(rec.image)):
-            return err
-        if rec.audio is not None and not rec.audio.is_file():
-            return f"audio file not found: {rec.audio}"
+        for f, check in checks.items():
+            if err := check(rec.fields[f]):
+                return err
         return None
 
     kept = []

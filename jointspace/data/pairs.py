@@ -6,27 +6,31 @@ from typing import Mapping, Sequence
 import torch
 from torch.utils.data import Dataset
 
+from ..config import modality_of
 from ..towers import Tower
 from .manifest import Record
 
 
 class PairDataset(Dataset):
-    """Item ``i`` is ``{modality: preprocessed tensor}`` for every modality a
-    tower is given for and the record has (``image`` → path, ``text`` → string).
+    """Item ``i`` is ``{field: preprocessed tensor}`` for each of ``fields`` (by
+    default one per tower, named by its modality), each preprocessed by the
+    tower of the field's modality (``text@paraphrase`` → the text tower).
 
     >>> ds = PairDataset(manifest.records, model.towers)  # doctest: +SKIP
     """
 
-    def __init__(self, records: Sequence[Record], towers: Mapping[str, Tower]) -> None:
+    def __init__(self, records: Sequence[Record], towers: Mapping[str, Tower],
+                 fields: Sequence[str] | None = None) -> None:
         self.records = list(records)
-        self.towers = dict(towers)
+        self.fields = list(fields) if fields is not None else list(towers)
+        self.towers = {f: towers[modality_of(f)] for f in self.fields}
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         record = self.records[i]
-        return {m: tower.preprocess_one(getattr(record, m)) for m, tower in self.towers.items()}
+        return {f: tower.preprocess_one(record.fields[f]) for f, tower in self.towers.items()}
 
     def collate(self, items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        return {m: tower.collate([it[m] for it in items]) for m, tower in self.towers.items()}
+        return {f: tower.collate([it[f] for it in items]) for f, tower in self.towers.items()}

@@ -127,7 +127,7 @@ def _images_in_folder(folder: Path, out: Path) -> Manifest:
         if err:
             bad.append(BadRow(line, err, {"image": rel}))
         else:
-            records.append(Record(id=rel, line=line, image=f))
+            records.append(Record(id=rel, line=line, fields={"image": f}))
     manifest = Manifest(folder, records, bad)
     if bad:
         logger.warning("%s: %d unreadable images quarantined", folder, len(bad))
@@ -152,7 +152,7 @@ def build_collection(model_dir: str | Path, source: str | Path, collection: str 
         data = _images_in_folder(source, out)
     elif source.is_file():
         data = read_manifest(source, required=("image",), on_bad_row=on_bad_row, quarantine_dir=out,
-                             columns=columns)
+                             columns=columns, optional=("text",))
     else:
         raise DataError(f"index source not found: {source}")
     if not data.records:

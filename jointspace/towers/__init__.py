@@ -1,5 +1,5 @@
 """Towers: one per modality, registered by name (``TOWERS.get("vit")``)."""
-from .base import TOWERS, Tower, build_tower
+from .base import MODALITIES, TOWERS, Modality, Tower, build_tower
 from . import text, vision  # noqa: F401  (register "transformer", "convnet", "vit")
 
-__all__ = ["TOWERS", "Tower", "build_tower"]
+__all__ = ["MODALITIES", "TOWERS", "Modality", "Tower", "build_tower"]

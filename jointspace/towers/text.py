@@ -15,7 +15,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from torch import nn
 
 from ..errors import DataError, JointspaceError
-from .base import TOWERS, Tower
+from .base import MODALITIES, TOWERS, Modality, Tower
 from .layers import transformer_encoder
 
 PAD, BOS, EOS = "[PAD]", "[BOS]", "[EOS]"
@@ -33,6 +33,9 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int) -> Tokenizer:
                                   show_progress=False)
     tokenizer.train_from_iterator(texts, trainer)
     return tokenizer
+
+
+MODALITIES.register("text")(Modality("text"))
 
 
 @dataclass
@@ -92,9 +95,9 @@ class TextTransformerTower(Tower):
         return out
 
     # -- model ---------------------------------------------------------------
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
         pad = x == 0
         h = self.token(x) + self.pos[:, : x.shape[1]]
         h = self.norm(self.encoder(h, src_key_padding_mask=pad))
         keep = (~pad).unsqueeze(-1).to(h.dtype)
-        return self.proj((h * keep).sum(1) / keep.sum(1).clamp(min=1))
+        return (h * keep).sum(1) / keep.sum(1).clamp(min=1)

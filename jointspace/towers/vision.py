@@ -15,7 +15,7 @@ from PIL import Image, ImageOps
 from torch import nn
 
 from ..errors import DataError
-from .base import TOWERS, Tower
+from .base import MODALITIES, TOWERS, Modality, Tower
 from .layers import transformer_encoder
 
 # single-channel modes whose values run 0–65535 (16-bit PNG/TIFF/PGM)
@@ -103,6 +103,14 @@ def load_image(item: Any, size: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
 
 
+def _check_image_file(path: Any) -> str | None:
+    from ..data.manifest import check_image  # the reader's check runs decode_image
+    return check_image(Path(path))
+
+
+MODALITIES.register("image")(Modality("image", is_file=True, check=_check_image_file))
+
+
 class ImageTower(Tower):
     modality = "image"
 
@@ -146,9 +154,8 @@ class ConvNetTower(ImageTower):
         self.trunk = nn.Sequential(*layers)
         self.proj = nn.Linear(config.widths[-1], embed_dim)
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.trunk(self.to_float(x))
-        return self.proj(h.mean(dim=(2, 3)))
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(self.to_float(x)).mean(dim=(2, 3))
 
 
 @dataclass
@@ -182,8 +189,7 @@ class ViTTower(ImageTower):
         self.norm = nn.LayerNorm(config.width)
         self.proj = nn.Linear(config.width, embed_dim, bias=False)
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
         h = self.patch(self.to_float(x)).flatten(2).transpose(1, 2)
         h = torch.cat([self.cls.expand(h.shape[0], -1, -1), h], dim=1) + self.pos
-        h = self.encoder(h)
-        return self.proj(self.norm(h[:, 0]))
+        return self.norm(self.encoder(h)[:, 0])

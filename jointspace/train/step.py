@@ -26,39 +26,61 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..model import JointModel, build_training_objective
-from ..config import ModelConfig
+from ..model import JointModel, build_pair_objectives, build_training_objective
+from ..config import ModelConfig, modality_of
 from ..objectives import Objective
 from .distributed import average_gradients
 
 Precision = Literal["fp32", "bf16"]
 
 
+Objectives = dict[str, Objective]
+
+
 @dataclass
 class StepOutput:
     loss: float
     grad_norm: float
+    pair_losses: dict[str, float]
 
 
 def training_objective(config: ModelConfig) -> Objective:
-    """The model's objective (see :func:`jointspace.model.build_training_objective`)."""
+    """The first pair's objective (see :func:`jointspace.model.build_training_objective`)."""
     return build_training_objective(config)
 
 
-def anchor_pairs(modalities: list[str]) -> list[tuple[str, str]]:
-    """Pairs the loss is taken over: the anchor (image if present) with every other modality."""
-    anchor = "image" if "image" in modalities else modalities[0]
-    return [(anchor, m) for m in modalities if m != anchor]
+def training_objectives(config: ModelConfig) -> Objectives:
+    """Every pair's objective, by pair key (see :func:`jointspace.model.build_pair_objectives`)."""
+    return build_pair_objectives(config)
 
 
-def embeddings_loss(model: JointModel, objective: Objective,
+def pair_losses(model: JointModel, objectives: Objectives | Objective,
+                emb: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each pair's loss (float32) for the pairs whose two fields are in ``emb``.
+
+    ``objectives`` maps pair keys to objectives; a single objective serves every pair."""
+    out = {}
+    for pair in model.pairs:
+        if pair.a in emb and pair.b in emb:
+            objective = objectives if isinstance(objectives, Objective) else objectives[pair.key]
+            out[pair.key] = objective(emb[pair.a].float(), emb[pair.b].float(),
+                                      model.logit_scale_for(pair.key), model.logit_bias_for(pair.key))
+    if not out:
+        raise ConfigError(f"the batch has fields {', '.join(emb)} but no pair of the model "
+                          f"({', '.join(p.key for p in model.pairs)}) has both of its fields")
+    return out
+
+
+def embeddings_loss(model: JointModel, objectives: Objectives | Objective,
                     emb: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The objective summed over the anchor pairs, in float32."""
-    return sum(objective(emb[a].float(), emb[b].float(), model.logit_scale, model.logit_bias)
-               for a, b in anchor_pairs(list(emb)))
+    """The weighted sum of the pairs' losses, in float32."""
+    losses = pair_losses(model, objectives, emb)
+    weights = {p.key: p.weight for p in model.pairs}
+    return sum(weights[k] * loss for k, loss in losses.items())
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -144,58 +166,96 @@ def frozen_norm_statistics(model: nn.Module) -> Iterator[None]:
                     getattr(m, name).copy_(value)
 
 
-def _cached_negative_backward(model: JointModel, objective: Objective,
+def _embed_fields(model: JointModel, batch: dict[str, torch.Tensor]
+                  ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Embeddings per field, plus the backbone features of towers whose backbone is
+    frozen (so the replay pass can run only their trainable head)."""
+    emb, features = {}, {}
+    for f, x in batch.items():
+        tower = model.towers[modality_of(f)]
+        if tower.backbone_frozen:
+            features[f] = tower.features(x)
+            emb[f] = F.normalize(tower.head(features[f]), dim=-1)
+        else:
+            emb[f] = tower(x)
+    return emb, features
+
+
+def _cached_negative_backward(model: JointModel, objectives: Objectives | Objective,
                               batch: dict[str, torch.Tensor], accum_steps: int,
-                              precision: Precision, device: torch.device) -> torch.Tensor:
+                              precision: Precision, device: torch.device
+                              ) -> tuple[torch.Tensor, dict[str, float]]:
     subs = split_batch(batch, accum_steps)
-    rng_states, cached = [], []
+    rng_states, cached, feats = [], [], []
     with torch.no_grad(), frozen_norm_statistics(model):
         for sub in subs:
             rng_states.append(get_rng_states(device))
             with autocast(precision, device):
-                cached.append(model(sub))
+                emb, features = _embed_fields(model, sub)
+            cached.append(emb)
+            feats.append(features)
     full = {m: torch.cat([c[m] for c in cached]).float().requires_grad_() for m in cached[0]}
-    loss = embeddings_loss(model, objective, full)
-    loss.backward()  # gradients of the embeddings (and of the temperature / bias)
+    parts = pair_losses(model, objectives, full)
+    weights = {p.key: p.weight for p in model.pairs}
+    loss = sum(weights[k] * v for k, v in parts.items())
+    loss.backward()  # gradients of the embeddings (and of the temperatures / biases)
     sizes = [len(next(iter(s.values()))) for s in subs]
     grads = {m: torch.split(full[m].grad, sizes) for m in full}
     cuda = [device] if device.type == "cuda" else []
+    # a frozen backbone is never run again: its head replays from the cached features,
+    # and a tower with nothing to train is not replayed at all
+    replayed = [f for f in full if model.towers[modality_of(f)].trainable != "none"]
     for i, sub in enumerate(subs):
+        if not replayed:
+            break
         with torch.random.fork_rng(devices=cuda):
             set_rng_states(rng_states[i], device)
             with autocast(precision, device):
-                emb = model(sub)
-            surrogate = sum((emb[m].float() * grads[m][i]).sum() for m in emb)
+                emb = {}
+                for f in replayed:
+                    tower = model.towers[modality_of(f)]
+                    emb[f] = (F.normalize(tower.head(feats[i][f]), dim=-1) if f in feats[i]
+                              else tower(sub[f]))
+            surrogate = sum((emb[f].float() * grads[f][i]).sum() for f in emb)
             surrogate.backward()
-    return loss.detach()
+    return loss.detach(), {k: float(v.detach()) for k, v in parts.items()}
 
 
-def backward(model: JointModel, objective: Objective, batch: dict[str, torch.Tensor], *,
-             accum_steps: int = 1, precision: Precision = "fp32") -> torch.Tensor:
+def _backward(model: JointModel, objectives: Objectives | Objective,
+              batch: dict[str, torch.Tensor], accum_steps: int, precision: Precision
+              ) -> tuple[torch.Tensor, dict[str, float]]:
+    device = model.logit_scale.device
+    if accum_steps > 1:
+        return _cached_negative_backward(model, objectives, batch, accum_steps, precision, device)
+    with autocast(precision, device):
+        emb, _ = _embed_fields(model, batch)
+    parts = pair_losses(model, objectives, emb)
+    weights = {p.key: p.weight for p in model.pairs}
+    loss = sum(weights[k] * v for k, v in parts.items())
+    loss.backward()
+    return loss.detach(), {k: float(v.detach()) for k, v in parts.items()}
+
+
+def backward(model: JointModel, objectives: Objectives | Objective, batch: dict[str, torch.Tensor],
+             *, accum_steps: int = 1, precision: Precision = "fp32") -> torch.Tensor:
     """Accumulate into ``.grad`` the gradients of the contrastive loss of ``batch``
     (directly, or by cached-negative accumulation over ``accum_steps``
-    sub-batches); returns the detached loss."""
-    device = model.logit_scale.device
-    if accum_steps == 1:
-        with autocast(precision, device):
-            emb = model(batch)
-        loss = embeddings_loss(model, objective, emb)
-        loss.backward()
-        return loss.detach()
-    return _cached_negative_backward(model, objective, batch, accum_steps, precision, device)
+    sub-batches); returns the detached loss (the pairs' weighted sum)."""
+    return _backward(model, objectives, batch, accum_steps, precision)[0]
 
 
-def train_step(model: JointModel, objective: Objective, optimizer: torch.optim.Optimizer,
-               batch: dict[str, torch.Tensor], *, accum_steps: int = 1,
-               precision: Precision = "fp32", grad_clip: float | None = None) -> StepOutput:
+def train_step(model: JointModel, objectives: Objectives | Objective,
+               optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor], *,
+               accum_steps: int = 1, precision: Precision = "fp32",
+               grad_clip: float | None = None) -> StepOutput:
     """One optimiser step: zero gradients, :func:`backward`, average gradients
-    across processes when distributed, clip, step, clamp the temperature.
+    across processes when distributed, clip, step, clamp the temperatures.
 
-    ``batch`` is this process's share of the contrastive batch; the objective
-    gathers the other processes' embeddings itself.
+    ``batch`` is this process's share of the contrastive batch; the objectives
+    gather the other processes' embeddings themselves.
     """
     optimizer.zero_grad(set_to_none=True)
-    loss = backward(model, objective, batch, accum_steps=accum_steps, precision=precision)
+    loss, parts = _backward(model, objectives, batch, accum_steps, precision)
     params = [p for p in model.parameters() if p.grad is not None]
     average_gradients(params)
     if grad_clip:
@@ -204,4 +264,4 @@ def train_step(model: JointModel, objective: Objective, optimizer: torch.optim.O
         grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
     optimizer.step()
     model.clamp_logit_scale_()
-    return StepOutput(float(loss), float(grad_norm))
+    return StepOutput(float(loss), float(grad_norm), parts)

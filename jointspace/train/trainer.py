@@ -35,8 +35,9 @@ from .interrupt import ignore_stop_signals, stop_on_signal
 from .run_folder import LOG_FILE, check_fresh, repair_for_resume
 from .sampler import StepBatchSampler
 from .schedule import warmup_cosine
-from .step import (anchor_pairs, build_optimizer, embeddings_loss, resolve_precision, train_step,
-                   training_objective)
+from .init import init_from_model, model_card
+from .step import (Objectives, build_optimizer, embeddings_loss, resolve_precision, train_step,
+                   training_objectives)
 
 
 @dataclass
@@ -53,9 +54,10 @@ class TrainResult:
 
 
 @torch.no_grad()
-def validate(model: JointModel, objective: Objective, dataset: PairDataset, batch_size: int,
-             groups: list[str] | None = None, max_items: int = 2048) -> dict[str, float]:
-    """Loss and Recall@1 both ways on the first ``max_items`` items, on this process alone.
+def validate(model: JointModel, objectives: Objectives | Objective, dataset: PairDataset,
+             batch_size: int, groups: list | None = None, max_items: int = 2048) -> dict[str, float]:
+    """Loss and Recall@1 both ways for every pair, on the first ``max_items`` items,
+    on this process alone.
 
     The loss is the size-weighted mean over batches (a short last batch, with
     fewer negatives and a lower ``ln B`` baseline, counts for its rows only).
@@ -64,7 +66,11 @@ def validate(model: JointModel, objective: Objective, dataset: PairDataset, batc
     """
     model.eval()
     device = next(model.parameters()).device
-    local = objective.with_group(LOCAL)  # the other processes are not validating
+    # the other processes are not validating: no collectives
+    if isinstance(objectives, Objective):
+        local: Objectives | Objective = objectives.with_group(LOCAL)
+    else:
+        local = {k: o.with_group(LOCAL) for k, o in objectives.items()}
     n = min(len(dataset), max_items)
     loader = DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=batch_size,
                         collate_fn=dataset.collate)
@@ -80,10 +86,12 @@ def validate(model: JointModel, objective: Objective, dataset: PairDataset, batc
     model.train()
     out = {"val_loss": loss_sum / loss_rows if loss_rows else float("nan")}
     keys = None if groups is None else list(groups[:n])
-    for a, b in anchor_pairs(list(embs)):
-        ea, eb = torch.cat(embs[a]).numpy(), torch.cat(embs[b]).numpy()
-        out[f"val_{b}_to_{a}_R@1"] = recall_at_k(eb, ea, (1,), query_groups=keys, gallery_groups=keys)["R@1"]
-        out[f"val_{a}_to_{b}_R@1"] = recall_at_k(ea, eb, (1,), query_groups=keys, gallery_groups=keys)["R@1"]
+    for pair in model.pairs:
+        if pair.a not in embs or pair.b not in embs:
+            continue
+        ea, eb = torch.cat(embs[pair.a]).numpy(), torch.cat(embs[pair.b]).numpy()
+        out[f"val_{pair.b}_to_{pair.a}_R@1"] = recall_at_k(eb, ea, (1,), keys, keys)["R@1"]
+        out[f"val_{pair.a}_to_{pair.b}_R@1"] = recall_at_k(ea, eb, (1,), keys, keys)["R@1"]
     return out
 
 
@@ -98,10 +106,10 @@ def _device(name: str, info: DistInfo) -> torch.device:
 
 
 def _read(path: str | Path, out: Path, run: RunConfig, on_bad_row: OnBadRow,
-          modalities: list[str], columns: dict[str, str] | None) -> Manifest:
+          fields: list[str], columns: dict[str, str] | None) -> Manifest:
     """Process 0 reads and validates the manifest; every process gets its kept rows."""
     return on_main_then_share(lambda: read_manifest(
-        path, required=tuple(modalities), on_bad_row=on_bad_row, quarantine_dir=out,
+        path, required=tuple(fields), on_bad_row=on_bad_row, quarantine_dir=out,
         max_text_chars=run.train.max_text_chars, columns=columns))
 
 
@@ -118,15 +126,18 @@ def _check(run: RunConfig, info: DistInfo) -> None:
 
 def train(run: RunConfig, data: str | Path, out: str | Path, *, val_data: str | Path | None = None,
           resume: bool = False, on_bad_row: OnBadRow = "skip",
-          columns: dict[str, str] | None = None, stop_after: int | None = None) -> TrainResult:
+          columns: dict[str, str] | None = None, init_from: str | Path | None = None,
+          stop_after: int | None = None) -> TrainResult:
     """Train a joint model on a paired manifest and write the model folder ``out``.
 
     ``resume=True`` continues from ``out/checkpoint.pt`` with the run config
     saved there and reaches the same weights as an uninterrupted run (CPU).
     ``stop_after`` ends the run after that optimiser step as if it had been
     killed right after a checkpoint (for time-boxed runs and tests).
-    ``columns`` maps a modality to the manifests' column that holds it
-    (``{"image": "filepath", "text": "caption"}``). Under
+    ``columns`` maps a field to the manifests' column that holds it
+    (``{"image": "filepath", "text": "caption"}``). ``init_from`` takes the
+    towers (weights and assets) that a model folder has for the same
+    modalities; each tower's ``trainable`` then says what of it trains. Under
     ``torchrun`` each process trains on its share of every contrastive batch;
     process 0 writes the folder.
 
@@ -148,18 +159,23 @@ def train(run: RunConfig, data: str | Path, out: str | Path, *, val_data: str | 
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     model = JointModel(run.model)  # before reading data: a config error should not wait for it
-    objective = training_objective(run.model)
-    modalities = list(run.model.towers)
-    train_set = _read(data, out, run, on_bad_row, modalities, columns)
-    val_set = _read(val_data, out, run, on_bad_row, modalities, columns) if val_data else None
+    taken = init_from_model(model, init_from) if init_from is not None and state is None else []
+    objectives = training_objectives(run.model)
+    fields = run.model.fields()
+    train_set = _read(data, out, run, on_bad_row, fields, columns)
+    val_set = _read(val_data, out, run, on_bad_row, fields, columns) if val_data else None
     if state is None and info.is_main:
         for m, tower in model.towers.items():
-            tower.prepare([getattr(r, m) for r in train_set.records])
-        model.save(out, extra={"run": to_dict(run)}, weights=False)
+            if m not in taken:
+                tower.prepare([r.fields[f] for f in fields if f.split("@")[0] == m
+                               for r in train_set.records])
+        model.save(out, extra={"run": to_dict(run)}, weights=False, card=model_card(model, run))
     barrier()
     if state is not None or not info.is_main:
-        for tower in model.towers.values():
-            tower.load_assets(out)
+        model.load_assets(out)
+    for m, counts in model.parameter_counts().items():
+        logger.info("%s: %s trainable, %s frozen parameters", m, f"{counts['trainable']:,}",
+                    f"{counts['frozen']:,}")
     model.to(device)
     broadcast_parameters(model)
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
@@ -176,8 +192,8 @@ def train(run: RunConfig, data: str | Path, out: str | Path, *, val_data: str | 
             repair_for_resume(out, start_step)
             logger.info("resuming %s at step %d of %d", out, start_step, cfg.max_steps)
 
-    dataset = PairDataset(train_set.records, model.towers)
-    val_dataset = PairDataset(val_set.records, model.towers) if val_set and info.is_main else None
+    dataset = PairDataset(train_set.records, model.towers, fields)
+    val_dataset = PairDataset(val_set.records, model.towers, fields) if val_set and info.is_main else None
     val_groups = group_keys(val_set.records)[0] if val_set else None
     sampler = StepBatchSampler(len(dataset), cfg.batch_size, cfg.seed, cfg.max_steps, start_step,
                                rank=info.rank, world_size=info.world_size)
@@ -201,7 +217,7 @@ def train(run: RunConfig, data: str | Path, out: str | Path, *, val_data: str | 
     try:
         with stop_on_signal() as stop:
             for step, batch in enumerate(loader, start=start_step + 1):
-                result = train_step(model, objective, optimizer, _to(batch, device),
+                result = train_step(model, objectives, optimizer, _to(batch, device),
                                     accum_steps=cfg.accum_steps, precision=precision,
                                     grad_clip=cfg.grad_clip)
                 scheduler.step()
@@ -221,9 +237,13 @@ def train(run: RunConfig, data: str | Path, out: str | Path, *, val_data: str | 
                               "samples_per_s": round(rate, 1)}
                     if model.logit_bias is not None:
                         record["bias"] = float(model.logit_bias.detach())
+                    if len(model.pairs) > 1:
+                        for key, value in result.pair_losses.items():
+                            record[f"loss_{key}"] = round(value, 5)
+                            record[f"scale_{key}"] = float(model.logit_scale_for(key).detach().exp())
                     bar.set_postfix(loss=f"{last_loss:.3f}", samples_s=f"{rate:.0f}")
                 if val_dataset is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
-                    validation = validate(model, objective, val_dataset, cfg.batch_size, val_groups)
+                    validation = validate(model, objectives, val_dataset, cfg.batch_size, val_groups)
                     record = {"step": step, **record, **validation}
                     logger.info("step %d: %s", step,
                                 ", ".join(f"{k} {v:.3f}" for k, v in validation.items()))
@@ -246,7 +266,7 @@ def train(run: RunConfig, data: str | Path, out: str | Path, *, val_data: str | 
             log.close()
     finished = step >= cfg.max_steps
     if finished and info.is_main:
-        model.save(out, extra={"run": to_dict(run)})
+        model.save(out, extra={"run": to_dict(run)}, card=model_card(model, run, validation))
     barrier()
     return TrainResult(out, step, time.perf_counter() - started, last_loss, validation,
                        len(train_set.bad_rows) + (len(val_set.bad_rows) if val_set else 0), finished)

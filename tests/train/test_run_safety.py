@@ -113,7 +113,7 @@ def test_the_temperature_is_clamped_after_each_step(shapes_dir, tiny_run, tmp_pa
     monkeypatch.setattr(trainer_module.JointModel, "__init__", init_past_the_clamp)
     tiny_run.train.max_steps = 2
     train(tiny_run, shapes_dir / "train.csv", tmp_path / "m")
-    scale = float(load_file(str(tmp_path / "m" / "model.safetensors"))["logit_scale"])
+    scale = float(load_file(str(tmp_path / "m" / "model.safetensors"))["logit_scales.image-text"])
     assert scale <= torch.log(torch.tensor(100.0)).item() + 1e-6
     log = [json.loads(line) for line in (tmp_path / "m" / "log.jsonl").read_text().splitlines()]
     assert all(r["scale"] <= 100.0 + 1e-3 for r in log)  # the logged scale is the effective one

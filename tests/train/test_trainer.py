@@ -138,7 +138,8 @@ def test_validation_recall_counts_identical_captions_as_one_answer(trained_model
     from jointspace.train.step import training_objective
     from jointspace.train.trainer import validate
     model = jointspace.load(trained_model_dir)
-    records = [replace(r, text="a red circle") for r in read_manifest(shapes_dir / "train.csv").records[:12]]
+    records = [replace(r, fields={**r.fields, "text": "a red circle"})
+               for r in read_manifest(shapes_dir / "train.csv").records[:12]]
     out = validate(model, training_objective(model.config), PairDataset(records, model.towers),
                    batch_size=4, groups=[r.text for r in records])
     assert out["val_image_to_text_R@1"] == 1.0
