@@ -13,6 +13,8 @@ EXAMPLES = {
               "  jointspace train --data train.csv --out runs/m --config my.yaml --set train.max_steps=1000\n"
               "  jointspace train --data train.csv --out runs/m --objective sigmoid --accum-steps 4\n"
               "  jointspace train --data train.csv --out runs/m --resume\n"
+              "  jointspace train --data train.csv --out runs/lit --init-from runs/m "
+              "--set model.towers.text.trainable=none\n"
               "  torchrun --nproc-per-node 2 -m jointspace.cli train --data train.csv --out runs/m"),
     "eval": ("jointspace eval runs/m --data data/shapes/test.csv\n"
              "  jointspace eval runs/m --data test.csv --image-column filepath --text-column caption"),
@@ -49,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. train.max_steps=200 (repeatable)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    t.add_argument("--init-from", type=Path, metavar="MODEL_DIR",
+                   help="start the towers this model shares with MODEL_DIR from its weights; "
+                        "model.towers.<m>.trainable (all, head, adapter, none) says what trains")
     t.add_argument("--objective", help="contrastive objective: infonce (CLIP) or sigmoid (SigLIP)")
     t.add_argument("--accum-steps", type=int, metavar="K",
                    help="split each contrastive batch into K sub-batches (cached negatives)")
@@ -162,7 +167,7 @@ def run(args: argparse.Namespace) -> None:
         from .config import load_run_config
         from .train.trainer import train
         if args.resume and (args.config or args.overrides or args.objective or args.accum_steps
-                            or args.precision):
+                            or args.precision or args.init_from):
             from .errors import ConfigError
             raise ConfigError("--resume continues with the config saved in the run; "
                               "drop --config, --set and the other config flags")
@@ -171,7 +176,7 @@ def run(args: argparse.Namespace) -> None:
         overrides = args.overrides + [f"{k}={v}" for k, v in flags.items() if v is not None]
         run_config = load_run_config(args.config, overrides)
         result = train(run_config, args.data, args.out, val_data=args.val, resume=args.resume,
-                       on_bad_row=args.on_bad_row, columns=_columns(args))
+                       on_bad_row=args.on_bad_row, columns=_columns(args), init_from=args.init_from)
         print(f"model: {result.model_dir} ({result.steps} steps, {result.seconds:.0f} s, "
               f"last loss {result.last_loss:.3f}, {result.quarantined} rows quarantined)")
     elif args.verb == "eval":

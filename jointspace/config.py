@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,6 +171,11 @@ class TrainConfig:
     log_every: int = 10
     num_workers: int = 0
     max_text_chars: int = 1000
+    #: compute a frozen backbone's features once per distinct input and reuse them
+    #: (on disk, across runs); false: run the frozen backbone at every step
+    cache_features: bool = True
+    #: where cached features live; "": $JOINTSPACE_CACHE or ~/.cache/jointspace
+    feature_cache_dir: str = ""
 
     def __post_init__(self) -> None:
         # nonsense values fail here, with the key, not later as a traceback
@@ -224,7 +230,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where} must be a list, got {value!r}")
         return origin(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
-    if origin is typing.Union or str(origin) == "types.UnionType":
+    if origin is typing.Union or origin is types.UnionType:
         if value is None and type(None) in args:
             return None
         return _convert(next(a for a in args if a is not type(None)), value, where)

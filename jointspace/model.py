@@ -24,7 +24,10 @@ from .objectives import MatryoshkaObjective, Objective, build_objective
 from .progress import progress
 from .towers import Tower, build_tower
 
-__all__ = ["JointModel", "load", "build_pair_objectives", "build_training_objective",
+#: a batch key ``"text#features"`` carries precomputed backbone features of field ``text``
+FEATURES_SUFFIX = "#features"
+
+__all__ = ["FEATURES_SUFFIX", "JointModel", "load", "build_pair_objectives", "build_training_objective",
            "resolve_device", "CONFIG_FILE", "WEIGHTS_FILE"]
 
 
@@ -118,9 +121,16 @@ class JointModel(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Embed each field of ``batch`` (``image``, ``text@paraphrase`` …) with its
-        modality's tower; returns unit vectors per field."""
-        return {f: self.towers[modality_of(f)](x) for f, x in batch.items()
-                if modality_of(f) in self.towers}
+        modality's tower; returns unit vectors per field. A key ``field#features``
+        holds a frozen backbone's cached features: only the tower's head runs."""
+        out = {}
+        for key, x in batch.items():
+            if key.endswith(FEATURES_SUFFIX):
+                f = key[:-len(FEATURES_SUFFIX)]
+                out[f] = F.normalize(self.towers[modality_of(f)].head(x), dim=-1)
+            else:
+                out[key] = self.towers[modality_of(key)](x)
+        return out
 
     def parameter_counts(self) -> dict[str, dict[str, int]]:
         """Trainable and frozen parameters per tower (temperatures under ``pairs``)."""

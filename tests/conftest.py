@@ -25,6 +25,12 @@ def _threads():
     torch.set_num_threads(2)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _feature_cache(tmp_path_factory):
+    """Frozen-feature caches go to a temporary folder, never the user's ~/.cache."""
+    os.environ["JOINTSPACE_CACHE"] = str(tmp_path_factory.mktemp("feature-cache"))
+
+
 @pytest.fixture(scope="session")
 def shapes_dir(tmp_path_factory):
     """120 scenes: 96 train, 12 val, 12 test."""

@@ -158,3 +158,20 @@ def test_folder_with_the_old_matryoshka_objective_loads(trained_model_dir, tmp_p
     assert model.config.objective.options == {"label_smoothing": 0.1}
     assert model.config.matryoshka_dims == [16] and model.config.nested_dims() == [32, 16]
     assert model.encode_text("a red circle", dim=16).shape == (1, 16)
+
+
+def test_a_folder_in_the_old_layout_loads(trained_model_dir, tmp_path):
+    """Before pairs and asset subfolders: tokenizer.json beside the weights, one
+    ``logit_scale`` parameter."""
+    import shutil
+    from safetensors.torch import load_file, save_file
+    old = tmp_path / "old"
+    old.mkdir()
+    shutil.copy(trained_model_dir / "config.json", old / "config.json")
+    shutil.copy(trained_model_dir / "text" / "tokenizer.json", old / "tokenizer.json")
+    state = load_file(str(trained_model_dir / WEIGHTS_FILE))
+    state["logit_scale"] = state.pop("logit_scales.image-text")
+    save_file(state, str(old / WEIGHTS_FILE))
+    model, reference = jointspace.load(old), jointspace.load(trained_model_dir)
+    np.testing.assert_array_equal(model.encode_text("a red circle"), reference.encode_text("a red circle"))
+    assert model.logit_scale.item() == reference.logit_scale.item()

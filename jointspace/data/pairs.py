@@ -7,6 +7,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..config import modality_of
+from ..model import FEATURES_SUFFIX
 from ..towers import Tower
 from .manifest import Record
 
@@ -20,17 +21,26 @@ class PairDataset(Dataset):
     """
 
     def __init__(self, records: Sequence[Record], towers: Mapping[str, Tower],
-                 fields: Sequence[str] | None = None) -> None:
+                 fields: Sequence[str] | None = None,
+                 features: Mapping[str, torch.Tensor] | None = None) -> None:
         self.records = list(records)
         self.fields = list(fields) if fields is not None else list(towers)
-        self.towers = {f: towers[modality_of(f)] for f in self.fields}
+        #: precomputed backbone features per field (row i for record i), served as
+        #: ``field#features`` instead of the preprocessed input
+        self.features = dict(features or {})
+        self.towers = {f: towers[modality_of(f)] for f in self.fields if f not in self.features}
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         record = self.records[i]
-        return {f: tower.preprocess_one(record.fields[f]) for f, tower in self.towers.items()}
+        item = {f: tower.preprocess_one(record.fields[f]) for f, tower in self.towers.items()}
+        item.update({f + FEATURES_SUFFIX: feats[i] for f, feats in self.features.items()})
+        return item
 
     def collate(self, items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        return {f: tower.collate([it[f] for it in items]) for f, tower in self.towers.items()}
+        batch = {f: tower.collate([it[f] for it in items]) for f, tower in self.towers.items()}
+        batch.update({k: torch.stack([it[k] for it in items])
+                      for k in (f + FEATURES_SUFFIX for f in self.features)})
+        return batch

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..model import JointModel, build_pair_objectives, build_training_objective
+from ..model import FEATURES_SUFFIX, JointModel, build_pair_objectives, build_training_objective
 from ..config import ModelConfig, modality_of
 from ..objectives import Objective
 from .distributed import average_gradients
@@ -172,6 +172,11 @@ def _embed_fields(model: JointModel, batch: dict[str, torch.Tensor]
     frozen (so the replay pass can run only their trainable head)."""
     emb, features = {}, {}
     for f, x in batch.items():
+        if f.endswith(FEATURES_SUFFIX):  # cached features of a frozen backbone
+            f = f[:-len(FEATURES_SUFFIX)]
+            features[f] = x
+            emb[f] = F.normalize(model.towers[modality_of(f)].head(x), dim=-1)
+            continue
         tower = model.towers[modality_of(f)]
         if tower.backbone_frozen:
             features[f] = tower.features(x)

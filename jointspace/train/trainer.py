@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..config import RunConfig, from_dict, to_dict
+from ..config import RunConfig, from_dict, modality_of, to_dict
 from ..data.manifest import Manifest, OnBadRow, read_manifest
 from ..data.pairs import PairDataset
 from ..errors import ConfigError, JointspaceError
@@ -29,6 +29,8 @@ from ..model import JointModel, resolve_device
 from ..objectives import LOCAL, Objective
 from ..progress import logger, progress
 from .checkpoint import CHECKPOINT_FILE, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ..towers import MODALITIES
+from .feature_cache import FeatureCache, default_cache_dir, tower_fingerprint
 from .distributed import (DistInfo, barrier, broadcast_parameters, init_distributed,
                           on_main_then_share)
 from .interrupt import ignore_stop_signals, stop_on_signal
@@ -113,15 +115,48 @@ def _read(path: str | Path, out: Path, run: RunConfig, on_bad_row: OnBadRow,
         max_text_chars=run.train.max_text_chars, columns=columns))
 
 
+def _frozen_features(model: JointModel, run: RunConfig, out: Path, fields: list[str],
+                     train_set: Manifest, val_set: Manifest | None, info: DistInfo
+                     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Cached backbone features of every field whose tower's backbone is frozen."""
+    if not run.train.cache_features:
+        return {}, {}
+    root = Path(run.train.feature_cache_dir) if run.train.feature_cache_dir else default_cache_dir()
+    caches: dict[str, FeatureCache] = {}
+    train_out, val_out = {}, {}
+    for turn in ("main", "others"):  # process 0 fills the disk cache; the others then read it
+        if (turn == "main") != info.is_main:
+            barrier()
+            continue
+        for f in fields:
+            m = modality_of(f)
+            tower = model.towers[m]
+            if not tower.backbone_frozen:
+                continue
+            if m not in caches:
+                fingerprint = tower_fingerprint(tower, run.model.towers[m], out / m)
+                caches[m] = FeatureCache(tower, fingerprint, root, MODALITIES.get(m).is_file)
+            train_out[f] = caches[m].lookup([r.fields[f] for r in train_set.records],
+                                            desc=f"features {f} (frozen)")
+            if val_set is not None:
+                val_out[f] = caches[m].lookup([r.fields[f] for r in val_set.records],
+                                              desc=f"features {f} (frozen, val)")
+        barrier()
+    if train_out:
+        logger.info("frozen %s: features cached in %s", ", ".join(train_out), root)
+    return train_out, val_out
+
+
 def _check(run: RunConfig, info: DistInfo) -> None:
     cfg = run.train
     per_process = cfg.batch_size // info.world_size
     if cfg.batch_size % info.world_size or per_process % cfg.accum_steps:
         raise ConfigError(f"train.batch_size {cfg.batch_size} must split evenly into "
                           f"{info.world_size} process(es) × {cfg.accum_steps} sub-batch(es)")
-    if len(run.model.towers) < 2:
-        raise ConfigError(f"training needs at least two towers; model.towers has "
-                          f"{', '.join(run.model.towers) or 'none'}")
+    if not run.model.resolved_pairs():
+        raise ConfigError(f"training needs at least one pair; model.towers has only "
+                          f"{', '.join(run.model.towers)} and model.pairs is empty (pair a "
+                          "modality with itself as text and text@other_column)")
 
 
 def train(run: RunConfig, data: str | Path, out: str | Path, *, val_data: str | Path | None = None,
@@ -192,8 +227,10 @@ def train(run: RunConfig, data: str | Path, out: str | Path, *, val_data: str | 
             repair_for_resume(out, start_step)
             logger.info("resuming %s at step %d of %d", out, start_step, cfg.max_steps)
 
-    dataset = PairDataset(train_set.records, model.towers, fields)
-    val_dataset = PairDataset(val_set.records, model.towers, fields) if val_set and info.is_main else None
+    train_features, val_features = _frozen_features(model, run, out, fields, train_set, val_set, info)
+    dataset = PairDataset(train_set.records, model.towers, fields, train_features)
+    val_dataset = (PairDataset(val_set.records, model.towers, fields, val_features)
+                   if val_set and info.is_main else None)
     val_groups = group_keys(val_set.records)[0] if val_set else None
     sampler = StepBatchSampler(len(dataset), cfg.batch_size, cfg.seed, cfg.max_steps, start_step,
                                rank=info.rank, world_size=info.world_size)

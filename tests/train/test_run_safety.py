@@ -129,6 +129,6 @@ def test_all_rows_bad_names_the_quarantine(shapes_dir, tiny_run, tmp_path):
 def test_training_needs_two_towers(shapes_dir, tmp_path):
     from jointspace.config import load_run_config
     from jointspace.errors import ConfigError
-    with pytest.raises(ConfigError, match="at least two towers"):
+    with pytest.raises(ConfigError, match="at least one pair"):
         train(load_run_config(overrides=["model.towers.text=null"]), shapes_dir / "train.csv",
               tmp_path / "m")

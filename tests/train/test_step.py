@@ -29,7 +29,7 @@ def _batch(n=24, seed=1):
 def _grads(model, **kw):
     model.zero_grad(set_to_none=True)
     loss = backward(model, training_objective(model.config), _batch(), **kw)
-    return loss, {n: p.grad.clone() for n, p in model.named_parameters()}
+    return loss, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
 @pytest.mark.parametrize("objective", ["infonce", "sigmoid"])
@@ -196,3 +196,25 @@ def test_each_replay_restores_its_sub_batch_rng_on_the_step_device(monkeypatch):
     for (s, d1), (r, d2) in zip(saved, restored):
         assert torch.equal(s, r) and d1 == d2 == model.logit_scale.device
     assert not torch.equal(saved[0][0], saved[1][0])  # each sub-batch has its own state
+
+
+@pytest.mark.parametrize("mode", ["none", "head"])
+def test_replay_never_reruns_a_frozen_backbone(monkeypatch, mode):
+    """Cached-negative accumulation: a frozen backbone runs once per sub-batch (the
+    graph-free pass); the replay uses its features (head) or skips it (none)."""
+    from jointspace.towers.text import TextTransformerTower
+    calls = []
+    real = TextTransformerTower.features
+    monkeypatch.setattr(TextTransformerTower, "features",
+                        lambda self, x: calls.append(len(x)) or real(self, x))
+    model = _model()
+    model.towers["text"].set_trainable(mode)
+    _, grads = _grads(model, accum_steps=4)
+    assert calls == [6, 6, 6, 6]
+    text_grads = {n for n, p in model.named_parameters() if n.startswith("towers.text.") and p.grad is not None}
+    assert text_grads == ({"towers.text.proj.weight"} if mode == "head" else set())
+    # the head's gradient equals the one without accumulation
+    if mode == "head":
+        _, direct = _grads(model, accum_steps=1)
+        torch.testing.assert_close(grads["towers.text.proj.weight"], direct["towers.text.proj.weight"],
+                                   rtol=1e-4, atol=1e-6)

@@ -1,0 +1,54 @@
+"""What a tower trains: all, head, adapter or none; frozen parts stay in eval mode."""
+import pytest
+import torch
+
+from jointspace.config import TowerSpec
+from jointspace.errors import ConfigError
+from jointspace.towers import build_tower
+
+
+def _trainable(tower):
+    return {n for n, p in tower.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("name, options", [
+    ("convnet", {"widths": [8, 16]}),
+    ("transformer", {"vocab_size": 64, "width": 32, "layers": 1, "heads": 2, "context_length": 12}),
+])
+def test_modes_freeze_what_they_should(name, options):
+    modality = "image" if name == "convnet" else "text"
+    tower = build_tower(TowerSpec(name, options, "head"), 16, modality)
+    assert _trainable(tower) == {n for n, _ in tower.named_parameters() if n.startswith("proj.")}
+    tower = build_tower(TowerSpec(name, options, "adapter"), 16, modality)
+    assert _trainable(tower) and all(n.startswith(("proj.", "adapter.")) for n in _trainable(tower))
+    assert any(n.startswith("adapter.") for n in _trainable(tower))
+    tower = build_tower(TowerSpec(name, options, "none"), 16, modality)
+    assert not _trainable(tower)
+    counts = tower.parameter_counts()
+    assert counts["trainable"] == 0 and counts["frozen"] == sum(p.numel() for p in tower.parameters())
+    with pytest.raises(ConfigError, match="trainable"):
+        TowerSpec(name, options, "some")
+
+
+def test_adapter_starts_as_the_identity():
+    torch.manual_seed(0)
+    plain = build_tower(TowerSpec("convnet", {"widths": [8, 16]}), 16, "image")
+    torch.manual_seed(0)
+    adapted = build_tower(TowerSpec("convnet", {"widths": [8, 16]}, "adapter"), 16, "image")
+    x = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)
+    plain.eval(), adapted.eval()
+    torch.testing.assert_close(adapted(x), plain(x))
+
+
+def test_frozen_backbone_stays_in_eval_mode_and_keeps_its_statistics():
+    tower = build_tower(TowerSpec("convnet", {"widths": [8, 16]}, "head"), 16, "image")
+    tower.train()
+    assert tower.proj.training
+    assert not any(m.training for n, m in tower.named_modules() if n.startswith("trunk"))
+    before = {n: b.clone() for n, b in tower.named_buffers()}
+    tower(torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8))
+    for n, b in tower.named_buffers():
+        assert torch.equal(b, before[n]), n  # batch-norm statistics untouched
+    full = build_tower(TowerSpec("convnet", {"widths": [8, 16]}), 16, "image").train()
+    full(torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8))
+    assert int(dict(full.named_buffers())["trunk.1.num_batches_tracked"]) == 1  # the contrast
