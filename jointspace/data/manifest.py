@@ -99,6 +99,14 @@ def _read_text(path: Path) -> str:
             "save it as UTF-8 (in Excel: 'CSV UTF-8')") from None
 
 
+def manifest_columns(path: str | Path) -> list[str]:
+    """The column names of a manifest (its header, or the keys of its JSON lines)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"manifest not found: {path}")
+    return _read_rows(path)[0]
+
+
 def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict | None, str | None]]]:
     """The manifest's column names and its (line number, row or None, parse error or None)."""
     suffix = path.suffix.lower()

@@ -29,6 +29,7 @@ class PairDataset(Dataset):
         #: ``field#features`` instead of the preprocessed input
         self.features = dict(features or {})
         self.towers = {f: towers[modality_of(f)] for f in self.fields if f not in self.features}
+        self.all_towers = dict(towers)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -40,7 +41,8 @@ class PairDataset(Dataset):
         return item
 
     def collate(self, items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        batch = {f: tower.collate([it[f] for it in items]) for f, tower in self.towers.items()}
-        batch.update({k: torch.stack([it[k] for it in items])
-                      for k in (f + FEATURES_SUFFIX for f in self.features)})
-        return batch
+        """Batch items that have the same keys (any :class:`PairDataset` over the same
+        towers collates them, so one function serves several sources)."""
+        return {k: (torch.stack([it[k] for it in items]) if k.endswith(FEATURES_SUFFIX)
+                    else self.all_towers[modality_of(k)].collate([it[k] for it in items]))
+                for k in items[0]}

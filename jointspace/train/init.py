@@ -13,7 +13,6 @@ from typing import Any
 from ..config import RunConfig
 from ..errors import ConfigError
 from ..model import JointModel
-from ..model_io import read_config
 from ..progress import logger
 
 

@@ -14,14 +14,14 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import ConcatDataset, DataLoader
 
 from ..config import RunConfig, from_dict, modality_of, to_dict
-from ..data.manifest import Manifest, OnBadRow, read_manifest
+from ..data.manifest import OnBadRow
 from ..data.pairs import PairDataset
 from ..errors import ConfigError, JointspaceError
 from ..eval.retrieval import group_keys, recall_at_k
@@ -29,15 +29,13 @@ from ..model import JointModel, resolve_device
 from ..objectives import LOCAL, Objective
 from ..progress import logger, progress
 from .checkpoint import CHECKPOINT_FILE, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from ..towers import MODALITIES
-from .feature_cache import FeatureCache, default_cache_dir, tower_fingerprint
-from .distributed import (DistInfo, barrier, broadcast_parameters, init_distributed,
-                          on_main_then_share)
+from .distributed import DistInfo, barrier, broadcast_parameters, init_distributed
+from .init import init_from_model, model_card
 from .interrupt import ignore_stop_signals, stop_on_signal
 from .run_folder import LOG_FILE, check_fresh, repair_for_resume
-from .sampler import StepBatchSampler
+from .sampler import MultiSourceBatchSampler, StepBatchSampler
 from .schedule import warmup_cosine
-from .init import init_from_model, model_card
+from .sources import datasets, frozen_features, read_sources
 from .step import (Objectives, build_optimizer, embeddings_loss, resolve_precision, train_step,
                    training_objectives)
 
@@ -107,46 +105,6 @@ def _device(name: str, info: DistInfo) -> torch.device:
     return resolve_device(name)
 
 
-def _read(path: str | Path, out: Path, run: RunConfig, on_bad_row: OnBadRow,
-          fields: list[str], columns: dict[str, str] | None) -> Manifest:
-    """Process 0 reads and validates the manifest; every process gets its kept rows."""
-    return on_main_then_share(lambda: read_manifest(
-        path, required=tuple(fields), on_bad_row=on_bad_row, quarantine_dir=out,
-        max_text_chars=run.train.max_text_chars, columns=columns))
-
-
-def _frozen_features(model: JointModel, run: RunConfig, out: Path, fields: list[str],
-                     train_set: Manifest, val_set: Manifest | None, info: DistInfo
-                     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Cached backbone features of every field whose tower's backbone is frozen."""
-    if not run.train.cache_features:
-        return {}, {}
-    root = Path(run.train.feature_cache_dir) if run.train.feature_cache_dir else default_cache_dir()
-    caches: dict[str, FeatureCache] = {}
-    train_out, val_out = {}, {}
-    for turn in ("main", "others"):  # process 0 fills the disk cache; the others then read it
-        if (turn == "main") != info.is_main:
-            barrier()
-            continue
-        for f in fields:
-            m = modality_of(f)
-            tower = model.towers[m]
-            if not tower.backbone_frozen:
-                continue
-            if m not in caches:
-                fingerprint = tower_fingerprint(tower, run.model.towers[m], out / m)
-                caches[m] = FeatureCache(tower, fingerprint, root, MODALITIES.get(m).is_file)
-            train_out[f] = caches[m].lookup([r.fields[f] for r in train_set.records],
-                                            desc=f"features {f} (frozen)")
-            if val_set is not None:
-                val_out[f] = caches[m].lookup([r.fields[f] for r in val_set.records],
-                                              desc=f"features {f} (frozen, val)")
-        barrier()
-    if train_out:
-        logger.info("frozen %s: features cached in %s", ", ".join(train_out), root)
-    return train_out, val_out
-
-
 def _check(run: RunConfig, info: DistInfo) -> None:
     cfg = run.train
     per_process = cfg.batch_size // info.world_size
@@ -159,11 +117,16 @@ def _check(run: RunConfig, info: DistInfo) -> None:
                           "modality with itself as text and text@other_column)")
 
 
-def train(run: RunConfig, data: str | Path, out: str | Path, *, val_data: str | Path | None = None,
+def train(run: RunConfig, data: str | Path | Sequence[str | Path], out: str | Path, *,
+          val_data: str | Path | None = None, data_weights: Sequence[float] | None = None,
           resume: bool = False, on_bad_row: OnBadRow = "skip",
           columns: dict[str, str] | None = None, init_from: str | Path | None = None,
           stop_after: int | None = None) -> TrainResult:
-    """Train a joint model on a paired manifest and write the model folder ``out``.
+    """Train a joint model on paired manifests and write the model folder ``out``.
+
+    ``data`` is one manifest or several; with several, each step draws its
+    batch from one of them with probability proportional to ``data_weights``
+    (default: their sizes), and each trains the pairs whose fields it has.
 
     ``resume=True`` continues from ``out/checkpoint.pt`` with the run config
     saved there and reaches the same weights as an uninterrupted run (CPU).
@@ -196,14 +159,14 @@ def train(run: RunConfig, data: str | Path, out: str | Path, *, val_data: str | 
     model = JointModel(run.model)  # before reading data: a config error should not wait for it
     taken = init_from_model(model, init_from) if init_from is not None and state is None else []
     objectives = training_objectives(run.model)
-    fields = run.model.fields()
-    train_set = _read(data, out, run, on_bad_row, fields, columns)
-    val_set = _read(val_data, out, run, on_bad_row, fields, columns) if val_data else None
+    paths = [data] if isinstance(data, (str, Path)) else list(data)
+    sources = read_sources(paths, run, out, on_bad_row, columns)
+    val_source = read_sources([val_data], run, out, on_bad_row, columns)[0] if val_data else None
     if state is None and info.is_main:
         for m, tower in model.towers.items():
             if m not in taken:
-                tower.prepare([r.fields[f] for f in fields if f.split("@")[0] == m
-                               for r in train_set.records])
+                tower.prepare([r.fields[f] for s in sources for f in s.fields
+                               if modality_of(f) == m for r in s.manifest.records])
         model.save(out, extra={"run": to_dict(run)}, weights=False, card=model_card(model, run))
     barrier()
     if state is not None or not info.is_main:
@@ -227,14 +190,20 @@ def train(run: RunConfig, data: str | Path, out: str | Path, *, val_data: str | 
             repair_for_resume(out, start_step)
             logger.info("resuming %s at step %d of %d", out, start_step, cfg.max_steps)
 
-    train_features, val_features = _frozen_features(model, run, out, fields, train_set, val_set, info)
-    dataset = PairDataset(train_set.records, model.towers, fields, train_features)
-    val_dataset = (PairDataset(val_set.records, model.towers, fields, val_features)
-                   if val_set and info.is_main else None)
-    val_groups = group_keys(val_set.records)[0] if val_set else None
-    sampler = StepBatchSampler(len(dataset), cfg.batch_size, cfg.seed, cfg.max_steps, start_step,
-                               rank=info.rank, world_size=info.world_size)
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=dataset.collate,
+    features = frozen_features(model, run, out, sources + ([val_source] if val_source else []), info)
+    dataset = datasets(model, sources, features[:len(sources)])
+    val_dataset = (datasets(model, [val_source], features[-1:])
+                   if val_source and info.is_main else None)
+    val_groups = group_keys(val_source.manifest.records)[0] if val_source else None
+    if len(sources) == 1:
+        sampler = StepBatchSampler(len(dataset), cfg.batch_size, cfg.seed, cfg.max_steps,
+                                   start_step, rank=info.rank, world_size=info.world_size)
+    else:
+        sizes = [len(s.manifest) for s in sources]
+        sampler = MultiSourceBatchSampler(sizes, data_weights or sizes, cfg.batch_size, cfg.seed,
+                                          cfg.max_steps, start_step, info.rank, info.world_size)
+    collate = (dataset.datasets[0] if isinstance(dataset, ConcatDataset) else dataset).collate
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
                         num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
                         worker_init_fn=ignore_stop_signals if cfg.num_workers else None)
 
@@ -306,4 +275,5 @@ def train(run: RunConfig, data: str | Path, out: str | Path, *, val_data: str | 
         model.save(out, extra={"run": to_dict(run)}, card=model_card(model, run, validation))
     barrier()
     return TrainResult(out, step, time.perf_counter() - started, last_loss, validation,
-                       len(train_set.bad_rows) + (len(val_set.bad_rows) if val_set else 0), finished)
+                       sum(len(s.manifest.bad_rows) for s in sources + ([val_source] if val_source else [])),
+                       finished)

@@ -61,7 +61,7 @@ def _read_worker(rank, init_file, manifest, out_dir, results):
     import torch.distributed as dist
     from jointspace.data import manifest as manifest_module
     from jointspace.config import load_run_config
-    from jointspace.train import trainer
+    from jointspace.train import sources
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     calls = []
     real_check = manifest_module.check_image
@@ -71,7 +71,8 @@ def _read_worker(rank, init_file, manifest, out_dir, results):
         return "flaky read on process 1" if rank == 1 else real_check(path, *args, **kwargs)
     manifest_module.check_image = check
     try:
-        m = trainer._read(manifest, out_dir, load_run_config(), "skip", ["image", "text"], None)
+        [source] = sources.read_sources([manifest], load_run_config(), out_dir, "skip", None)
+        m = source.manifest
         results[rank] = ([r.id for r in m.records], len(calls))
     finally:
         dist.destroy_process_group()

@@ -142,3 +142,38 @@ def test_feature_cache_survives_a_half_written_save(tmp_path):
     (tmp_path / "fp" / "keys.json").write_text(json.dumps(["text:a", "text:b"]))
     cache = feature_cache.FeatureCache(None, "fp", tmp_path)
     assert cache.index == {"text:a": 0, "text:b": 1} and cache.features.shape == (2, 4)
+
+
+def test_two_manifests_feed_their_own_pairs(shapes_dir, tiny_overrides, tmp_path):
+    """image–text from one file, image–text@paraphrase from another: each step's batch
+    comes from one source, its pair's loss is logged, and resume is exact."""
+    para = _paraphrase_manifest(shapes_dir, tmp_path)
+    only_para = tmp_path / "only_para.csv"
+    with open(para, newline="") as f, open(only_para, "w", newline="") as g:
+        rows = list(csv.DictReader(f))
+        w = csv.writer(g)
+        w.writerow(["id", "image", "paraphrase"])
+        for r in rows:
+            w.writerow([r["id"], r["image"], r["paraphrase"]])
+    overrides = tiny_overrides + [
+        "model.pairs=[{a: image, b: text}, {a: image, b: text@paraphrase}]",
+        "train.max_steps=10", "train.log_every=1", "train.checkpoint_every=5"]
+    run = load_run_config(overrides=overrides)
+    sources = [shapes_dir / "train.csv", only_para]
+    train(run, sources, tmp_path / "a", data_weights=[1, 1])
+    log = [json.loads(l) for l in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    seen = [{k for k in r if k.startswith("loss_")} for r in log]
+    assert {"loss_image-text"} in seen and {"loss_image-text@paraphrase"} in seen  # one source a step
+    assert all(len(s) == 1 for s in seen)
+    train(run, sources, tmp_path / "b", data_weights=[1, 1], stop_after=5)
+    train(run, sources, tmp_path / "b", data_weights=[1, 1], resume=True)
+    a, b = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_manifest_without_any_pair_is_named(shapes_dir, tiny_overrides, tmp_path):
+    from jointspace.errors import DataError
+    bad = tmp_path / "images_only.csv"
+    bad.write_text("image\nimages/train/train-000000.png\n")
+    with pytest.raises(DataError, match="has no pair's columns.*image-text needs columns 'image' and 'text'"):
+        train(load_run_config(overrides=tiny_overrides), [shapes_dir / "train.csv", bad], tmp_path / "m")

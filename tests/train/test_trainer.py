@@ -146,3 +146,14 @@ def test_validation_recall_counts_identical_captions_as_one_answer(trained_model
     strict = validate(model, training_objective(model.config), PairDataset(records, model.towers),
                       batch_size=4)
     assert strict["val_image_to_text_R@1"] < 1.0  # without groups, only row i counts
+
+
+def test_multi_source_sampler_is_deterministic_and_weighted():
+    from jointspace.train.sampler import MultiSourceBatchSampler
+    full = list(MultiSourceBatchSampler([40, 20], [3, 1], 4, seed=2, max_steps=400))
+    assert list(MultiSourceBatchSampler([40, 20], [3, 1], 4, seed=2, max_steps=400, start_step=123)) == full[123:]
+    from_first = sum(1 for b in full if b[0] < 40) / len(full)
+    assert 0.68 < from_first < 0.82  # weight 3:1
+    assert all((min(b) >= 40) == (max(b) >= 40) for b in full)  # a batch never mixes sources
+    first_epoch = [i for b in full if b[0] < 40 for i in b][:40]
+    assert sorted(first_epoch) == list(range(40))  # each source walks whole epochs
