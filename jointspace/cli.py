@@ -22,7 +22,7 @@ EXAMPLES = {
               "  jointspace index runs/m data/shapes/test.csv --collection runs/col"),
     "search": ('jointspace search --collection runs/col "a red circle"\n'
                "  jointspace search --collection runs/col --image query.png -k 5 --json"),
-    "demo": "jointspace demo --out demo_out",
+    "demo": "jointspace demo --out demo_out\n  jointspace demo --out demo_lit --text-tower minilm",
 }
 
 
@@ -89,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     m = verb("demo", "generate shapes, train, evaluate, index and search, end to end")
     m.add_argument("--out", type=Path, default=Path("demo_out"))
     m.add_argument("--n", type=int, default=7000)
+    m.add_argument("--text-tower", choices=["transformer", "minilm"],
+                   help="transformer: trained from scratch (default); minilm: the pretrained "
+                        "all-MiniLM-L6-v2, locked, with a trained projection (LiT)")
     m.add_argument("--config", type=Path)
     m.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     return p
@@ -200,7 +203,8 @@ def run(args: argparse.Namespace) -> None:
     elif args.verb == "demo":
         from .config import load_run_config
         from .demo import run_demo
-        result = run_demo(args.out, n=args.n, run=load_run_config(args.config, args.overrides))
+        result = run_demo(args.out, n=args.n, run=load_run_config(args.config, args.overrides),
+                          text_tower=args.text_tower)
         _print_results(result.results)
         for query, hits in result.queries.items():
             print(f"search {query}")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig, load_run_config
+from .config import RunConfig, TowerSpec, load_run_config
 from .data.shapes import HELD_OUT_COMBOS, ShapesSpec, class_names, write_shapes
 from .eval.run import evaluate
 from .index.collection import Hit, build_collection
@@ -27,15 +27,21 @@ class DemoResult:
 
 
 def run_demo(out: str | Path = "demo_out", *, n: int = 7000, seed: int = 0,
-             run: RunConfig | None = None, k: int = 5) -> DemoResult:
+             run: RunConfig | None = None, k: int = 5, text_tower: str | None = None) -> DemoResult:
     """Generate shapes, train a small image–text model, evaluate it on the
     held-out test split, index the test images and run a few queries.
+
+    ``text_tower="minilm"`` locks the pretrained MiniLM text encoder and trains
+    the image tower (and the text projection) against it (LiT); its features
+    are computed once per caption and cached.
 
     >>> result = run_demo("demo_out")  # doctest: +SKIP
     >>> result.results["zero_shot"]["top1"]  # doctest: +SKIP
     """
     out = Path(out)
     run = run or load_run_config()
+    if text_tower is not None:
+        run.model.towers["text"] = TowerSpec(text_tower, {}, "head" if text_tower != "transformer" else "all")
     seconds: dict[str, float] = {}
 
     t = time.perf_counter()
