@@ -12,6 +12,29 @@ Generalisation, not memorisation, is what the test split measures:
   the test scenes have one as their main shape;
 * test captions come only from templates that training never sees
   (:data:`TEST_TEMPLATES`).
+
+Unseen words: the ``test_words`` split
+--------------------------------------
+Training, validation and test captions name colours, kinds and sizes only with
+the words of :data:`COLOURS`, :data:`KINDS`, :data:`SIZES` and :data:`SYNONYMS`.
+:data:`HELD_OUT_WORDS` gives other English words for the same values
+(*crimson*, *lozenge*, *six-sided figure*, *huge*, …) that no generated caption
+of those three splits contains, not even one word of a multi-word phrase.
+
+``test_words.csv`` holds the *same rows* as ``test.csv`` – same ids, the same
+image files, the same labels – and each caption uses the *same template* as
+the test caption of its row, with every colour, kind and size (of the main and
+of the secondary shapes) named by a held-out word instead. Row by row the two
+captions differ only in vocabulary, so comparing text→image and image→text
+retrieval on ``test.csv`` against ``test_words.csv`` measures how much a text
+tower understands words it never saw paired with images – where a pretrained
+text tower (MiniLM) can differ from one trained from scratch.
+
+:func:`class_names` stays canonical (``"red circle"``). Zero-shot
+classification on ``test_words.csv`` therefore gives the same numbers as on
+``test.csv`` – same images, same labels, same class prompts; it measures only
+the image features. The comparison that matters for unseen words is
+retrieval with the held-out-word captions.
 """
 from __future__ import annotations
 
@@ -57,6 +80,21 @@ TEST_TEMPLATES = (
     "{size} {kind} coloured {colour} on {bg}",
 )
 SPLITS = ("train", "val", "test")
+# Words that no train, val or test caption uses, not even one word of a phrase (so no
+# "snow-white", "medium-sized" or "round disc"); kept apart from SYNONYMS, which every split
+# may use. Every colour, kind and size has at least one. See the module docstring.
+HELD_OUT_WORDS = {
+    "red": ("crimson", "scarlet"), "green": ("emerald", "jade"),
+    "blue": ("cobalt", "sapphire"), "yellow": ("golden", "lemon"),
+    "purple": ("violet", "amethyst"), "orange": ("tangerine", "amber"),
+    "cyan": ("turquoise", "aqua"), "white": ("ivory", "snowy"),
+    "circle": ("dot", "ball"), "square": ("tile", "block"),
+    "triangle": ("three-sided figure", "pyramid"), "diamond": ("lozenge", "kite"),
+    "star": ("five-pointed figure", "pentagram"), "hexagon": ("six-sided figure", "honeycomb cell"),
+    "small": ("miniature", "minuscule"), "medium": ("moderate", "average"),
+    "large": ("huge", "enormous"),
+}
+TEST_WORDS = "test_words"  # the held-out-word twin of the test split (written by write_shapes)
 
 
 @dataclass(frozen=True)
@@ -118,18 +156,42 @@ def sample_scene(rng: random.Random, split: str) -> Scene:
     return Scene(tuple(shapes), rng.choice(list(BACKGROUNDS)))
 
 
-def caption(scene: Scene, rng: random.Random, split: str) -> str:
-    """A caption from the split's templates, with random synonyms."""
-    templates = TEST_TEMPLATES if split == "test" else TRAIN_TEMPLATES
-    if len(scene.shapes) == 1:  # templates that mention other shapes need some
-        templates = tuple(t for t in templates if "{others}" not in t)
+def _caption_fields(scene: Scene, rng: random.Random, split: str,
+                    template: str | None = None) -> tuple[str, dict[str, str]]:
+    """The template and its fields for one caption.
+
+    For train, val and test the draws happen in a fixed order (secondary shapes'
+    words, template, main size, main kind) that the README's results depend on;
+    ``test_words`` also draws the colours, from :data:`HELD_OUT_WORDS`.
+    """
+    held_out = split == TEST_WORDS
+    if template is None:
+        templates = TEST_TEMPLATES if split in ("test", TEST_WORDS) else TRAIN_TEMPLATES
+        if len(scene.shapes) == 1:  # templates that mention other shapes need some
+            templates = tuple(t for t in templates if "{others}" not in t)
+    vocabulary = HELD_OUT_WORDS if held_out else SYNONYMS
+    word = lambda w: rng.choice(vocabulary.get(w, (w,)))  # noqa: E731
+    colour = word if held_out else (lambda c: c)
     main = scene.shapes[0]
-    word = lambda w: rng.choice(SYNONYMS.get(w, (w,)))  # noqa: E731
-    others = " and ".join(f"a {word(s.size)} {s.colour} {word(s.kind)}" for s in scene.shapes[1:])
-    text = rng.choice(templates).format(
-        size=word(main.size), colour=main.colour, kind=word(main.kind), bg=scene.background,
-        where=_where(main), others=others)
-    return " ".join(text.split())
+    others = " and ".join(f"a {word(s.size)} {colour(s.colour)} {word(s.kind)}" for s in scene.shapes[1:])
+    if template is None:
+        template = rng.choice(templates)
+    size, kind = word(main.size), word(main.kind)
+    return template, dict(size=size, colour=colour(main.colour), kind=kind, bg=scene.background,
+                          where=_where(main), others=others)
+
+
+def _format(template: str, fields: dict[str, str]) -> str:
+    return " ".join(template.format(**fields).split())
+
+
+def caption(scene: Scene, rng: random.Random, split: str) -> str:
+    """A caption from the split's templates, with random synonyms.
+
+    ``split="test_words"`` takes a test template and names every colour, kind
+    and size with a word of :data:`HELD_OUT_WORDS`.
+    """
+    return _format(*_caption_fields(scene, rng, split))
 
 
 def _polygon(kind: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
@@ -181,13 +243,25 @@ class ShapesSpec:
 def split_sizes(spec: ShapesSpec) -> dict[str, int]:
     n_val = round(spec.n * spec.fractions[1])
     n_test = round(spec.n * spec.fractions[2])
-    return {"train": spec.n - n_val - n_test, "val": n_val, "test": n_test}
+    return {"train": spec.n - n_val - n_test, "val": n_val, "test": n_test, TEST_WORDS: n_test}
 
 
 def generate_records(spec: ShapesSpec, split: str) -> list[tuple[Scene, str]]:
-    """The (scene, caption) pairs of one split; record ``i`` depends only on (seed, split, i)."""
+    """The (scene, caption) pairs of one split; record ``i`` depends only on (seed, split, i).
+
+    ``"test_words"`` record ``i`` has the scene of test record ``i`` and a
+    caption from the same template with held-out words (drawn from its own
+    generator, so the test records are unaffected).
+    """
     records = []
     for i in range(split_sizes(spec)[split]):
+        if split == TEST_WORDS:
+            rng = random.Random(f"{spec.seed}/test/{i}")
+            scene = sample_scene(rng, "test")
+            template, _ = _caption_fields(scene, rng, "test")
+            words_rng = random.Random(f"{spec.seed}/{TEST_WORDS}/{i}")
+            records.append((scene, _format(*_caption_fields(scene, words_rng, TEST_WORDS, template))))
+            continue
         rng = random.Random(f"{spec.seed}/{split}/{i}")
         scene = sample_scene(rng, split)
         records.append((scene, caption(scene, rng, split)))
@@ -197,31 +271,44 @@ def generate_records(spec: ShapesSpec, split: str) -> list[tuple[Scene, str]]:
 def write_shapes(out_dir: str | Path, spec: ShapesSpec = ShapesSpec()) -> dict[str, Path]:
     """Render the dataset to ``out_dir`` and write one CSV manifest per split.
 
-    Layout: ``images/<split>/<id>.png`` plus ``train.csv``, ``val.csv``,
-    ``test.csv`` (columns ``id, image, text, label``; image paths relative to
-    the manifest) and ``spec.json``. Returns the manifest path of each split.
+    Layout: ``images/<split>/<id>.png`` (train, val, test) plus ``train.csv``,
+    ``val.csv``, ``test.csv`` and ``test_words.csv`` (columns ``id, image, text,
+    label``; image paths relative to the manifest) and ``spec.json``.
+    ``test_words.csv`` has the rows of ``test.csv`` (same ids, images and
+    labels) with captions in held-out words; it has no images of its own.
+    Returns the manifest path of each split, ``"test_words"`` included.
 
     >>> paths = write_shapes("/tmp/shapes", ShapesSpec(n=30))  # doctest: +SKIP
     """
     out = Path(out_dir)
     manifests = {}
+    rows: dict[str, list[list[str]]] = {}
     bar = progress(desc="render shapes", total=spec.n, unit="img")
     for split in SPLITS:
         image_dir = out / "images" / split
         image_dir.mkdir(parents=True, exist_ok=True)
-        manifest = out / f"{split}.csv"
-        tmp = manifest.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["id", "image", "text", "label"])
-            for i, (scene, text) in enumerate(generate_records(spec, split)):
-                item_id = f"{split}-{i:06d}"
-                rel = f"images/{split}/{item_id}.png"
-                render(scene, spec.image_size).save(out / rel)
-                writer.writerow([item_id, rel, text, scene.label])
-                bar.update(1)
-        tmp.replace(manifest)
-        manifests[split] = manifest
+        rows[split] = []
+        for i, (scene, text) in enumerate(generate_records(spec, split)):
+            item_id = f"{split}-{i:06d}"
+            rel = f"images/{split}/{item_id}.png"
+            render(scene, spec.image_size).save(out / rel)
+            rows[split].append([item_id, rel, text, scene.label])
+            bar.update(1)
+        manifests[split] = _write_manifest(out / f"{split}.csv", rows[split])
     bar.close()
+    # the test rows again, captions in held-out words; the scenes are the test scenes
+    words = [[item_id, rel, text, label] for (item_id, rel, _, label), (_scene, text)
+             in zip(rows["test"], generate_records(spec, TEST_WORDS), strict=True)]
+    manifests[TEST_WORDS] = _write_manifest(out / f"{TEST_WORDS}.csv", words)
     (out / "spec.json").write_text(json.dumps(asdict(spec), indent=2))
     return manifests
+
+
+def _write_manifest(manifest: Path, rows: list[list[str]]) -> Path:
+    tmp = manifest.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "image", "text", "label"])
+        writer.writerows(rows)
+    tmp.replace(manifest)
+    return manifest
