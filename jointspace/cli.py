@@ -22,7 +22,7 @@ EXAMPLES = {
               "  jointspace index runs/m data/shapes/test.csv --collection runs/col"),
     "search": ('jointspace search --collection runs/col "a red circle"\n'
                "  jointspace search --collection runs/col --image query.png -k 5 --json"),
-    "demo": "jointspace demo --out demo_out\n  jointspace demo --out demo_lit --text-tower minilm",
+    "demo": "jointspace demo --out demo_out\n  jointspace demo --out demo_scratch --text-tower transformer",
 }
 
 
@@ -88,10 +88,10 @@ def _parser() -> argparse.ArgumentParser:
 
     m = verb("demo", "generate shapes, train, evaluate, index and search, end to end")
     m.add_argument("--out", type=Path, default=Path("demo_out"))
-    m.add_argument("--n", type=int, default=7000)
-    m.add_argument("--text-tower", choices=["transformer", "minilm"],
-                   help="transformer: trained from scratch (default); minilm: the pretrained "
-                        "all-MiniLM-L6-v2, locked, with a trained projection (LiT)")
+    m.add_argument("--n", type=int, help="scenes to generate (default: 20000)")
+    m.add_argument("--text-tower", choices=["minilm", "transformer"], default="minilm",
+                   help="minilm (default): the pretrained all-MiniLM-L6-v2, locked, with a trained "
+                        "projection (LiT); transformer: a text tower trained from scratch")
     m.add_argument("--config", type=Path)
     m.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     return p
@@ -154,6 +154,11 @@ def _print_results(results: dict) -> None:
         print(f"by label (a hit = same label; chance R@1 {by_label['chance']['R@1']:.4f}):")
         for d in ("text_to_image", "image_to_text"):
             print(f"  {d:<14} {_recalls(by_label[d])}")
+    words = results.get("test_words_retrieval")
+    if words:
+        print("with words training never used (test_words.csv), grouped:")
+        for d in ("text_to_image", "image_to_text"):
+            print(f"  {d:<14} {_recalls(words[d])}")
     for key, z in results.items():
         if key.startswith("zero_shot"):
             print(f"{key}: top-1 {z['top1']:.3f}, top-5 {z['top5']:.3f} over {z['n_classes']} classes "
@@ -201,10 +206,9 @@ def run(args: argparse.Namespace) -> None:
         hits = collection.search(text=args.query, image=args.image, k=args.k)
         _print_hits(hits, args.json)
     elif args.verb == "demo":
-        from .config import load_run_config
-        from .demo import run_demo
-        result = run_demo(args.out, n=args.n, run=load_run_config(args.config, args.overrides),
-                          text_tower=args.text_tower)
+        from .demo import DEMO_SCENES, demo_config, run_demo
+        result = run_demo(args.out, n=args.n or DEMO_SCENES,
+                          run=demo_config(args.overrides, args.config, args.text_tower))
         _print_results(result.results)
         for query, hits in result.queries.items():
             print(f"search {query}")
