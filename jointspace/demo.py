@@ -14,11 +14,12 @@ from .progress import logger
 from .train.trainer import train
 
 DEMO_TEXT_QUERIES = ("a red circle", "a big blue square on the left", "a small yellow star")
-#: the demo's recipe, applied before any user override: LiT (the pretrained MiniLM
-#: text tower locked, its projection and the image tower trained), its features
-#: cached once, which frees the time for more data and more steps
+#: the demo's recipe, applied before any user override: LiT — the pretrained MiniLM
+#: text tower locked whole (its random projection too, so the text space keeps
+#: MiniLM's geometry) and the image tower trained into it; the locked features are
+#: computed once per caption, which frees the time for more data and more steps
 DEMO_SCENES = 20000
-DEMO_OVERRIDES = ("model.towers.text={name: minilm, trainable: head}", "train.max_steps=1200")
+DEMO_OVERRIDES = ("model.towers.text={name: minilm, trainable: none}", "train.max_steps=1500")
 SCRATCH_TEXT_OVERRIDES = ("model.towers.text={name: transformer}", "train.max_steps=600")
 
 

