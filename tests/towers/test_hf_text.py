@@ -250,7 +250,7 @@ def no_network(monkeypatch):
     attempts: list[str] = []
 
     def refuse(*args, **kwargs):
-        attempts.append(repr(args[1:] or args))
+        attempts.append(repr(args))
         raise OSError("network access attempted in a test")
 
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
