@@ -78,7 +78,11 @@ def pair_losses(model: JointModel, objectives: Objectives | Objective,
 def embeddings_loss(model: JointModel, objectives: Objectives | Objective,
                     emb: dict[str, torch.Tensor]) -> torch.Tensor:
     """The weighted sum of the pairs' losses, in float32."""
-    losses = pair_losses(model, objectives, emb)
+    return weighted_sum(model, pair_losses(model, objectives, emb))
+
+
+def weighted_sum(model: JointModel, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``Σ weight_p · loss_p`` over the pairs in ``losses``."""
     weights = {p.key: p.weight for p in model.pairs}
     return sum(weights[k] * loss for k, loss in losses.items())
 
@@ -201,8 +205,7 @@ def _cached_negative_backward(model: JointModel, objectives: Objectives | Object
             feats.append(features)
     full = {m: torch.cat([c[m] for c in cached]).float().requires_grad_() for m in cached[0]}
     parts = pair_losses(model, objectives, full)
-    weights = {p.key: p.weight for p in model.pairs}
-    loss = sum(weights[k] * v for k, v in parts.items())
+    loss = weighted_sum(model, parts)
     loss.backward()  # gradients of the embeddings (and of the temperatures / biases)
     sizes = [len(next(iter(s.values()))) for s in subs]
     grads = {m: torch.split(full[m].grad, sizes) for m in full}
@@ -235,8 +238,7 @@ def _backward(model: JointModel, objectives: Objectives | Objective,
     with autocast(precision, device):
         emb, _ = _embed_fields(model, batch)
     parts = pair_losses(model, objectives, emb)
-    weights = {p.key: p.weight for p in model.pairs}
-    loss = sum(weights[k] * v for k, v in parts.items())
+    loss = weighted_sum(model, parts)
     loss.backward()
     return loss.detach(), {k: float(v.detach()) for k, v in parts.items()}
 
