@@ -32,7 +32,9 @@ import torch
 def run_case(name: str, data: Path, out: Path, args: argparse.Namespace, cache_dir: Path) -> dict:
     from jointspace.config import load_run_config
     from jointspace.train.trainer import train
-    overrides = ["model.towers.text={name: minilm, trainable: none}", "model.towers.image={name: convnet, options: {widths: [32, 64, 128]}}",
+    widths = ", ".join(str(w) for w in args.image_widths)
+    overrides = [f"model.towers.text={{name: minilm, trainable: none, options: {{precision: {args.precision}}}}}",
+                 f"model.towers.image={{name: convnet, options: {{widths: [{widths}]}}}}",
                  f"train.max_steps={args.steps}", f"train.batch_size={args.batch}",
                  "train.log_every=1", f"train.eval_every={10 ** 6}", f"train.checkpoint_every={10 ** 6}",
                  f"train.cache_features={'true' if name == 'cached' else 'false'}",
@@ -50,6 +52,11 @@ def run_case(name: str, data: Path, out: Path, args: argparse.Namespace, cache_d
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--image-widths", type=int, nargs="+", default=[32, 64, 128],
+                   help="convnet widths: the image tower's share of the step decides the ratio")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
+                   help="MiniLM's inference precision (fp32: cached and recomputed features "
+                        "are the same numbers, so the losses must agree)")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--n", type=int, default=3000, help="shapes scenes to generate")
     p.add_argument("--threads", type=int, default=2)
