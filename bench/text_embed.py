@@ -47,6 +47,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from _machine import (cpu_flags, machine_busy_s, own_children_cpu_s, reset_peak,
+                      rss_peak_since_reset, wait_quiet)
+
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 1 << 30
 CASES = ("st", "js", "js+fp32", "js+bf16", "js+int8")
@@ -109,58 +112,6 @@ def make_sentences(n: int, seed: int = 0) -> list[str]:
 
 
 # --------------------------------------------------------------------------- measuring
-def machine_busy_s() -> float:
-    """CPU seconds all processes have used (``/proc/stat``), summed over cores."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def own_children_cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
-def wait_quiet(limit_s: float, share: float = 0.1) -> float:
-    """Wait (up to ``limit_s``) until other processes use under ``share`` of the cores."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < limit_s:
-        b0, w0 = machine_busy_s(), time.monotonic()
-        time.sleep(2.0)
-        if (machine_busy_s() - b0) / ((time.monotonic() - w0) * (os.cpu_count() or 1)) < share:
-            break
-    return time.monotonic() - t0
-
-
-def cpu_flags() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return "unknown"
-    return " ".join(x for x in ("avx512_bf16", "amx_bf16", "avx512_vnni", "avx512f", "avx2")
-                    if x in flags) or "none"
-
-
-def rss_peak_since_reset() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-# --------------------------------------------------------------------------- one case
 def child(args: argparse.Namespace) -> None:
     t_start = time.perf_counter()
     import numpy as np

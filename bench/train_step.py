@@ -88,6 +88,9 @@ import sys
 import time
 from pathlib import Path
 
+from _machine import (cpu_flags, machine_busy_s, own_children_cpu_s, reset_peak, rss_now,
+                      rss_peak_since_reset, wait_quiet)
+
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 1 << 30
 VOCAB = 49408
@@ -102,68 +105,6 @@ OPTIONS = {"oc": {"compile", "bf16", "fused", "foreach"}, "js": {"compile", "bf1
 
 
 # --------------------------------------------------------------------------- memory
-def rss_now() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def rss_peak_since_reset() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def reset_peak() -> bool:
-    """Reset VmHWM to the current RSS (Linux ≥ 4.0); False when not allowed."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def machine_busy_s() -> float:
-    """Seconds of CPU time all processes have used (from /proc/stat), summed over cores."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    busy = sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal
-    return busy / os.sysconf("SC_CLK_TCK")
-
-
-def wait_quiet(limit_s: float, share: float = 0.1) -> float:
-    """Wait (up to ``limit_s``) until other processes use under ``share`` of the cores."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < limit_s:
-        b0, w0 = machine_busy_s(), time.monotonic()
-        time.sleep(2.0)
-        if (machine_busy_s() - b0) / ((time.monotonic() - w0) * (os.cpu_count() or 1)) < share:
-            break
-    return time.monotonic() - t0
-
-
-def cpu_bf16_flags() -> str:
-    """The CPU's native bf16 instruction sets (bf16 autocast gains only with one of them)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return "unknown"
-    return " ".join(x for x in ("avx512_bf16", "amx_bf16") if x in flags) or "none"
-
-
-def own_children_cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
-# --------------------------------------------------------------------------- data
 def make_batch(batch: int, seed: int = 0):
     import torch
 
@@ -297,7 +238,7 @@ def child(args: argparse.Namespace) -> None:
     cpu_s = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     out = {
         "case": args.child, "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_bf16": cpu_bf16_flags(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_bf16": cpu_flags(("avx512_bf16", "amx_bf16")),
         "batch": args.batch, "steps": args.steps, "warmup": args.warmup,
         "params": n_params, "optimizer": opt_name,
         "samples_per_s": args.batch * args.steps / total,
