@@ -138,27 +138,28 @@ def _recalls(r: dict) -> str:
     return "  ".join(f"{k} {v:.3f}" for k, v in r.items() if k.startswith("R@"))
 
 
+def _print_directions(block: dict, extra=lambda d: "") -> None:
+    for d in ("text_to_image", "image_to_text"):
+        print(f"  {d:<14} {_recalls(block[d])}{extra(d)}")
+
+
 def _print_results(results: dict) -> None:
     r = results["retrieval"]
     print(f"retrieval on {r['n']} pairs, a hit = same {r['grouped_by']} ({r['n_groups']} groups; "
           f"chance R@1 {r['chance']['R@1']:.4f}):")
-    for d in ("text_to_image", "image_to_text"):
-        print(f"  {d:<14} {_recalls(r[d])}  median rank {r[d]['median_rank']:.1f}")
+    _print_directions(r, lambda d: f"  median rank {r[d]['median_rank']:.1f}")
     strict = r.get("strict")
     if strict:
         print("strict (only the paired row counts), with the best any model could score:")
-        for d in ("text_to_image", "image_to_text"):
-            print(f"  {d:<14} {_recalls(strict[d])}  (ceiling {_recalls(strict['ceiling'][d])})")
+        _print_directions(strict, lambda d: f"  (ceiling {_recalls(strict['ceiling'][d])})")
     by_label = results.get("retrieval_by_label")
     if by_label:
         print(f"by label (a hit = same label; chance R@1 {by_label['chance']['R@1']:.4f}):")
-        for d in ("text_to_image", "image_to_text"):
-            print(f"  {d:<14} {_recalls(by_label[d])}")
+        _print_directions(by_label)
     words = results.get("test_words_retrieval")
     if words:
         print("with words training never used (test_words.csv), grouped:")
-        for d in ("text_to_image", "image_to_text"):
-            print(f"  {d:<14} {_recalls(words[d])}")
+        _print_directions(words)
     for key, z in results.items():
         if key.startswith("zero_shot"):
             print(f"{key}: top-1 {z['top1']:.3f}, top-5 {z['top5']:.3f} over {z['n_classes']} classes "

@@ -6,7 +6,7 @@ from sklearn.metrics import top_k_accuracy_score
 
 from jointspace.eval import evaluate
 from jointspace.eval.retrieval import positive_ranks, recall_at_k, retrieval_metrics
-from jointspace.data.manifest import Record, read_manifest
+from jointspace.data.manifest import read_manifest
 from jointspace.eval.zeroshot import DEFAULT_TEMPLATES, zero_shot_metrics
 
 
@@ -135,20 +135,24 @@ def test_evaluate_writes_results(trained_model_dir, shapes_dir, tmp_path):
     assert set(z["per_class_top1"]) == set(subset)
 
 
-def test_evaluate_groups_duplicate_captions(trained_model_dir, shapes_dir, tmp_path):
-    """Rows 0-3 share one caption, rows 4-5 another: group-aware figures count any of
-    them, the strict ones cannot beat the ceiling, and the ceiling is computed right."""
+def _write_manifest(path, rows):
     import csv
-    rows = _rows(shapes_dir / "test.csv")
-    for i in (1, 2, 3):
-        rows[i]["text"] = rows[0]["text"]
-    rows[5]["text"] = rows[4]["text"]
-    manifest = tmp_path / "dups.csv"
-    with open(manifest, "w", newline="") as f:
+    with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, ["id", "image", "text", "label"])
         writer.writeheader()
         for r in rows:
             writer.writerow({"id": r["id"], "image": r["path"], "text": r["text"], "label": r["label"]})
+    return path
+
+
+def test_evaluate_groups_duplicate_captions(trained_model_dir, shapes_dir, tmp_path):
+    """Rows 0-3 share one caption, rows 4-5 another: group-aware figures count any of
+    them, the strict ones cannot beat the ceiling, and the ceiling is computed right."""
+    rows = _rows(shapes_dir / "test.csv")
+    for i in (1, 2, 3):
+        rows[i]["text"] = rows[0]["text"]
+    rows[5]["text"] = rows[4]["text"]
+    manifest = _write_manifest(tmp_path / "dups.csv", rows)
     results = evaluate(trained_model_dir, manifest)
     _, image, text = _independent(trained_model_dir, rows)
     _check_views(results, "retrieval", image, text, rows)
@@ -168,15 +172,9 @@ def test_evaluate_groups_duplicate_captions(trained_model_dir, shapes_dir, tmp_p
 def test_evaluate_ceiling_with_an_image_captioned_twice(trained_model_dir, shapes_dir, tmp_path):
     """COCO-style rows (one image, several captions): the two rows of image 0 tie as
     gallery items, so strict text→image R@1 cannot reach 1 for them."""
-    import csv
     rows = _rows(shapes_dir / "test.csv")
     rows[1]["path"] = rows[0]["path"]  # image 0 now has rows 0 and 1, with different captions
-    manifest = tmp_path / "twice.csv"
-    with open(manifest, "w", newline="") as f:
-        writer = csv.DictWriter(f, ["id", "image", "text", "label"])
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({"id": r["id"], "image": r["path"], "text": r["text"], "label": r["label"]})
+    manifest = _write_manifest(tmp_path / "twice.csv", rows)
     results = evaluate(trained_model_dir, manifest)
     ceiling = results["retrieval"]["strict"]["ceiling"]
     assert ceiling["text_to_image"]["R@1"] == pytest.approx(10 / 12)  # rows 0 and 1 cannot
