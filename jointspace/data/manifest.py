@@ -100,10 +100,24 @@ def _read_text(path: Path) -> str:
 
 
 def manifest_columns(path: str | Path) -> list[str]:
-    """The column names of a manifest (its header, or the keys of its JSON lines)."""
+    """The column names of a manifest (its header, or the keys of its JSON lines).
+
+    A CSV/TSV is read only up to its header, so asking before :func:`read_manifest`
+    does not parse a large file twice; JSON lines may differ in keys, so all are read.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"manifest not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        with open(path, "rb") as f:
+            first = f.readline()
+        try:
+            header = first.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            return _read_rows(path)[0]  # the full read names the bad byte's line and column
+        cells = next(csv.reader([header], delimiter="\t" if suffix == ".tsv" else ","), [])
+        return [c.strip() for c in cells if c.strip()]
     return _read_rows(path)[0]
 
 

@@ -104,3 +104,16 @@ def test_many_rows_keep_every_good_one(folder):
     m = read_manifest(_csv(folder / "big.csv", rows), quarantine_dir=folder / "q")
     assert len(m.records) + len(m.bad_rows) == 2000
     assert len(m.bad_rows) == 20 and [r.id for r in m.records][:3] == ["1", "2", "3"]
+
+
+def test_manifest_columns_reads_only_the_csv_header(tmp_path):
+    """Called before read_manifest for every source: a CSV must not be parsed twice."""
+    from jointspace.data.manifest import manifest_columns
+    path = tmp_path / "m.csv"
+    # the body is not valid UTF-8: a full read would fail, the header read must not
+    path.write_bytes("\ufeffimage, text ,label\n".encode("utf-8") + b"a.png,caf\xe9,x\n")
+    assert manifest_columns(path) == ["image", "text", "label"]
+    (tmp_path / "m.tsv").write_text("image\ttext\n")
+    assert manifest_columns(tmp_path / "m.tsv") == ["image", "text"]
+    (tmp_path / "m.jsonl").write_text('{"image": "a.png"}\n{"text": "b", "image": "c.png"}\n')
+    assert manifest_columns(tmp_path / "m.jsonl") == ["image", "text"]
