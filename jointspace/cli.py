@@ -8,21 +8,26 @@ from pathlib import Path
 from typing import Sequence
 
 EXAMPLES = {
-    "data": "jointspace data shapes --out data/shapes --n 7000",
+    "data": ("jointspace data shapes --out data/shapes --n 7000\n"
+             "  jointspace data shapes --out data/shapes_audio --n 7000 --audio"),
     "train": ("jointspace train --data data/shapes/train.csv --val data/shapes/val.csv --out runs/m\n"
               "  jointspace train --data train.csv --out runs/m --config my.yaml --set train.max_steps=1000\n"
               "  jointspace train --data train.csv --out runs/m --objective sigmoid --accum-steps 4\n"
               "  jointspace train --data train.csv --out runs/m --resume\n"
               "  jointspace train --data train.csv --out runs/lit --init-from runs/m "
               "--set model.towers.text.trainable=none\n"
+              "  jointspace train --data shapes_audio/train.csv --out runs/bound --init-from runs/m "
+              "--bind audio:image\n"
               "  torchrun --nproc-per-node 2 -m jointspace.cli train --data train.csv --out runs/m"),
     "eval": ("jointspace eval runs/m --data data/shapes/test.csv\n"
-             "  jointspace eval runs/m --data test.csv --image-column filepath --text-column caption"),
+             "  jointspace eval runs/m --data test.csv --image-column filepath --text-column caption\n"
+             "  jointspace eval runs/bound --data data/shapes/test.csv --pair audio:text"),
     "index": ("jointspace index runs/m data/shapes/images/test --collection runs/col\n"
               "  jointspace index runs/m data/shapes/test.csv --collection runs/col"),
     "search": ('jointspace search --collection runs/col "a red circle"\n'
                "  jointspace search --collection runs/col --image query.png -k 5 --json"),
-    "demo": "jointspace demo --out demo_out\n  jointspace demo --out demo_scratch --text-tower transformer",
+    "demo": ("jointspace demo --out demo_out\n  jointspace demo --out demo_scratch --text-tower transformer\n"
+             "  jointspace demo --audio --out demo_audio"),
 }
 
 
@@ -42,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--n", type=int, default=7000, help="scenes in all splits together")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--image-size", type=int, default=64)
+    d.add_argument("--audio", action="store_true",
+                   help="also synthesise each scene's sound (16 kHz WAV) and an audio column")
 
     t = verb("train", "train a joint model on a paired manifest (CSV or JSONL)")
     t.add_argument("--data", required=True, type=Path, help="training manifest")
@@ -54,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--init-from", type=Path, metavar="MODEL_DIR",
                    help="start the towers this model shares with MODEL_DIR from its weights; "
                         "model.towers.<m>.trainable (all, head, adapter, none) says what trains")
+    t.add_argument("--bind", metavar="NEW:ANCHOR",
+                   help="with --init-from: add a tower for NEW (e.g. audio) and train it against "
+                        "ANCHOR (e.g. image) only, every tower of MODEL_DIR locked (ImageBind)")
     t.add_argument("--objective", help="contrastive objective: infonce (CLIP) or sigmoid (SigLIP)")
     t.add_argument("--accum-steps", type=int, metavar="K",
                    help="split each contrastive batch into K sub-batches (cached negatives)")
@@ -62,9 +72,12 @@ def _parser() -> argparse.ArgumentParser:
     _bad_row_option(t)
     _column_options(t)
 
-    e = verb("eval", "zero-shot accuracy and image↔text retrieval on a labelled manifest")
+    e = verb("eval", "zero-shot accuracy and retrieval between two modalities on a labelled manifest")
     e.add_argument("model", type=Path, help="model folder")
     e.add_argument("--data", required=True, type=Path, help="test manifest")
+    e.add_argument("--pair", default="image:text", metavar="A:B",
+                   help="the two modalities evaluated against each other (default image:text; "
+                        "e.g. audio:text, audio:image)")
     e.add_argument("--out", type=Path, help="folder for results.json (default: MODEL/eval)")
     _device_options(e)
     _bad_row_option(e)
@@ -94,6 +107,10 @@ def _parser() -> argparse.ArgumentParser:
                         "projection (LiT); transformer: a text tower trained from scratch")
     m.add_argument("--config", type=Path)
     m.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    m.add_argument("--audio", action="store_true",
+                   help="the audio demo instead: bind an audio tower to an image–text model through "
+                        "images alone, compare with one trained on audio–text pairs, query by sound "
+                        "(default out: demo_audio, 8000 scenes)")
     return p
 
 
@@ -113,11 +130,13 @@ def _column_options(p: argparse.ArgumentParser) -> None:
                    help="manifest column holding image paths (default: image; OpenCLIP's is filepath)")
     p.add_argument("--text-column", metavar="NAME",
                    help="manifest column holding the text (default: text; OpenCLIP's is caption)")
+    p.add_argument("--audio-column", metavar="NAME",
+                   help="manifest column holding audio file paths (default: audio)")
 
 
 def _columns(args: argparse.Namespace) -> dict[str, str] | None:
-    columns = {m: c for m, c in (("image", args.image_column), ("text", args.text_column)) if c}
-    return columns or None
+    columns = {m: getattr(args, f"{m}_column", None) for m in ("image", "text", "audio")}
+    return {m: c for m, c in columns.items() if c} or None
 
 
 def _version() -> str:
@@ -138,28 +157,30 @@ def _recalls(r: dict) -> str:
     return "  ".join(f"{k} {v:.3f}" for k, v in r.items() if k.startswith("R@"))
 
 
-def _print_directions(block: dict, extra=lambda d: "") -> None:
-    for d in ("text_to_image", "image_to_text"):
+def _print_directions(block: dict, pair: list[str], extra=lambda d: "") -> None:
+    a, b = pair
+    for d in (f"{b}_to_{a}", f"{a}_to_{b}"):
         print(f"  {d:<14} {_recalls(block[d])}{extra(d)}")
 
 
 def _print_results(results: dict) -> None:
     r = results["retrieval"]
-    print(f"retrieval on {r['n']} pairs, a hit = same {r['grouped_by']} ({r['n_groups']} groups; "
-          f"chance R@1 {r['chance']['R@1']:.4f}):")
-    _print_directions(r, lambda d: f"  median rank {r[d]['median_rank']:.1f}")
+    pair = results.get("pair", ["image", "text"])
+    print(f"{pair[0]}↔{pair[1]} retrieval on {r['n']} pairs, a hit = same {r['grouped_by']} "
+          f"({r['n_groups']} groups; chance R@1 {r['chance']['R@1']:.4f}):")
+    _print_directions(r, pair, lambda d: f"  median rank {r[d]['median_rank']:.1f}")
     strict = r.get("strict")
     if strict:
         print("strict (only the paired row counts), with the best any model could score:")
-        _print_directions(strict, lambda d: f"  (ceiling {_recalls(strict['ceiling'][d])})")
+        _print_directions(strict, pair, lambda d: f"  (ceiling {_recalls(strict['ceiling'][d])})")
     by_label = results.get("retrieval_by_label")
     if by_label:
         print(f"by label (a hit = same label; chance R@1 {by_label['chance']['R@1']:.4f}):")
-        _print_directions(by_label)
+        _print_directions(by_label, pair)
     words = results.get("test_words_retrieval")
     if words:
         print("with words training never used (test_words.csv), grouped:")
-        _print_directions(words)
+        _print_directions(words, pair)
     for key, z in results.items():
         if key.startswith("zero_shot"):
             print(f"{key}: top-1 {z['top1']:.3f}, top-5 {z['top5']:.3f} over {z['n_classes']} classes "
@@ -169,14 +190,15 @@ def _print_results(results: dict) -> None:
 def run(args: argparse.Namespace) -> None:
     if args.verb == "data":
         from .data.shapes import ShapesSpec, write_shapes
-        paths = write_shapes(args.out, ShapesSpec(n=args.n, seed=args.seed, image_size=args.image_size))
+        paths = write_shapes(args.out, ShapesSpec(n=args.n, seed=args.seed, image_size=args.image_size,
+                                                   audio=args.audio))
         for split, path in paths.items():
             print(f"{split}: {path}")
     elif args.verb == "train":
         from .config import load_run_config
         from .train.trainer import train
         if args.resume and (args.config or args.overrides or args.objective or args.accum_steps
-                            or args.precision or args.init_from):
+                            or args.precision or args.init_from or args.bind):
             from .errors import ConfigError
             raise ConfigError("--resume continues with the config saved in the run; "
                               "drop --config, --set and the other config flags")
@@ -184,6 +206,13 @@ def run(args: argparse.Namespace) -> None:
                  "train.precision": args.precision}
         overrides = args.overrides + [f"{k}={v}" for k, v in flags.items() if v is not None]
         run_config = load_run_config(args.config, overrides)
+        if args.bind:
+            from .errors import ConfigError
+            from .eval.run import parse_pair
+            from .train.init import bind_config
+            if not args.init_from:
+                raise ConfigError("--bind NEW:ANCHOR binds to a model: give it with --init-from")
+            run_config = bind_config(run_config, args.init_from, *parse_pair(args.bind))
         result = train(run_config, args.data, args.out, val_data=args.val, resume=args.resume,
                        on_bad_row=args.on_bad_row, columns=_columns(args), init_from=args.init_from)
         print(f"model: {result.model_dir} ({result.steps} steps, {result.seconds:.0f} s, "
@@ -192,7 +221,8 @@ def run(args: argparse.Namespace) -> None:
         from .eval.run import RESULTS_FILE, evaluate
         out = args.out or args.model / "eval"
         results = evaluate(args.model, args.data, out_dir=out, on_bad_row=args.on_bad_row,
-                           columns=_columns(args), device=args.device, batch_size=args.batch_size)
+                           columns=_columns(args), device=args.device, batch_size=args.batch_size,
+                           pair=args.pair)
         _print_results(results)
         print(f"results: {out / RESULTS_FILE}")
     elif args.verb == "index":
@@ -206,6 +236,8 @@ def run(args: argparse.Namespace) -> None:
         collection = Collection.open(args.collection, device=args.device)
         hits = collection.search(text=args.query, image=args.image, k=args.k)
         _print_hits(hits, args.json)
+    elif args.verb == "demo" and args.audio:
+        _audio_demo(args)
     elif args.verb == "demo":
         from .demo import DEMO_SCENES, demo_config, run_demo
         result = run_demo(args.out, n=args.n or DEMO_SCENES,
@@ -218,6 +250,29 @@ def run(args: argparse.Namespace) -> None:
               + f", total {sum(result.seconds.values()):.0f} s")
         print(f"outputs: model {result.model_dir}, results {result.out / 'eval' / 'results.json'}, "
               f"collection {result.collection_dir}")
+
+
+def _audio_demo(args: argparse.Namespace) -> None:
+    from .demo_audio import AUDIO_DEMO_SCENES, run_audio_demo, summary
+    if args.text_tower != "minilm" or args.config or args.overrides:
+        from .errors import ConfigError
+        raise ConfigError("demo --audio takes --out and --n only")
+    out = args.out if args.out != Path("demo_out") else Path("demo_audio")
+    result = run_audio_demo(out, n=args.n or AUDIO_DEMO_SCENES)
+    print(f"{'model':<10} {'direction':<14} {'hit':<8} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'chance R@1':>11}")
+    for row in summary(result.results):
+        print(f"{row['model']:<10} {row['direction']:<14} {row['hit']:<8} {row['R@1']:6.3f} "
+              f"{row['R@5']:6.3f} {row['R@10']:6.3f} {row['chance R@1']:11.4f}")
+    print("bound: audio trained against the locked image tower only (no audio–text pair); "
+          "direct: the same audio tower and steps, trained on audio–text pairs")
+    for query, hits in result.queries.items():
+        print(f"search {query}")
+        for rank, (score, name) in enumerate(hits, start=1):
+            print(f"  {rank:>2}. {score:.3f}  {name}")
+    print("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
+          + f", total {sum(result.seconds.values()):.0f} s")
+    print(f"outputs: models {', '.join(str(p) for p in result.models.values())}; "
+          f"results {result.out / 'eval'}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -69,10 +69,12 @@ class JointModel(nn.Module):
                               f"the sizes {config.nested_dims()}")
         self.pairs = config.resolved_pairs()
         used = {modality_of(f) for p in self.pairs for f in p.fields}
-        unused = [m for m in config.towers if m not in used]
+        # a locked tower may ride along in no pair (the text tower of a model that binds
+        # audio to images only); anything that trains must be trained by some pair
+        unused = [m for m, spec in config.towers.items() if m not in used and spec.trainable != "none"]
         if unused:
             raise ConfigError(f"tower(s) {', '.join(unused)} are in no pair; add a pair to "
-                              "model.pairs or remove the tower")
+                              "model.pairs, lock the tower (trainable: none) or remove it")
         self.towers = nn.ModuleDict({m: build_tower(spec, config.embed_dim, m)
                                      for m, spec in config.towers.items()})
         # each pair's built objective (a Matryoshka wrapper included) says how to start

@@ -94,19 +94,27 @@ def group_ids(*key_lists: Keys) -> tuple[np.ndarray, ...]:
     return tuple(out)
 
 
-def group_keys(records: Sequence[Any]) -> tuple[list[tuple[str, str]], str]:
+def group_field(fields: Sequence[str]) -> str:
+    """The field whose exact items group rows for retrieval: the text when there is
+    one (identical captions are the same answer), else the last field."""
+    return "text" if "text" in fields else fields[-1]
+
+
+def group_keys(records: Sequence[Any], field: str = "text") -> tuple[list[tuple[str, str]], str]:
     """One retrieval group key per record, and which field the keys came from.
 
     A record's ``group`` (when the manifest has that column and the row a value)
-    is its key, else its exact text; the two kinds never collide. The second
-    value is ``"text"``, ``"group"`` or ``"group, else text"``.
+    is its key, else its exact ``field`` item (the caption, or a file's path);
+    the two kinds never collide. The second value is ``field``, ``"group"`` or
+    ``"group, else <field>"``.
     """
     keys = []
     for r in records:
         group = getattr(r, "group", None)
-        keys.append(("group", str(group)) if group not in (None, "") else ("text", r.text))
+        keys.append(("group", str(group)) if group not in (None, "")
+                    else (field, str(r.fields[field]) if hasattr(r, "fields") else getattr(r, field)))
     kinds = {kind for kind, _ in keys}
-    return keys, "group" if kinds == {"group"} else "text" if kinds == {"text"} else "group, else text"
+    return keys, "group" if kinds == {"group"} else field if kinds == {field} else f"group, else {field}"
 
 
 def _unique_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -235,7 +243,8 @@ def chance_recall(query_groups: Keys | None, gallery_groups: Keys | None, n_gall
 
 
 def strict_ceiling(text_keys: Keys, ks: Sequence[int] = DEFAULT_KS,
-                   image_keys: Keys | None = None) -> dict[str, dict[str, float]]:
+                   image_keys: Keys | None = None,
+                   names: tuple[str, str] = ("image", "text")) -> dict[str, dict[str, float]]:
     """The best strict R@K any model can reach when rows with equal ``text_keys``
     have identical texts and rows with equal ``image_keys`` identical images
     (pessimistic ties; without ``image_keys`` every image is distinct).
@@ -247,18 +256,28 @@ def strict_ceiling(text_keys: Keys, ks: Sequence[int] = DEFAULT_KS,
     the most of them hits: a 0/1 knapsack of capacity ``k`` over those groups
     (weight = the group's size, value = how many of the queries it answers).
     Without repeated images this reduces to ``min(k, m) / m`` text→image and
-    ``[m ≤ k]`` image→text for a caption shared by ``m`` rows.
+    ``[m ≤ k]`` image→text for a caption shared by ``m`` rows. ``names`` are the
+    modalities in the roles of image and text (the keys of the result).
     """
+    i_to_t, t_to_i = _directions(names)
     (t,) = group_ids(text_keys)
     if image_keys is None:  # the closed form, without a loop over groups
         m = np.bincount(t)[t].astype(np.float64)
-        return {"text_to_image": {f"R@{k}": float((np.minimum(k, m) / m).mean()) for k in ks},
-                "image_to_text": {f"R@{k}": float((m <= k).mean()) for k in ks}}
+        return {t_to_i: {f"R@{k}": float((np.minimum(k, m) / m).mean()) for k in ks},
+                i_to_t: {f"R@{k}": float((m <= k).mean()) for k in ks}}
     (i,) = group_ids(image_keys)
     if len(i) != len(t):
         raise ValueError(f"{len(i)} image keys for {len(t)} text keys")
-    return {"text_to_image": {f"R@{k}": _ceiling_one_way(t, i, k) for k in ks},
-            "image_to_text": {f"R@{k}": _ceiling_one_way(i, t, k) for k in ks}}
+    return {t_to_i: {f"R@{k}": _ceiling_one_way(t, i, k) for k in ks},
+            i_to_t: {f"R@{k}": _ceiling_one_way(i, t, k) for k in ks}}
+
+
+def _directions(names: tuple[str, str]) -> tuple[str, str]:
+    """``("audio", "text")`` → ``("audio_to_text", "text_to_audio")``."""
+    a, b = names
+    if a == b:
+        raise ValueError(f"retrieval needs two different modalities, got {names}")
+    return f"{a}_to_{b}", f"{b}_to_{a}"
 
 
 def _ceiling_one_way(query_ids: np.ndarray, gallery_ids: np.ndarray, k: int) -> float:
@@ -280,7 +299,7 @@ def _ceiling_one_way(query_ids: np.ndarray, gallery_ids: np.ndarray, k: int) -> 
 def retrieval_metrics(image_emb: np.ndarray, text_emb: np.ndarray, groups: Keys | None = None,
                       ks: Sequence[int] = DEFAULT_KS, *, text_keys: Keys | None = None,
                       image_keys: Keys | None = None, include_strict: bool = True,
-                      block: int = 1024) -> dict[str, Any]:
+                      block: int = 1024, names: tuple[str, str] = ("image", "text")) -> dict[str, Any]:
     """Text→image and image→text retrieval of paired rows; layout in the module docstring.
 
     ``groups`` (one hashable key per row, e.g. the caption) makes the headline
@@ -291,6 +310,9 @@ def retrieval_metrics(image_emb: np.ndarray, text_emb: np.ndarray, groups: Keys 
     images (e.g. the image path where one image has several caption rows).
     ``include_strict=False`` leaves out the
     strict block (e.g. for label groups, whose strict figures are the same).
+    ``names`` are the two sides' modalities, for any pair (``("audio", "text")``
+    gives ``text_to_audio`` and ``audio_to_text``); ``text_keys`` and
+    ``image_keys`` then mark identical items of the second and first side.
     """
     image_emb, text_emb = np.asarray(image_emb), np.asarray(text_emb)
     n = len(image_emb)
@@ -302,7 +324,8 @@ def retrieval_metrics(image_emb: np.ndarray, text_emb: np.ndarray, groups: Keys 
         raise ValueError("no pairs to evaluate")
     n_groups = n if groups is None else int(np.unique(group_ids(groups)[0]).size)
     out: dict[str, Any] = {"n": n, "n_groups": n_groups}
-    pairs = {"text_to_image": (text_emb, image_emb), "image_to_text": (image_emb, text_emb)}
+    a_to_b, b_to_a = _directions(names)
+    pairs = {b_to_a: (text_emb, image_emb), a_to_b: (image_emb, text_emb)}
     strict = {}
     if groups is None or include_strict:
         strict = {d: positive_ranks(q, g, block=block) for d, (q, g) in pairs.items()}
@@ -315,6 +338,6 @@ def retrieval_metrics(image_emb: np.ndarray, text_emb: np.ndarray, groups: Keys 
         if len(keys) != n:
             raise ValueError(f"{len(keys)} text keys for {n} pairs")
         out["strict"] = {**{d: rank_summary(r, ks) for d, r in strict.items()},
-                         "ceiling": strict_ceiling(keys, ks, image_keys),
+                         "ceiling": strict_ceiling(keys, ks, image_keys, names),
                          "chance": chance_recall(None, None, n, ks)}
     return out

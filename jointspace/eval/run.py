@@ -1,8 +1,10 @@
 """``evaluate``: every metric for a model on a labelled, paired test manifest.
 
-``results.json`` (retrieval blocks as in :mod:`.retrieval`, plus ``grouped_by``)::
+``results.json`` (retrieval blocks as in :mod:`.retrieval`, plus ``grouped_by``), here for
+the default pair image:text; for a pair ``a:b`` the directions are ``b_to_a`` and
+``a_to_b`` (``text_to_audio``, ``audio_to_text``)::
 
-    {"manifest": …, "n": 700, "quarantined": 0, "device": "cpu",
+    {"manifest": …, "pair": ["image", "text"], "n": 700, "quarantined": 0, "device": "cpu",
      "retrieval": {"grouped_by": "text", "n": 700, "n_groups": 586,
                    "text_to_image": {"R@1", "R@5", "R@10", "median_rank"}, "image_to_text": {…},
                    "chance": {…}, "strict": {"text_to_image": {…}, "image_to_text": {…},
@@ -26,7 +28,7 @@ from ..data.manifest import OnBadRow, read_manifest
 from ..errors import ConfigError
 from ..fileio import atomic_write_json
 from ..model import JointModel, load, resolve_device
-from .retrieval import group_keys, retrieval_metrics
+from .retrieval import group_field, group_keys, retrieval_metrics
 from .zeroshot import DEFAULT_TEMPLATES, class_embeddings, zero_shot_metrics
 
 RESULTS_FILE = "results.json"
@@ -36,14 +38,20 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
              out_dir: str | Path | None = None, classes: Sequence[str] | None = None,
              templates: Sequence[str] = DEFAULT_TEMPLATES, on_bad_row: OnBadRow = "skip",
              subsets: dict[str, Sequence[str]] | None = None, device: str | None = None,
-             batch_size: int = 256, columns: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Zero-shot accuracy (if the manifest has labels) and image↔text retrieval.
+             batch_size: int = 256, columns: Mapping[str, str] | None = None,
+             pair: tuple[str, str] | str = ("image", "text")) -> dict[str, Any]:
+    """Zero-shot accuracy (if the manifest has labels) and retrieval between two modalities.
 
-    Retrieval is reported in three views (layout in :mod:`.retrieval`):
+    ``pair`` names the two fields evaluated against each other, ``("image", "text")``
+    by default; any two of the model's modalities work (``("audio", "text")``,
+    also written ``"audio:text"``), whether or not the model was trained on
+    that pair. Retrieval is reported in three views (layout in :mod:`.retrieval`;
+    the directions are named ``<a>_to_<b>`` and ``<b>_to_<a>``):
 
     * ``retrieval`` (the headline): group-aware Recall@1/5/10 and median rank,
       a hit being any item of the query's group. A row's group is its
-      manifest ``group`` value when it has one, else its exact caption, so
+      manifest ``group`` value when it has one, else its exact caption (the
+      exact item of the pair's second field when the pair has no text), so
       identical captions are interchangeable answers.
     * ``retrieval["strict"]``: the per-row figures (only the paired item
       counts) with their ``ceiling``, the best any model could reach given
@@ -51,8 +59,10 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
     * ``retrieval_by_label``: a hit is any item with the query's label (only
       when every row has a label).
 
-    ``classes`` defaults to the distinct labels of the manifest. ``subsets``
-    maps a name to labels whose rows are also scored on their own
+    Zero-shot classification (when the model has a text tower and every row a
+    label) classifies the pair's non-text side against prompts built from
+    ``classes`` (default: the distinct labels of the manifest) and ``templates``.
+    ``subsets`` maps a name to labels whose rows are also scored on their own
     (``zero_shot_<name>``, ``retrieval_<name>``, ``retrieval_by_label_<name>``;
     retrieval there searches only the subset's rows). ``device`` is where the
     model runs: ``"auto"`` picks CUDA when available, else CPU; ``None`` is
@@ -63,71 +73,104 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
     Returns the results mapping.
 
     >>> results = evaluate("runs/demo/model", "shapes/test.csv")  # doctest: +SKIP
+    >>> evaluate("runs/bound", "shapes/test.csv", pair="audio:text")  # doctest: +SKIP
     """
     started = time.perf_counter()
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+    names = parse_pair(pair)
     if not isinstance(model, JointModel):
         model = load(model)
         device = device or "auto"
+    for m in names:
+        model.tower(m)  # a clear error before any file is read
     if device is not None:
         model.to(resolve_device(device))
-    data = read_manifest(manifest, required=("image", "text"), on_bad_row=on_bad_row,
+    data = read_manifest(manifest, required=names, on_bad_row=on_bad_row,
                          quarantine_dir=out_dir, columns=columns)
     records = data.records
-    texts = [r.text for r in records]
-    # each distinct image file is embedded once too, so repeated images tie exactly
-    paths = [str(r.image) for r in records]
-    distinct_paths, image_rows = np.unique(np.array(paths, dtype=object), return_inverse=True)
-    image_emb = model.encode_image(list(distinct_paths), batch_size=batch_size,
-                                   show_progress=True)[image_rows.reshape(-1)]
-    # each distinct caption is embedded once, so identical captions get identical vectors
-    distinct, inverse = np.unique(np.array(texts, dtype=object), return_inverse=True)
-    text_emb = model.encode_text(list(distinct), batch_size=batch_size,
-                                 show_progress=True)[inverse.reshape(-1)]
-    keys, grouped_by = group_keys(records)
+    a_items, b_items = ([_key(r.fields[f]) for r in records] for f in names)
+    a_emb = _embed_distinct(model, names[0], a_items, batch_size)
+    b_emb = _embed_distinct(model, names[1], b_items, batch_size)
+    keys, grouped_by = group_keys(records, group_field(names))
     labels = data.labels()
     labelled = len(labels) == len(data)
-    results: dict[str, Any] = {"manifest": str(manifest), "n": len(data),
+    results: dict[str, Any] = {"manifest": str(manifest), "pair": list(names), "n": len(data),
                                "quarantined": len(data.bad_rows),
                                "device": str(next(model.parameters()).device)}
-    results.update(_retrieval_views(image_emb, text_emb, keys, texts, paths, grouped_by,
-                                    labels if labelled else None))
-    if labelled:
+    views = _Views(names, keys, a_items, b_items, grouped_by)
+    results.update(views(a_emb, b_emb, labels if labelled else None))
+    # zero-shot classifies the pair's non-text side against text prompts
+    side = 0 if names[0] != "text" else 1
+    zero_shot = labelled and "text" in model.towers and names[side] != "text"
+    query_emb = (a_emb, b_emb)[side]
+    if zero_shot:
         classes = sorted(set(labels)) if classes is None else list(classes)
         class_emb = class_embeddings(model, classes, templates, batch_size=batch_size)
-        results["zero_shot"] = zero_shot_metrics(image_emb, labels, classes, class_emb)
+        results["zero_shot"] = zero_shot_metrics(query_emb, labels, classes, class_emb)
         results["zero_shot"]["templates"] = list(templates)
-        for name, subset_labels in (subsets or {}).items():
-            wanted = set(subset_labels)
-            rows = [i for i, label in enumerate(labels) if label in wanted]
-            if not rows:
-                continue
+    for name, subset_labels in (subsets or {}).items() if labelled else ():
+        wanted = set(subset_labels)
+        rows = [i for i, label in enumerate(labels) if label in wanted]
+        if not rows:
+            continue
+        if zero_shot:
             results[f"zero_shot_{name}"] = zero_shot_metrics(
-                image_emb[rows], [labels[i] for i in rows], classes, class_emb)
-            views = _retrieval_views(image_emb[rows], text_emb[rows], [keys[i] for i in rows],
-                                     [texts[i] for i in rows], [paths[i] for i in rows], grouped_by,
-                                     [labels[i] for i in rows])
-            results.update({f"{view}_{name}": value for view, value in views.items()})
+                query_emb[rows], [labels[i] for i in rows], classes, class_emb)
+        subset = views.subset(rows)(a_emb[rows], b_emb[rows], [labels[i] for i in rows])
+        results.update({f"{view}_{name}": value for view, value in subset.items()})
     if len(model.config.nested_dims()) > 1:
-        results["matryoshka"] = _per_size(model, image_emb, text_emb, keys, texts, paths, grouped_by,
-                                          labels, classes, templates)
+        results["matryoshka"] = _per_size(model, views, a_emb, b_emb, query_emb, labels,
+                                          classes if zero_shot else None, templates)
     results["seconds"] = round(time.perf_counter() - started, 2)
     if out_dir is not None:
         atomic_write_json(Path(out_dir) / RESULTS_FILE, results)
     return results
 
 
-def _retrieval_views(image_emb: np.ndarray, text_emb: np.ndarray, keys: list, texts: list[str],
-                     paths: list[str],
-                     grouped_by: str, labels: list[str] | None) -> dict[str, Any]:
-    views = {"retrieval": {"grouped_by": grouped_by,
-                           **retrieval_metrics(image_emb, text_emb, keys, text_keys=texts,
-                                              image_keys=paths)}}
-    if labels is not None:
-        views["retrieval_by_label"] = {"grouped_by": "label", **retrieval_metrics(
-            image_emb, text_emb, labels, include_strict=False)}
-    return views
+def parse_pair(pair: tuple[str, str] | Sequence[str] | str) -> tuple[str, str]:
+    """``"audio:text"`` or ``("audio", "text")`` → ``("audio", "text")``, checked."""
+    names = tuple(pair.split(":")) if isinstance(pair, str) else tuple(pair)
+    if len(names) != 2 or not all(names) or names[0] == names[1]:
+        raise ConfigError(f"a pair names two different modalities, like image:text; got {pair!r}")
+    return names  # type: ignore[return-value]
+
+
+def _key(item: Any) -> str:
+    return str(item)  # a path or a text: what makes two rows' items the same
+
+
+def _embed_distinct(model: JointModel, modality: str, items: list[str],
+                    batch_size: int) -> np.ndarray:
+    """Embed each distinct item once, so repeated items (a caption or file on
+    several rows) get identical vectors and tie exactly."""
+    distinct, rows = np.unique(np.array(items, dtype=object), return_inverse=True)
+    emb = model.encode(modality, list(distinct), batch_size=batch_size, show_progress=True)
+    return emb[rows.reshape(-1)]
+
+
+class _Views:
+    """The retrieval views of one pair over some rows (see :func:`evaluate`)."""
+
+    def __init__(self, names: tuple[str, str], keys: list, a_items: list[str], b_items: list[str],
+                 grouped_by: str) -> None:
+        self.names, self.keys, self.grouped_by = names, keys, grouped_by
+        self.a_items, self.b_items = a_items, b_items
+
+    def subset(self, rows: list[int]) -> "_Views":
+        pick = lambda xs: [xs[i] for i in rows]  # noqa: E731
+        return _Views(self.names, pick(self.keys), pick(self.a_items), pick(self.b_items),
+                      self.grouped_by)
+
+    def __call__(self, a_emb: np.ndarray, b_emb: np.ndarray,
+                 labels: list[str] | None) -> dict[str, Any]:
+        views = {"retrieval": {"grouped_by": self.grouped_by, **retrieval_metrics(
+            a_emb, b_emb, self.keys, text_keys=self.b_items, image_keys=self.a_items,
+            names=self.names)}}
+        if labels is not None:
+            views["retrieval_by_label"] = {"grouped_by": "label", **retrieval_metrics(
+                a_emb, b_emb, labels, include_strict=False, names=self.names)}
+        return views
 
 
 def _prefix(x: np.ndarray, k: int) -> np.ndarray:
@@ -136,18 +179,17 @@ def _prefix(x: np.ndarray, k: int) -> np.ndarray:
     return p / np.linalg.norm(p, axis=1, keepdims=True)
 
 
-def _per_size(model: JointModel, image_emb: np.ndarray, text_emb: np.ndarray, keys: list,
-              texts: list[str], paths: list[str], grouped_by: str, labels: list[str],
-              classes: Sequence[str] | None, templates: Sequence[str]) -> dict[str, Any]:
+def _per_size(model: JointModel, views: _Views, a_emb: np.ndarray, b_emb: np.ndarray,
+              query_emb: np.ndarray, labels: list[str], classes: Sequence[str] | None,
+              templates: Sequence[str]) -> dict[str, Any]:
     """Retrieval and zero-shot accuracy at each nested (Matryoshka) size."""
     out: dict[str, Any] = {}
     for k in model.config.nested_dims():
-        img, txt = _prefix(image_emb, k), _prefix(text_emb, k)
-        entry: dict[str, Any] = {
-            "retrieval": _retrieval_views(img, txt, keys, texts, paths, grouped_by, None)["retrieval"]}
-        if classes and len(labels) == len(img):
+        entry: dict[str, Any] = {"retrieval": views(_prefix(a_emb, k), _prefix(b_emb, k),
+                                                    None)["retrieval"]}
+        if classes:
             class_emb = class_embeddings(model, classes, templates, dim=k)
-            z = zero_shot_metrics(img, labels, classes, class_emb)
+            z = zero_shot_metrics(_prefix(query_emb, k), labels, classes, class_emb)
             entry["zero_shot"] = {key: z[key] for key in ("top1", "top5", "chance_top1")}
         out[str(k)] = entry
     return out

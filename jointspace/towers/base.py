@@ -34,12 +34,16 @@ class Modality:
 
     ``is_file``: the cell is a path relative to the manifest. ``check`` (slow,
     run on worker threads at read time) returns why an item cannot be used, or
-    None; it must run the same decoding as the towers' ``preprocess_one``.
+    None, or an :class:`~jointspace.data.manifest.ItemCheck` that also carries
+    notes (resampled, downmixed …); it must run the same decoding as the towers'
+    ``preprocess_one``. ``default_tower`` is the registered tower a new model
+    gets for this modality when its config names none (e.g. when binding it).
     """
 
     name: str
     is_file: bool = False
-    check: Callable[[Any], str | None] | None = None
+    check: Callable[[Any], Any] | None = None
+    default_tower: str = ""
 
 
 MODALITIES: Registry[Modality] = Registry("modality")

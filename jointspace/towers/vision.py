@@ -108,7 +108,8 @@ def _check_image_file(path: Any) -> str | None:
     return check_image(Path(path))
 
 
-MODALITIES.register("image")(Modality("image", is_file=True, check=_check_image_file))
+MODALITIES.register("image")(Modality("image", is_file=True, check=_check_image_file,
+                                                default_tower="convnet"))
 
 
 class ImageTower(Tower):

@@ -4,16 +4,23 @@
 folder both have, the source tower's weights and assets into the new tower
 (LiT, MAPL: bind an existing encoder, train a little around it). The new
 config's ``trainable`` then decides what of each tower trains.
+
+``bind_config`` writes the config for binding a new modality through one
+anchor (ImageBind): every tower of the source model locked, the new tower
+trained against the anchor alone.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..config import RunConfig
+from ..config import PairSpec, RunConfig, TowerSpec
 from ..errors import ConfigError
 from ..model import JointModel
+from ..model_io import read_config
 from ..progress import logger
+from ..towers import MODALITIES
 
 
 def init_from_model(model: JointModel, folder: str | Path) -> list[str]:
@@ -47,6 +54,34 @@ def init_from_model(model: JointModel, folder: str | Path) -> list[str]:
                           f"none of this run's ({', '.join(model.towers)})")
     logger.info("initialised %s from %s", ", ".join(taken), folder)
     return taken
+
+
+def bind_config(run: RunConfig, source: str | Path, modality: str, anchor: str = "image") -> RunConfig:
+    """``run`` changed to bind ``modality`` to the model in ``source`` through ``anchor``.
+
+    The new model has every tower of the source, locked (``trainable: none``),
+    plus a tower for ``modality`` (``run``'s own spec for it when it has one,
+    else the modality's default tower), and one pair, ``modality``–``anchor``:
+    the new tower learns to meet the anchor's embeddings and nothing else moves,
+    so whatever the anchor was aligned with (text) becomes reachable from the
+    new modality without a single pair of the two. Embedding size and
+    Matryoshka sizes are the source's. Train it with ``init_from=source``.
+
+    >>> run = bind_config(load_run_config(), "runs/image_text", "audio")  # doctest: +SKIP
+    >>> train(run, "shapes/train.csv", "runs/bound", init_from="runs/image_text")  # doctest: +SKIP
+    """
+    have = read_config(source)
+    if modality in have.towers:
+        raise ConfigError(f"--bind {modality}:{anchor}: {source} already has a {modality!r} tower")
+    if anchor not in have.towers:
+        raise ConfigError(f"--bind {modality}:{anchor}: {source} has no {anchor!r} tower to bind to "
+                          f"(it has {', '.join(have.towers)})")
+    towers = {m: replace(spec, trainable="none") for m, spec in have.towers.items()}
+    towers[modality] = run.model.towers.get(modality) or TowerSpec(MODALITIES.get(modality).default_tower)
+    model = replace(run.model, embed_dim=have.embed_dim, towers=towers, pairs=[PairSpec(modality, anchor)],
+                    matryoshka_dims=list(have.matryoshka_dims),
+                    matryoshka_weights=list(have.matryoshka_weights))
+    return replace(run, model=model)
 
 
 def model_card(model: JointModel, run: RunConfig, validation: dict[str, Any] | None = None) -> str:

@@ -24,7 +24,7 @@ from ..config import RunConfig, from_dict, modality_of, to_dict
 from ..data.manifest import OnBadRow
 from ..data.pairs import PairDataset
 from ..errors import ConfigError, JointspaceError
-from ..eval.retrieval import group_keys, recall_at_k
+from ..eval.retrieval import group_field, group_keys, recall_at_k
 from ..model import JointModel, resolve_device
 from ..objectives import LOCAL, Objective
 from ..progress import logger, progress
@@ -194,7 +194,8 @@ def train(run: RunConfig, data: str | Path | Sequence[str | Path], out: str | Pa
     dataset = datasets(model, sources, features[:len(sources)])
     val_dataset = (datasets(model, [val_source], features[-1:])
                    if val_source and info.is_main else None)
-    val_groups = group_keys(val_source.manifest.records)[0] if val_source else None
+    val_groups = (group_keys(val_source.manifest.records, group_field(val_source.fields))[0]
+                  if val_source else None)
     if len(sources) == 1:
         sampler = StepBatchSampler(len(dataset), cfg.batch_size, cfg.seed, cfg.max_steps,
                                    start_step, rank=info.rank, world_size=info.world_size)
