@@ -8,7 +8,10 @@ relative to the manifest, and other column names can be mapped onto fields
 is its modality's (:class:`jointspace.towers.base.Modality`), so a new
 modality needs no change here. Files are read as UTF-8, with or without
 a byte-order mark (Excel's "CSV UTF-8"). Every row is checked (missing or
-unreadable file, truncated image, empty or over-long text, duplicate id). A bad row is, by default, skipped, counted and
+unreadable file, truncated image, empty or over-long text, duplicate id); a
+modality's check may also return an :class:`ItemCheck` whose notes (a
+resampled or downmixed sound …) are kept in :attr:`Manifest.notes` and logged
+once per kind. A bad row is, by default, skipped, counted and
 written with its reason to a quarantine file; with ``on_bad_row="fail"`` the
 first bad row raises :class:`~jointspace.errors.BadRowError` naming the file,
 line and problem. Nothing is dropped silently.
@@ -67,14 +70,25 @@ class BadRow:
     row: dict
 
 
+@dataclass(frozen=True)
+class ItemCheck:
+    """What a modality's check found: why an item cannot be used (None: it can),
+    and notes on what decoding does to make it usable (resampled, downmixed …)."""
+
+    problem: str | None = None
+    notes: tuple[str, ...] = ()
+
+
 @dataclass
 class Manifest:
-    """The valid records of a manifest plus what was quarantined and where."""
+    """The valid records of a manifest plus what was quarantined and where, and the
+    notes on kept rows (``(line, note)``: resampled, downmixed, truncated …)."""
 
     path: Path
     records: list[Record]
     bad_rows: list[BadRow] = field(default_factory=list)
     quarantine_path: Path | None = None
+    notes: list[tuple[int, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -279,10 +293,12 @@ def read_manifest(path: str | Path, *, required: tuple[str, ...] = ("image", "te
                                  values["group"] or None))
 
     records = candidates
+    notes: list[tuple[int, str]] = []
     checks = {f: m.check for f, m in modality.items() if m.check is not None}
     if check_files and checks:
-        records = _check_files(path, candidates, checks, reject)
-    result = Manifest(path, records, sorted(bad, key=lambda b: b.line))
+        records, notes = _check_files(path, candidates, checks, reject)
+    result = Manifest(path, records, sorted(bad, key=lambda b: b.line), notes=notes)
+    _log_notes(path, notes)
     if bad:
         logger.warning("%s: %d of %d rows quarantined (first: line %d, %s)", path, len(bad),
                        len(rows), result.bad_rows[0].line, result.bad_rows[0].reason)
@@ -301,25 +317,41 @@ def _cell(value: object) -> str:
 
 
 def _check_files(path: Path, candidates: list[Record],
-                 checks: Mapping[str, Callable[[Any], str | None]],
-                 reject: Callable[[int, str], None]) -> list[Record]:
-    def problem(rec: Record) -> str | None:
+                 checks: Mapping[str, Callable[[Any], Any]],
+                 reject: Callable[[int, str], None]) -> tuple[list[Record], list[tuple[int, str]]]:
+    def verdict(rec: Record) -> ItemCheck:
+        notes: list[str] = []
         for f, check in checks.items():
-            if err := check(rec.fields[f]):
-                return err
-        return None
+            found = check(rec.fields[f])  # str | None, or an ItemCheck with notes
+            found = found if isinstance(found, ItemCheck) else ItemCheck(found)
+            if found.problem:
+                return found
+            notes += found.notes
+        return ItemCheck(None, tuple(notes))
 
-    kept = []
+    kept, notes = [], []
     # decoding releases the GIL for most of its time, so threads pay off
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-        problems = pool.map(problem, candidates, chunksize=64)
-        for rec, err in progress(zip(candidates, problems), desc=f"check {path.name}",
-                                 total=len(candidates), unit="row", leave=False):
-            if err:
-                reject(rec.line, err)
+        verdicts = pool.map(verdict, candidates, chunksize=64)
+        for rec, found in progress(zip(candidates, verdicts), desc=f"check {path.name}",
+                                   total=len(candidates), unit="row", leave=False):
+            if found.problem:
+                reject(rec.line, found.problem)
             else:
                 kept.append(rec)
-    return kept
+                notes += [(rec.line, note) for note in found.notes]
+    return kept, notes
+
+
+def _log_notes(path: Path, notes: list[tuple[int, str]]) -> None:
+    """One warning per kind of note (its first word), with the count and the first
+    example, so a million resampled rows make one line, not a million."""
+    kinds: dict[str, list[tuple[int, str]]] = {}
+    for line, note in notes:
+        kinds.setdefault(note.split(" ", 1)[0].rstrip(":"), []).append((line, note))
+    for kind, items in kinds.items():
+        line, note = items[0]
+        logger.warning("%s: %d rows %s (first: line %d, %s)", path.name, len(items), kind, line, note)
 
 
 def quarantine_file(source: Path, out_dir: str | Path) -> Path:

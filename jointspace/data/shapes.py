@@ -238,6 +238,8 @@ class ShapesSpec:
     seed: int = 0
     image_size: int = 64
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    #: also write each scene's sound (:mod:`jointspace.data.sounds`) and an ``audio`` column
+    audio: bool = False
 
 
 def split_sizes(spec: ShapesSpec) -> dict[str, int]:
@@ -273,7 +275,9 @@ def write_shapes(out_dir: str | Path, spec: ShapesSpec = ShapesSpec()) -> dict[s
 
     Layout: ``images/<split>/<id>.png`` (train, val, test) plus ``train.csv``,
     ``val.csv``, ``test.csv`` and ``test_words.csv`` (columns ``id, image, text,
-    label``; image paths relative to the manifest) and ``spec.json``.
+    label``; image paths relative to the manifest) and ``spec.json``. With
+    ``spec.audio`` each scene's sound is written too, as ``audio/<split>/<id>.wav``,
+    and the manifests gain an ``audio`` column (``id, image, text, audio, label``).
     ``test_words.csv`` has the rows of ``test.csv`` (same ids, images and
     labels) with captions in held-out words; it has no images of its own.
     Returns the manifest path of each split, ``"test_words"`` included.
@@ -283,32 +287,41 @@ def write_shapes(out_dir: str | Path, spec: ShapesSpec = ShapesSpec()) -> dict[s
     out = Path(out_dir)
     manifests = {}
     rows: dict[str, list[list[str]]] = {}
-    bar = progress(desc="render shapes", total=spec.n, unit="img")
+    header = ["id", "image", "text", "audio", "label"] if spec.audio else ["id", "image", "text", "label"]
+    bar = progress(desc="render shapes" + (" and sounds" if spec.audio else ""), total=spec.n,
+                   unit="scene")
     for split in SPLITS:
-        image_dir = out / "images" / split
-        image_dir.mkdir(parents=True, exist_ok=True)
+        (out / "images" / split).mkdir(parents=True, exist_ok=True)
+        if spec.audio:
+            from .sounds import synthesise, write_wav  # lazy: soundfile only when asked for
+            (out / "audio" / split).mkdir(parents=True, exist_ok=True)
         rows[split] = []
         for i, (scene, text) in enumerate(generate_records(spec, split)):
             item_id = f"{split}-{i:06d}"
             rel = f"images/{split}/{item_id}.png"
             render(scene, spec.image_size).save(out / rel)
-            rows[split].append([item_id, rel, text, scene.label])
+            row = [item_id, rel, text, scene.label]
+            if spec.audio:
+                sound = f"audio/{split}/{item_id}.wav"
+                write_wav(out / sound, synthesise(scene, f"{spec.seed}/{split}/{i}"))
+                row.insert(3, sound)
+            rows[split].append(row)
             bar.update(1)
-        manifests[split] = _write_manifest(out / f"{split}.csv", rows[split])
+        manifests[split] = _write_manifest(out / f"{split}.csv", header, rows[split])
     bar.close()
     # the test rows again, captions in held-out words; the scenes are the test scenes
-    words = [[item_id, rel, text, label] for (item_id, rel, _, label), (_scene, text)
+    words = [row[:2] + [text] + row[3:] for row, (_scene, text)
              in zip(rows["test"], generate_records(spec, TEST_WORDS), strict=True)]
-    manifests[TEST_WORDS] = _write_manifest(out / f"{TEST_WORDS}.csv", words)
+    manifests[TEST_WORDS] = _write_manifest(out / f"{TEST_WORDS}.csv", header, words)
     (out / "spec.json").write_text(json.dumps(asdict(spec), indent=2))
     return manifests
 
 
-def _write_manifest(manifest: Path, rows: list[list[str]]) -> Path:
+def _write_manifest(manifest: Path, header: list[str], rows: list[list[str]]) -> Path:
     tmp = manifest.with_suffix(".csv.tmp")
     with open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["id", "image", "text", "label"])
+        writer.writerow(header)
         writer.writerows(rows)
     tmp.replace(manifest)
     return manifest

@@ -1,6 +1,6 @@
 """Towers: one per modality, registered by name (``TOWERS.get("vit")``)."""
 from .base import MODALITIES, TOWERS, Modality, Tower, build_tower
 from . import text, vision  # noqa: F401  (register "transformer", "convnet", "vit")
-from . import hf_text  # noqa: F401
+from . import audio, hf_text  # noqa: F401  (register "audio_conv", "hf", "minilm")
 
 __all__ = ["MODALITIES", "TOWERS", "Modality", "Tower", "build_tower"]
