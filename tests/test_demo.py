@@ -22,3 +22,25 @@ def test_held_out_splits_stay_at_700_rows():
     assert held_out_fractions(7000) == (0.8, 0.1, 0.1)
     train, val, test = held_out_fractions(20000)
     assert round(20000 * val) == round(20000 * test) == 700
+
+
+def test_audio_demo_runs_end_to_end_and_queries_by_sound(tmp_path):
+    from jointspace.config import load_run_config
+    from jointspace.demo_audio import EVALUATIONS, run_audio_demo, summary
+    tiny = ["train.batch_size=16", "train.max_steps=4", "train.eval_every=4", "train.warmup_steps=1"]
+    base = load_run_config(None, ["model.embed_dim=32", "model.towers.image={name: convnet, options: "
+                                  "{widths: [8, 16]}}", "model.towers.text={name: minilm, trainable: none}",
+                                  *tiny])
+    bind = load_run_config(None, ["model.towers.audio={name: audio_conv, options: {widths: [8, 16], "
+                                  "layers: 1, heads: 2, n_mels: 32}}", *tiny])
+    result = run_audio_demo(tmp_path / "audio", n=150, base=base, bind=bind, k=3)
+    assert set(result.results) == {f"{m} {p}" for m, p in EVALUATIONS}
+    assert result.results["bound audio:text"]["pair"] == ["audio", "text"]
+    rows = summary(result.results)
+    assert {r["direction"] for r in rows} >= {"audio_to_text", "text_to_audio", "audio_to_image"}
+    (text_query, text_hits), (image_query, image_hits) = result.queries.items()
+    assert "→ text" in text_query and "→ image" in image_query
+    assert len(text_hits) == len(image_hits) == 3
+    assert [s for s, _ in text_hits] == sorted((s for s, _ in text_hits), reverse=True)
+    # the bound model's text and image towers are the image–text model's, untouched
+    assert "| text | minilm | none |" in (result.models["bound"] / "README.md").read_text()
