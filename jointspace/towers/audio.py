@@ -27,7 +27,7 @@ from ..data.audio import MAX_SECONDS, SAMPLE_RATE, check_audio, decode_audio
 from ..errors import ConfigError, DataError
 from ..progress import logger
 from .base import MODALITIES, TOWERS, Modality, Tower
-from .layers import transformer_encoder
+from .layers import conv_bn_relu, transformer_encoder
 
 MODALITIES.register("audio")(Modality("audio", is_file=True, check=check_audio,
                                                 default_tower="audio_conv"))
@@ -130,11 +130,6 @@ class AudioConvConfig:
     heads: int = 4
 
 
-def _conv_bn_relu(c_in: int, c_out: int, stride: int) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
-            nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
-
-
 @TOWERS.register("audio_conv")
 class AudioConvTower(Tower):
     """Log-mel → batch norm (a learned dataset-level standardisation, so loudness
@@ -157,9 +152,9 @@ class AudioConvTower(Tower):
         self.logmel = LogMel(SAMPLE_RATE, config.n_fft, config.hop_length, config.n_mels,
                              config.f_min, config.f_max)
         self.input_norm = nn.BatchNorm2d(1)
-        layers = _conv_bn_relu(1, config.widths[0], 2)
+        layers = conv_bn_relu(1, config.widths[0], 3, 2)
         for c_in, c_out in zip(config.widths, config.widths[1:]):
-            layers += _conv_bn_relu(c_in, c_out, 2) + _conv_bn_relu(c_out, c_out, 1)
+            layers += conv_bn_relu(c_in, c_out, 3, 2) + conv_bn_relu(c_out, c_out, 3, 1)
         self.trunk = nn.Sequential(*layers)
         width = config.widths[-1]
         steps = 1 + self.samples // config.hop_length

@@ -48,3 +48,9 @@ def transformer_encoder(width: int, layers: int, heads: int, mlp_ratio: float = 
         d_model=width, nhead=heads, dim_feedforward=int(width * mlp_ratio), dropout=dropout,
         activation="gelu", batch_first=True, norm_first=True)
     return PreNormEncoder(layer, num_layers=layers, enable_nested_tensor=False)
+
+
+def conv_bn_relu(c_in: int, c_out: int, kernel: int, stride: int) -> list[nn.Module]:
+    """A same-padded convolution (no bias: batch norm follows), batch norm, ReLU."""
+    return [nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=(kernel - 1) // 2, bias=False),
+            nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..errors import DataError
 from .base import MODALITIES, TOWERS, Modality, Tower
-from .layers import transformer_encoder
+from .layers import conv_bn_relu, transformer_encoder
 
 # single-channel modes whose values run 0–65535 (16-bit PNG/TIFF/PGM)
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
@@ -131,11 +131,6 @@ class ConvNetConfig:
     widths: tuple[int, ...] = (64, 128, 256)
 
 
-def _conv_bn_relu(c_in: int, c_out: int, kernel: int, stride: int) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=(kernel - 1) // 2, bias=False),
-            nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
-
-
 @TOWERS.register("convnet")
 class ConvNetTower(ImageTower):
     """A patchifying stem (stride ``stem_patch``), then per extra width a 3×3
@@ -151,7 +146,7 @@ class ConvNetTower(ImageTower):
         layers = [nn.Conv2d(3, config.widths[0], p, stride=p), nn.BatchNorm2d(config.widths[0]),
                   nn.ReLU(inplace=True)]
         for c_in, c_out in zip(config.widths, config.widths[1:]):
-            layers += _conv_bn_relu(c_in, c_out, 3, 2) + _conv_bn_relu(c_out, c_out, 3, 1)
+            layers += conv_bn_relu(c_in, c_out, 3, 2) + conv_bn_relu(c_out, c_out, 3, 1)
         self.trunk = nn.Sequential(*layers)
         self.proj = nn.Linear(config.widths[-1], embed_dim)
 
