@@ -232,3 +232,25 @@ def test_strict_ceiling_with_repeated_images_matches_brute_force():
     # one image with five distinct captions: text→image strict R@1 can never be a hit
     five = strict_ceiling([f"c{j}" for j in range(5)], (1, 5), image_keys=["img"] * 5)
     assert five["text_to_image"] == {"R@1": 0.0, "R@5": 1.0}
+
+
+def test_any_pair_of_modalities_names_the_directions_and_keeps_the_numbers():
+    rng = np.random.default_rng(4)
+    a, b = rng.standard_normal((30, 8)), rng.standard_normal((30, 8))
+    groups = [i // 3 for i in range(30)]
+    default = retrieval_metrics(a, b, groups, text_keys=groups)
+    named = retrieval_metrics(a, b, groups, text_keys=groups, names=("audio", "text"))
+    assert named["audio_to_text"] == default["image_to_text"]
+    assert named["text_to_audio"] == default["text_to_image"]
+    assert named["strict"]["ceiling"]["audio_to_text"] == default["strict"]["ceiling"]["image_to_text"]
+    with pytest.raises(ValueError, match="two different modalities"):
+        retrieval_metrics(a, b, names=("audio", "audio"))
+
+
+def test_parse_pair():
+    from jointspace.errors import ConfigError
+    from jointspace.eval.run import parse_pair
+    assert parse_pair("audio:text") == parse_pair(["audio", "text"]) == ("audio", "text")
+    for bad in ("audio", "audio:audio", "a:b:c", ":text"):
+        with pytest.raises(ConfigError, match="two different modalities"):
+            parse_pair(bad)
