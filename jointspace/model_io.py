@@ -165,3 +165,25 @@ def resolve_device(name: str | None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} was asked for but no CUDA device is available")
     return device
+
+
+def model_fingerprint(model: "JointModel") -> str:
+    """A hash of everything that decides a model's embeddings: its config, every
+    weight (buffers included) and every tower's assets (tokenizers …). Two models
+    with the same fingerprint embed every input identically."""
+    import hashlib
+
+    h = hashlib.sha256(json.dumps(to_dict(model.config), sort_keys=True, default=str).encode())
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    with tempfile.TemporaryDirectory() as tmp:
+        for modality, tower in sorted(model.towers.items()):
+            folder = Path(tmp) / modality
+            folder.mkdir()
+            tower.save_assets(folder)
+            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+                h.update(f"{modality}/{path.relative_to(folder)}".encode())
+                h.update(path.read_bytes())
+    return h.hexdigest()[:24]
+

@@ -24,10 +24,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..data.manifest import OnBadRow, read_manifest
+from ..data.manifest import OnBadRow
 from ..errors import ConfigError
 from ..fileio import atomic_write_json
 from ..model import JointModel, load, resolve_device
+from .embed import embed_manifest
 from .retrieval import group_field, group_keys, retrieval_metrics
 from .zeroshot import DEFAULT_TEMPLATES, class_embeddings, zero_shot_metrics
 
@@ -69,7 +70,9 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
     ``"auto"`` for a model folder and leaves a given model where it is.
     ``columns`` maps fields to the manifest's column names (e.g.
     ``{"image": "filepath", "text": "caption"}``), as in ``read_manifest``.
-    With ``out_dir`` the results are written to ``out_dir/results.json``.
+    With ``out_dir`` the results are written to ``out_dir/results.json``, and the
+    embeddings are cached there (:mod:`.embed`): evaluating the same model on the
+    same data again embeds nothing.
     Returns the results mapping.
 
     >>> results = evaluate("runs/demo/model", "shapes/test.csv")  # doctest: +SKIP
@@ -86,17 +89,17 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
         model.tower(m)  # a clear error before any file is read
     if device is not None:
         model.to(resolve_device(device))
-    data = read_manifest(manifest, required=names, on_bad_row=on_bad_row,
-                         quarantine_dir=out_dir, columns=columns)
-    records = data.records
-    a_items, b_items = ([_key(r.fields[f]) for r in records] for f in names)
-    a_emb = _embed_distinct(model, names[0], a_items, batch_size)
-    b_emb = _embed_distinct(model, names[1], b_items, batch_size)
+    embedded = embed_manifest(model, manifest, names, batch_size=batch_size, cache_dir=out_dir,
+                              on_bad_row=on_bad_row, columns=columns, quarantine_dir=out_dir)
+    data, records = embedded.manifest, embedded.records
+    a_items, b_items = (embedded.items[f] for f in names)
+    a_emb, b_emb = (embedded.embeddings[f] for f in names)
     keys, grouped_by = group_keys(records, group_field(names))
     labels = data.labels()
     labelled = len(labels) == len(data)
     results: dict[str, Any] = {"manifest": str(manifest), "pair": list(names), "n": len(data),
                                "quarantined": len(data.bad_rows),
+                               "embeddings_from_cache": embedded.from_cache,
                                "device": str(next(model.parameters()).device)}
     views = _Views(names, keys, a_items, b_items, grouped_by)
     results.update(views(a_emb, b_emb, labels if labelled else None))
@@ -134,19 +137,6 @@ def parse_pair(pair: tuple[str, str] | Sequence[str] | str) -> tuple[str, str]:
     if len(names) != 2 or not all(names) or names[0] == names[1]:
         raise ConfigError(f"a pair names two different modalities, like image:text; got {pair!r}")
     return names  # type: ignore[return-value]
-
-
-def _key(item: Any) -> str:
-    return str(item)  # a path or a text: what makes two rows' items the same
-
-
-def _embed_distinct(model: JointModel, modality: str, items: list[str],
-                    batch_size: int) -> np.ndarray:
-    """Embed each distinct item once, so repeated items (a caption or file on
-    several rows) get identical vectors and tie exactly."""
-    distinct, rows = np.unique(np.array(items, dtype=object), return_inverse=True)
-    emb = model.encode(modality, list(distinct), batch_size=batch_size, show_progress=True)
-    return emb[rows.reshape(-1)]
 
 
 class _Views:
