@@ -128,7 +128,7 @@ def _unique_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     return (x, None) if len(first) == len(x) else (x[first], inverse.reshape(-1))
 
 
-def _score_blocks(queries: np.ndarray, gallery: np.ndarray, block: int):
+def score_blocks(queries: np.ndarray, gallery: np.ndarray, block: int):
     """Yield ``(query indices, scores [len(indices), len(gallery)])`` in blocks of at
     most ``block`` queries. Each distinct query row is scored against each distinct
     gallery row exactly once, so identical rows get bitwise identical scores."""
@@ -193,7 +193,7 @@ def positive_ranks(queries: np.ndarray, gallery: np.ndarray, query_groups: Keys 
     sizes = np.bincount(gg, minlength=int(max(qg.max(initial=-1), gg.max(initial=-1))) + 1)
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     ranks = np.empty(len(queries), dtype=np.int64)
-    for idx, sims in _score_blocks(queries, gallery, block):
+    for idx, sims in score_blocks(queries, gallery, block):
         # every (query row, positive column) pair of the block, grouped by row
         lens = sizes[qg[idx]]
         rows = np.repeat(np.arange(len(idx)), lens)

@@ -29,6 +29,7 @@ from ..errors import ConfigError
 from ..fileio import atomic_write_json
 from ..model import JointModel, load, resolve_device
 from .embed import embed_manifest
+from .ranking import retrieval_extras
 from .retrieval import group_field, group_keys, retrieval_metrics
 from .zeroshot import DEFAULT_TEMPLATES, class_embeddings, zero_shot_metrics
 
@@ -125,6 +126,7 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
     if len(model.config.nested_dims()) > 1:
         results["matryoshka"] = _per_size(model, views, a_emb, b_emb, query_emb, labels,
                                           classes if zero_shot else None, templates)
+    results["metrics"] = flat_metrics(results)
     results["seconds"] = round(time.perf_counter() - started, 2)
     if out_dir is not None:
         atomic_write_json(Path(out_dir) / RESULTS_FILE, results)
@@ -157,6 +159,8 @@ class _Views:
         views = {"retrieval": {"grouped_by": self.grouped_by, **retrieval_metrics(
             a_emb, b_emb, self.keys, text_keys=self.b_items, image_keys=self.a_items,
             names=self.names)}}
+        for direction, extra in retrieval_extras(a_emb, b_emb, self.keys, self.names).items():
+            views["retrieval"][direction].update(extra)  # mAP@10, and CSLS-scored figures
         if labels is not None:
             views["retrieval_by_label"] = {"grouped_by": "label", **retrieval_metrics(
                 a_emb, b_emb, labels, include_strict=False, names=self.names)}
@@ -183,3 +187,30 @@ def _per_size(model: JointModel, views: _Views, a_emb: np.ndarray, b_emb: np.nda
             entry["zero_shot"] = {key: z[key] for key in ("top1", "top5", "chance_top1")}
         out[str(k)] = entry
     return out
+
+
+def flat_metrics(results: dict[str, Any]) -> dict[str, float]:
+    """The headline numbers under flat, stable keys, named as CLIP_benchmark names them
+    where it has a name: for the pair ``a:b``, ``<a>_retrieval_recall@5`` is Recall@5
+    of retrieving ``a`` items from ``b`` queries (``image_retrieval_recall@5`` is
+    text→image), then ``<a>_retrieval_map@10``, ``<a>_retrieval_median_rank``,
+    ``<a>_retrieval_csls_recall@K``, ``<a>_retrieval_by_label_recall@K``, and
+    zero-shot ``acc1``, ``acc5``, ``mean_per_class_recall``."""
+    a, b = results.get("pair", ("image", "text"))
+    out: dict[str, float] = {}
+    for target, direction in ((a, f"{b}_to_{a}"), (b, f"{a}_to_{b}")):
+        block = results["retrieval"][direction]
+        for key, value in block.items():
+            name = (key.replace("R@", "recall@").replace("mAP@", "map@")
+                    if key != "median_rank" else key)
+            out[f"{target}_retrieval_{name.replace('csls_', 'csls_')}"] = value
+        by_label = results.get("retrieval_by_label")
+        if by_label:
+            for key, value in by_label[direction].items():
+                if key.startswith("R@"):
+                    out[f"{target}_retrieval_by_label_{key.replace('R@', 'recall@')}"] = value
+    z = results.get("zero_shot")
+    if z:
+        out.update(acc1=z["top1"], acc5=z["top5"], mean_per_class_recall=z["mean_per_class_recall"])
+    return out
+

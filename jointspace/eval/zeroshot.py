@@ -20,18 +20,25 @@ def class_embeddings(model: JointModel, classes: Sequence[str],
     return emb / np.linalg.norm(emb, axis=1, keepdims=True)
 
 
-def zero_shot_metrics(image_emb: np.ndarray, labels: Sequence[str], classes: Sequence[str],
+def zero_shot_metrics(query_emb: np.ndarray, labels: Sequence[str], classes: Sequence[str],
                       class_emb: np.ndarray) -> dict:
-    """Top-1 / top-5 accuracy and the per-class top-1 of images against class embeddings."""
+    """Top-1 / top-5 accuracy, the per-class top-1 (recall) and its mean over the
+    classes present (balanced accuracy), and the confusion matrix
+    (``confusion[true][predicted]``, rows and columns in ``classes`` order) of
+    query embeddings (images, sounds …) against class embeddings."""
     index = {c: i for i, c in enumerate(classes)}
     unknown = sorted({l for l in labels if l not in index})
     if unknown:
         raise ValueError(f"labels not among the classes: {unknown[:5]}")
     y = np.array([index[l] for l in labels])
-    scores = image_emb @ class_emb.T
-    top5 = np.argsort(-scores, axis=1)[:, :5]
+    scores = query_emb @ class_emb.T
+    top5 = np.argsort(-scores, axis=1, kind="stable")[:, :5]
     correct = top5[:, 0] == y
     per_class = {c: float(correct[y == i].mean()) for i, c in enumerate(classes) if (y == i).any()}
+    # confusion[true][predicted] over all classes, in the order given
+    confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    np.add.at(confusion, (y, top5[:, 0]), 1)
     return {"top1": float(correct.mean()), "top5": float((top5 == y[:, None]).any(1).mean()),
+            "mean_per_class_recall": float(np.mean(list(per_class.values()))),
             "chance_top1": 1 / len(classes), "n_classes": len(classes), "n": int(len(y)),
-            "per_class_top1": per_class}
+            "per_class_top1": per_class, "classes": list(classes), "confusion": confusion.tolist()}

@@ -61,8 +61,18 @@ def test_zero_shot_matches_sklearn():
     assert got["top1"] == pytest.approx(top_k_accuracy_score(y, scores, k=1, labels=range(10)))
     assert got["top5"] == pytest.approx(top_k_accuracy_score(y, scores, k=5, labels=range(10)))
     assert got["chance_top1"] == 0.1 and 0.1 < got["top1"] < 1
+    from sklearn.metrics import balanced_accuracy_score, confusion_matrix
+    predicted = scores.argmax(1)
+    assert got["mean_per_class_recall"] == pytest.approx(balanced_accuracy_score(y, predicted))
+    assert got["confusion"] == confusion_matrix(y, predicted, labels=range(10)).tolist()
+    assert got["mean_per_class_recall"] != pytest.approx(got["top1"])  # unbalanced classes differ
     with pytest.raises(ValueError, match="labels not among the classes"):
         zero_shot_metrics(images, ["zzz"] * 200, classes, class_emb)
+
+
+def _plain(block):
+    """Recall@K and median rank of a direction (without mAP and the CSLS figures)."""
+    return {k: v for k, v in block.items() if "mAP" not in k and "csls" not in k}
 
 
 def _brute_recall(scores, groups, ks=(1, 5, 10)):
@@ -98,7 +108,7 @@ def _check_views(results, prefix, image, text, rows):
     captions, labels = [r["text"] for r in rows], [r["label"] for r in rows]
     n = len(rows)
     for direction, scores in (("text_to_image", text @ image.T), ("image_to_text", image @ text.T)):
-        assert results[prefix][direction] == pytest.approx(_brute_recall(scores, captions))
+        assert _plain(results[prefix][direction]) == pytest.approx(_brute_recall(scores, captions))
         assert results[prefix]["strict"][direction] == pytest.approx(_brute_recall(scores, list(range(n))))
         by_label = f"retrieval_by_label{prefix[len('retrieval'):]}"
         assert results[by_label][direction] == pytest.approx(_brute_recall(scores, labels))
@@ -113,7 +123,15 @@ def test_evaluate_writes_results(trained_model_dir, shapes_dir, tmp_path):
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert on_disk["retrieval"] == results["retrieval"]
     assert results["n"] == 12 and results["zero_shot"]["n"] == 12
-    assert set(results["retrieval"]["text_to_image"]) == {"R@1", "R@5", "R@10", "median_rank"}
+    assert set(results["retrieval"]["text_to_image"]) == {
+        "R@1", "R@5", "R@10", "median_rank", "mAP@10", "csls_R@1", "csls_R@5", "csls_R@10",
+        "csls_median_rank", "csls_mAP@10"}
+    metrics = on_disk["metrics"]  # the flat keys, CLIP_benchmark's names
+    assert metrics["image_retrieval_recall@5"] == results["retrieval"]["text_to_image"]["R@5"]
+    assert metrics["text_retrieval_recall@1"] == results["retrieval"]["image_to_text"]["R@1"]
+    assert metrics["image_retrieval_map@10"] == results["retrieval"]["text_to_image"]["mAP@10"]
+    assert metrics["text_retrieval_csls_recall@1"] == results["retrieval"]["image_to_text"]["csls_R@1"]
+    assert metrics["acc1"] == results["zero_shot"]["top1"]
     assert not any(key.endswith("_absent") for key in results)  # no rows, no figures
     rows = _rows(shapes_dir / "test.csv")
     model, image, text = _independent(trained_model_dir, rows)
@@ -198,8 +216,8 @@ def test_evaluate_uses_the_group_column(trained_model_dir, shapes_dir, tmp_path)
     results = evaluate(trained_model_dir, manifest)
     _, image, text = _independent(trained_model_dir, rows)
     assert results["retrieval"]["grouped_by"] == "group"
-    assert results["retrieval"]["text_to_image"] == pytest.approx(_brute_recall(text @ image.T, groups))
-    assert results["retrieval"]["image_to_text"] == pytest.approx(_brute_recall(image @ text.T, groups))
+    for direction, scores in (("text_to_image", text @ image.T), ("image_to_text", image @ text.T)):
+        assert _plain(results["retrieval"][direction]) == pytest.approx(_brute_recall(scores, groups))
     # captions are all distinct here, so nothing caps the strict figures
     assert set(results["retrieval"]["strict"]["ceiling"]["image_to_text"].values()) == {1.0}
 
