@@ -203,7 +203,7 @@ def flat_metrics(results: dict[str, Any]) -> dict[str, float]:
         for key, value in block.items():
             name = (key.replace("R@", "recall@").replace("mAP@", "map@")
                     if key != "median_rank" else key)
-            out[f"{target}_retrieval_{name.replace('csls_', 'csls_')}"] = value
+            out[f"{target}_retrieval_{name}"] = value
         by_label = results.get("retrieval_by_label")
         if by_label:
             for key, value in by_label[direction].items():
