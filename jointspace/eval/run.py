@@ -30,6 +30,7 @@ from ..fileio import atomic_write_json
 from ..model import JointModel, load, resolve_device
 from .embed import embed_manifest
 from .ranking import retrieval_extras
+from .report import write_report
 from .retrieval import group_field, group_keys, retrieval_metrics
 from .zeroshot import DEFAULT_TEMPLATES, class_embeddings, zero_shot_metrics
 
@@ -41,7 +42,7 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
              templates: Sequence[str] = DEFAULT_TEMPLATES, on_bad_row: OnBadRow = "skip",
              subsets: dict[str, Sequence[str]] | None = None, device: str | None = None,
              batch_size: int = 256, columns: Mapping[str, str] | None = None,
-             pair: tuple[str, str] | str = ("image", "text")) -> dict[str, Any]:
+             pair: tuple[str, str] | str = ("image", "text"), report: bool = True) -> dict[str, Any]:
     """Zero-shot accuracy (if the manifest has labels) and retrieval between two modalities.
 
     ``pair`` names the two fields evaluated against each other, ``("image", "text")``
@@ -71,7 +72,8 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
     ``"auto"`` for a model folder and leaves a given model where it is.
     ``columns`` maps fields to the manifest's column names (e.g.
     ``{"image": "filepath", "text": "caption"}``), as in ``read_manifest``.
-    With ``out_dir`` the results are written to ``out_dir/results.json``, and the
+    With ``out_dir`` the results are written to ``out_dir/results.json`` (and, with
+    ``report``, a self-contained ``out_dir/report.html`` of plots), and the
     embeddings are cached there (:mod:`.embed`): evaluating the same model on the
     same data again embeds nothing.
     Returns the results mapping.
@@ -83,7 +85,9 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     names = parse_pair(pair)
+    log_path = None
     if not isinstance(model, JointModel):
+        log_path = Path(model) / "log.jsonl"
         model = load(model)
         device = device or "auto"
     for m in names:
@@ -130,6 +134,8 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
     results["seconds"] = round(time.perf_counter() - started, 2)
     if out_dir is not None:
         atomic_write_json(Path(out_dir) / RESULTS_FILE, results)
+        if report:
+            write_report(out_dir, results, a_emb, b_emb, keys, embedded.items, log_path)
     return results
 
 

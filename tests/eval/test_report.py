@@ -1,0 +1,63 @@
+"""report.html: self-contained, and every plot loads in a real browser (Debian's chromium)."""
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from jointspace.eval.run import evaluate
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def report(trained_model_dir, shapes_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    results = evaluate(trained_model_dir, shapes_dir / "test.csv", out_dir=out)
+    return out / "report.html", results
+
+
+def test_report_is_one_offline_file_with_the_numbers(report):
+    path, results = report
+    page = path.read_text()
+    # no network: every image is inline, no script or stylesheet is fetched
+    assert not re.search(r"""(src|href)=["']?(https?:|//)""", page)
+    images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', page)
+    assert {"recall at K", "similarity histogram", "modality gap projection", "confusion matrix",
+            "training curves"} <= set(images)
+    assert f"{results['metrics']['image_retrieval_recall@1']:.3f}" in page
+
+
+def test_every_plot_loads_in_headless_chromium(report):
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium")
+        pytest.skip(f"no {CHROMIUM} on this machine (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    path, results = report
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-background-networking"])
+        try:
+            page = browser.new_page()
+            requests = []
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(path.as_uri())
+            page.wait_for_load_state("load")
+            sizes = page.eval_on_selector_all(
+                "img", "els => els.map(e => [e.alt, e.complete, e.naturalWidth, e.naturalHeight])")
+            text = page.inner_text("body")
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert len(sizes) >= 5
+    broken = [alt for alt, complete, w, h in sizes if not (complete and w > 0 and h > 0)]
+    assert broken == []
+    assert f"{results['metrics']['image_retrieval_recall@1']:.3f}" in text
+    assert f"{results['zero_shot']['top1']:.3f}" in text
+    assert all(url.startswith(("file:", "data:")) for url in requests), requests
+    assert (ARTIFACTS / "report.png").stat().st_size > 10_000
+    shutil.copy(path, ARTIFACTS / "report.html")
