@@ -29,12 +29,15 @@ from ..errors import ConfigError
 from ..fileio import atomic_write_json
 from ..model import JointModel, load, resolve_device
 from .embed import embed_manifest
+from .probe import knn_accuracy, linear_probe
 from .ranking import retrieval_extras
 from .report import write_report
 from .retrieval import group_field, group_keys, retrieval_metrics
 from .zeroshot import DEFAULT_TEMPLATES, class_embeddings, zero_shot_metrics
 
 RESULTS_FILE = "results.json"
+#: what ``evaluate(tasks=...)`` can run (retrieval always runs: the others build on it)
+TASKS = ("retrieval", "zero_shot", "probe", "matryoshka")
 
 
 def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
@@ -42,7 +45,9 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
              templates: Sequence[str] = DEFAULT_TEMPLATES, on_bad_row: OnBadRow = "skip",
              subsets: dict[str, Sequence[str]] | None = None, device: str | None = None,
              batch_size: int = 256, columns: Mapping[str, str] | None = None,
-             pair: tuple[str, str] | str = ("image", "text"), report: bool = True) -> dict[str, Any]:
+             pair: tuple[str, str] | str = ("image", "text"), report: bool = True,
+             tasks: Sequence[str] | None = None, train_manifest: str | Path | None = None,
+             probe_c: float | None = None) -> dict[str, Any]:
     """Zero-shot accuracy (if the manifest has labels) and retrieval between two modalities.
 
     ``pair`` names the two fields evaluated against each other, ``("image", "text")``
@@ -65,6 +70,11 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
     Zero-shot classification (when the model has a text tower and every row a
     label) classifies the pair's non-text side against prompts built from
     ``classes`` (default: the distinct labels of the manifest) and ``templates``.
+    With ``train_manifest`` (labelled), a linear probe (``C`` chosen on a
+    validation split unless ``probe_c`` is given) and a k-NN classifier are fitted
+    on its embeddings of that same side and scored on this manifest's
+    (:mod:`.probe`). ``tasks`` limits the work to some of :data:`TASKS`
+    (retrieval is always reported); default: every task the inputs allow.
     ``subsets`` maps a name to labels whose rows are also scored on their own
     (``zero_shot_<name>``, ``retrieval_<name>``, ``retrieval_by_label_<name>``;
     retrieval there searches only the subset's rows). ``device`` is where the
@@ -109,8 +119,13 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
     views = _Views(names, keys, a_items, b_items, grouped_by)
     results.update(views(a_emb, b_emb, labels if labelled else None))
     # zero-shot classifies the pair's non-text side against text prompts
+    tasks = set(TASKS if tasks is None else tasks)
+    if tasks - set(TASKS):
+        raise ConfigError(f"unknown task(s) {', '.join(sorted(tasks - set(TASKS)))}; "
+                          f"tasks are {', '.join(TASKS)}")
     side = 0 if names[0] != "text" else 1
-    zero_shot = labelled and "text" in model.towers and names[side] != "text"
+    zero_shot = ("zero_shot" in tasks and labelled and "text" in model.towers
+                 and names[side] != "text")
     query_emb = (a_emb, b_emb)[side]
     if zero_shot:
         classes = sorted(set(labels)) if classes is None else list(classes)
@@ -127,7 +142,11 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
                 query_emb[rows], [labels[i] for i in rows], classes, class_emb)
         subset = views.subset(rows)(a_emb[rows], b_emb[rows], [labels[i] for i in rows])
         results.update({f"{view}_{name}": value for view, value in subset.items()})
-    if len(model.config.nested_dims()) > 1:
+    if "probe" in tasks and train_manifest is not None:
+        results.update(_probes(model, train_manifest, names[side], (a_emb, b_emb)[side],
+                               labels if labelled else None, batch_size, out_dir, on_bad_row,
+                               columns, probe_c))
+    if "matryoshka" in tasks and len(model.config.nested_dims()) > 1:
         results["matryoshka"] = _per_size(model, views, a_emb, b_emb, query_emb, labels,
                                           classes if zero_shot else None, templates)
     results["metrics"] = flat_metrics(results)
@@ -218,5 +237,26 @@ def flat_metrics(results: dict[str, Any]) -> dict[str, float]:
     z = results.get("zero_shot")
     if z:
         out.update(acc1=z["top1"], acc5=z["top5"], mean_per_class_recall=z["mean_per_class_recall"])
+    if "linear_probe" in results:
+        out["linear_probe_acc1"] = results["linear_probe"]["acc1"]
+        out["knn_acc1"] = results["knn"]["acc1"]
     return out
+
+
+def _probes(model: JointModel, train_manifest: str | Path, field: str, test_emb: np.ndarray,
+            test_labels: list[str] | None, batch_size: int, out_dir: str | Path | None,
+            on_bad_row: OnBadRow, columns: Mapping[str, str] | None,
+            probe_c: float | None) -> dict[str, Any]:
+    """Linear probe and k-NN fitted on ``train_manifest``'s ``field`` embeddings."""
+    if test_labels is None:
+        raise ConfigError("a linear probe needs a label on every test row")
+    train = embed_manifest(model, train_manifest, [field], batch_size=batch_size, cache_dir=out_dir,
+                           on_bad_row=on_bad_row, columns=columns, quarantine_dir=out_dir)
+    train_labels = train.labels()
+    if train_labels is None:
+        raise ConfigError(f"a linear probe needs a label on every row of {train_manifest}")
+    x = train.embeddings[field]
+    return {"linear_probe": {"field": field, **linear_probe(x, train_labels, test_emb, test_labels,
+                                                             C=probe_c)},
+            "knn": {"field": field, **knn_accuracy(x, train_labels, test_emb, test_labels)}}
 
