@@ -75,9 +75,15 @@ def _parser() -> argparse.ArgumentParser:
     e = verb("eval", "zero-shot accuracy and retrieval between two modalities on a labelled manifest")
     e.add_argument("model", type=Path, help="model folder")
     e.add_argument("--data", required=True, type=Path, help="test manifest")
-    e.add_argument("--pair", default="image:text", metavar="A:B",
-                   help="the two modalities evaluated against each other (default image:text; "
-                        "e.g. audio:text, audio:image)")
+    e.add_argument("--pairs", "--pair", dest="pairs", default="image:text", metavar="A:B[,C:D]",
+                   help="modality pairs evaluated against each other (default image:text; e.g. "
+                        "audio:text,audio:image); with several, each writes OUT/A-B/")
+    e.add_argument("--tasks", help="comma-separated subset of retrieval, zero_shot, probe, "
+                                   "matryoshka (default: all the inputs allow)")
+    e.add_argument("--train-data", type=Path, metavar="MANIFEST",
+                   help="labelled manifest to fit the linear probe and k-NN on")
+    e.add_argument("--probe-c", type=float, help="the probe's C (default: chosen on a validation split)")
+    e.add_argument("--no-report", action="store_true", help="skip report.html")
     e.add_argument("--out", type=Path, help="folder for results.json (default: MODEL/eval)")
     _device_options(e)
     _bad_row_option(e)
@@ -181,6 +187,9 @@ def _print_results(results: dict) -> None:
     if words:
         print("with words training never used (test_words.csv), grouped:")
         _print_directions(words, pair)
+    for key in ("linear_probe", "knn"):
+        if key in results:
+            print(f"{key.replace('_', ' ')} on {results[key]['field']}: top-1 {results[key]['acc1']:.3f}")
     for key, z in results.items():
         if key.startswith("zero_shot"):
             print(f"{key}: top-1 {z['top1']:.3f}, top-5 {z['top5']:.3f} over {z['n_classes']} classes "
@@ -218,13 +227,21 @@ def run(args: argparse.Namespace) -> None:
         print(f"model: {result.model_dir} ({result.steps} steps, {result.seconds:.0f} s, "
               f"last loss {result.last_loss:.3f}, {result.quarantined} rows quarantined)")
     elif args.verb == "eval":
+        from .eval.report import REPORT_FILE
         from .eval.run import RESULTS_FILE, evaluate
-        out = args.out or args.model / "eval"
-        results = evaluate(args.model, args.data, out_dir=out, on_bad_row=args.on_bad_row,
-                           columns=_columns(args), device=args.device, batch_size=args.batch_size,
-                           pair=args.pair)
-        _print_results(results)
-        print(f"results: {out / RESULTS_FILE}")
+        pairs = [p.strip() for p in args.pairs.split(",") if p.strip()]
+        tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
+        for pair in pairs:
+            out = args.out or args.model / "eval"
+            if len(pairs) > 1:
+                out = out / pair.replace(":", "-")
+            results = evaluate(args.model, args.data, out_dir=out, on_bad_row=args.on_bad_row,
+                               columns=_columns(args), device=args.device, batch_size=args.batch_size,
+                               pair=pair, tasks=tasks, train_manifest=args.train_data,
+                               probe_c=args.probe_c, report=not args.no_report)
+            _print_results(results)
+            print(f"results: {out / RESULTS_FILE}"
+                  + ("" if args.no_report else f"\nreport: {out / REPORT_FILE}"))
     elif args.verb == "index":
         from .index.collection import build_collection
         col = build_collection(args.model, args.source, args.collection, batch_size=args.batch_size,

@@ -90,6 +90,16 @@ def test_cli_evaluates_the_audio_text_pair_of_the_bound_model(models, audio_shap
     assert "audio↔text retrieval" in printed and "text_to_audio" in printed and "audio_to_text" in printed
     results = json.loads((tmp_path / "ev" / "results.json").read_text())
     assert results["pair"] == ["audio", "text"] and results["zero_shot"]["n"] == results["n"]
+    code = main(["eval", str(models / "bound"), "--data", str(audio_shapes["test"]), "--pairs",
+                 "audio:text,audio:image", "--tasks", "retrieval,probe", "--train-data",
+                 str(audio_shapes["train"]), "--out", str(tmp_path / "both")])
+    printed = capsys.readouterr().out
+    assert code == 0 and "linear probe on audio" in printed and "report:" in printed
+    for pair in ("audio-text", "audio-image"):
+        both = json.loads((tmp_path / "both" / pair / "results.json").read_text())
+        assert both["pair"] == pair.split("-") and "zero_shot" not in both
+        assert both["linear_probe"]["acc1"] > 3 / 48  # audio embeddings hold the label
+        assert (tmp_path / "both" / pair / "report.html").is_file()
     code = main(["eval", str(models / "base"), "--data", str(audio_shapes["test"]),
                  "--pair", "audio:text", "--out", str(tmp_path / "ev2")])
     assert code == 2 and "no 'audio' tower" in capsys.readouterr().err
