@@ -26,6 +26,8 @@ EXAMPLES = {
               "  jointspace index runs/m data/shapes/test.csv --collection runs/col"),
     "search": ('jointspace search --collection runs/col "a red circle"\n'
                "  jointspace search --collection runs/col --image query.png -k 5 --json"),
+    "compare": ("jointspace compare runs/a runs/b --data data/shapes/test.csv --out runs/a_vs_b\n"
+                "  jointspace compare runs/it runs/bound --data test.csv --modalities image,text"),
     "demo": ("jointspace demo --out demo_out\n  jointspace demo --out demo_scratch --text-tower transformer\n"
              "  jointspace demo --audio --out demo_audio"),
 }
@@ -88,6 +90,19 @@ def _parser() -> argparse.ArgumentParser:
     _device_options(e)
     _bad_row_option(e)
     _column_options(e)
+
+    c = verb("compare", "how alike two models' spaces are on the same inputs (mutual k-NN, CKA, "
+                        "Procrustes retrieval)")
+    c.add_argument("model_a", type=Path)
+    c.add_argument("model_b", type=Path)
+    c.add_argument("--data", required=True, type=Path, help="manifest whose rows both models embed")
+    c.add_argument("--modalities", help="comma-separated (default: every modality both models "
+                                        "have and the manifest holds)")
+    c.add_argument("--out", type=Path, help="folder for results.json and report.html")
+    c.add_argument("-k", type=int, default=10, help="neighbours for mutual k-NN")
+    _device_options(c)
+    _bad_row_option(c)
+    _column_options(c)
 
     i = verb("index", "embed the images of a folder or manifest into a collection")
     i.add_argument("model", type=Path, help="model folder")
@@ -242,6 +257,19 @@ def run(args: argparse.Namespace) -> None:
             _print_results(results)
             print(f"results: {out / RESULTS_FILE}"
                   + ("" if args.no_report else f"\nreport: {out / REPORT_FILE}"))
+    elif args.verb == "compare":
+        from .eval.compare import compare
+        modalities = [m.strip() for m in args.modalities.split(",")] if args.modalities else None
+        results = compare(args.model_a, args.model_b, args.data, modalities=modalities, out_dir=args.out,
+                          k=args.k, device=args.device, batch_size=args.batch_size,
+                          on_bad_row=args.on_bad_row, columns=_columns(args))
+        for m, r in results.items():
+            if isinstance(r, dict):
+                knn = next(key for key in r if key.startswith("mutual_knn"))
+                print(f"{m}: mutual k-NN {r[knn]:.3f}, linear CKA {r['linear_cka']:.3f}, Procrustes "
+                      f"R@1 {r['procrustes']['R@1']:.3f} (chance {1 / r['procrustes']['n_test']:.4f})")
+        if args.out:
+            print(f"results: {args.out / 'results.json'}\nreport: {args.out / 'report.html'}")
     elif args.verb == "index":
         from .index.collection import build_collection
         col = build_collection(args.model, args.source, args.collection, batch_size=args.batch_size,
@@ -267,6 +295,7 @@ def run(args: argparse.Namespace) -> None:
               + f", total {sum(result.seconds.values()):.0f} s")
         print(f"outputs: model {result.model_dir}, results {result.out / 'eval' / 'results.json'}, "
               f"collection {result.collection_dir}")
+        print(f"report: {result.out / 'eval' / 'report.html'} (open it in a browser)")
 
 
 def _audio_demo(args: argparse.Namespace) -> None:
@@ -289,7 +318,7 @@ def _audio_demo(args: argparse.Namespace) -> None:
     print("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
           + f", total {sum(result.seconds.values()):.0f} s")
     print(f"outputs: models {', '.join(str(p) for p in result.models.values())}; "
-          f"results {result.out / 'eval'}")
+          f"results and report.html per model and pair in {result.out / 'eval'}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -80,7 +80,7 @@ def run_demo(out: str | Path = "demo_out", *, n: int = DEMO_SCENES, seed: int = 
     logger.info("3/4 evaluating on the held-out test split")
     held_out = [f"{c} {k}" for c, k in sorted(HELD_OUT_COMBOS)]
     results = evaluate(model_dir, manifests["test"], out_dir=out / "eval", classes=class_names(),
-                       subsets={"unseen_combos": held_out})
+                       subsets={"unseen_combos": held_out}, train_manifest=manifests["val"])
     if "test_words" in manifests:  # the same test rows in words training never used
         words = evaluate(model_dir, manifests["test_words"], out_dir=out / "eval_words",
                          classes=class_names())

@@ -18,7 +18,7 @@ import numpy as np
 from ..fileio import atomic_write_text
 
 REPORT_FILE = "report.html"
-_STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
+STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;
 text-align:right}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
@@ -171,7 +171,7 @@ def thumbnail(path: str, size: int = 64) -> str | None:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _table(rows: list[list[Any]], header: list[str]) -> str:
+def html_table(rows: list[list[Any]], header: list[str]) -> str:
     def cell(v: Any) -> str:
         return f"{v:.3f}" if isinstance(v, float) else html.escape(str(v))
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
@@ -190,13 +190,13 @@ def write_report(out_dir: str | Path, results: dict[str, Any], a_emb: np.ndarray
              f"<p>{results['n']} pairs from <code>{html.escape(str(results['manifest']))}</code>"
              f" ({results['quarantined']} rows quarantined); a retrieval hit = same "
              f"{html.escape(r['grouped_by'])}.</p>", "<h2>Headline metrics</h2>",
-             _table([[k, v] for k, v in results.get("metrics", {}).items()], ["metric", "value"]),
+             html_table([[k, v] for k, v in results.get("metrics", {}).items()], ["metric", "value"]),
              "<h2>Retrieval</h2>", _img(recall_bars(r, names), "recall at K",
                                         "Recall@K per direction, plain and CSLS-scored")]
     rows = [[d.replace("_to_", " → ")] + [r[d].get(k, float("nan")) for k in
                                             ("R@1", "R@5", "R@10", "mAP@10", "median_rank")]
             for d in (f"{b}_to_{a}", f"{a}_to_{b}")]
-    parts.append(_table(rows, ["direction", "R@1", "R@5", "R@10", "mAP@10", "median rank"]))
+    parts.append(html_table(rows, ["direction", "R@1", "R@5", "R@10", "mAP@10", "median rank"]))
     parts.append(_img(similarity_histogram(a_emb, b_emb, groups), "similarity histogram",
                       "cosine similarity of positive and negative pairs"))
     parts.append(_img(gap_projection(a_emb, b_emb, names), "modality gap projection",
@@ -204,14 +204,14 @@ def write_report(out_dir: str | Path, results: dict[str, Any], a_emb: np.ndarray
     z = results.get("zero_shot")
     if z:
         parts += ["<h2>Zero-shot classification</h2>",
-                  _table([["top-1", z["top1"]], ["top-5", z["top5"]],
+                  html_table([["top-1", z["top1"]], ["top-5", z["top5"]],
                           ["mean per-class recall", z["mean_per_class_recall"]],
                           ["chance top-1", z["chance_top1"]]], ["", "value"]),
                   _img(confusion_plot(z["confusion"], z["classes"]), "confusion matrix",
                        "confusion matrix (rows: true class, normalised)")]
     geometry = results.get("geometry")
     if geometry:
-        parts += ["<h2>Geometry</h2>", _table([[k, v] for k, v in geometry.items()
+        parts += ["<h2>Geometry</h2>", html_table([[k, v] for k, v in geometry.items()
                                                 if isinstance(v, (int, float))], ["measure", "value"])]
         for side in names:
             hubs = geometry.get(f"hubs_{side}") or []
@@ -233,5 +233,5 @@ def write_report(out_dir: str | Path, results: dict[str, Any], a_emb: np.ndarray
         if curve:
             parts += ["<h2>Training</h2>", _img(curve, "training curves", f"from {log_path}")]
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>jointspace report</title>"
-            f"<style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>")
+            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
     return atomic_write_text(Path(out_dir) / REPORT_FILE, page)

@@ -29,6 +29,7 @@ from ..errors import ConfigError
 from ..fileio import atomic_write_json
 from ..model import JointModel, load, resolve_device
 from .embed import embed_manifest
+from .geometry import geometry_metrics
 from .probe import knn_accuracy, linear_probe
 from .ranking import retrieval_extras
 from .report import write_report
@@ -37,7 +38,7 @@ from .zeroshot import DEFAULT_TEMPLATES, class_embeddings, zero_shot_metrics
 
 RESULTS_FILE = "results.json"
 #: what ``evaluate(tasks=...)`` can run (retrieval always runs: the others build on it)
-TASKS = ("retrieval", "zero_shot", "probe", "matryoshka")
+TASKS = ("retrieval", "zero_shot", "probe", "geometry", "matryoshka")
 
 
 def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
@@ -73,7 +74,9 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
     With ``train_manifest`` (labelled), a linear probe (``C`` chosen on a
     validation split unless ``probe_c`` is given) and a k-NN classifier are fitted
     on its embeddings of that same side and scored on this manifest's
-    (:mod:`.probe`). ``tasks`` limits the work to some of :data:`TASKS`
+    (:mod:`.probe`). ``geometry`` holds the measures of :mod:`.geometry`
+    (alignment, uniformity, RankMe, IsoScore, modality gap, hubness with the
+    top hubs as ``(row, count)``). ``tasks`` limits the work to some of :data:`TASKS`
     (retrieval is always reported); default: every task the inputs allow.
     ``subsets`` maps a name to labels whose rows are also scored on their own
     (``zero_shot_<name>``, ``retrieval_<name>``, ``retrieval_by_label_<name>``;
@@ -142,6 +145,8 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
                 query_emb[rows], [labels[i] for i in rows], classes, class_emb)
         subset = views.subset(rows)(a_emb[rows], b_emb[rows], [labels[i] for i in rows])
         results.update({f"{view}_{name}": value for view, value in subset.items()})
+    if "geometry" in tasks:
+        results["geometry"] = geometry_metrics(a_emb, b_emb, names)
     if "probe" in tasks and train_manifest is not None:
         results.update(_probes(model, train_manifest, names[side], (a_emb, b_emb)[side],
                                labels if labelled else None, batch_size, out_dir, on_bad_row,
@@ -237,6 +242,9 @@ def flat_metrics(results: dict[str, Any]) -> dict[str, float]:
     z = results.get("zero_shot")
     if z:
         out.update(acc1=z["top1"], acc5=z["top5"], mean_per_class_recall=z["mean_per_class_recall"])
+    for key, value in results.get("geometry", {}).items():
+        if isinstance(value, (int, float)):
+            out[key] = value
     if "linear_probe" in results:
         out["linear_probe_acc1"] = results["linear_probe"]["acc1"]
         out["knn_acc1"] = results["knn"]["acc1"]

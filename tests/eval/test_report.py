@@ -28,6 +28,8 @@ def test_report_is_one_offline_file_with_the_numbers(report):
     assert {"recall at K", "similarity histogram", "modality gap projection", "confusion matrix",
             "training curves"} <= set(images)
     assert f"{results['metrics']['image_retrieval_recall@1']:.3f}" in page
+    assert "<h2>Geometry</h2>" in page and len(re.findall(r'alt="hub \d+"', page)) == 10  # thumbnails
+    assert f"{results['geometry']['rankme_image']:.3f}" in page
 
 
 def test_every_plot_loads_in_headless_chromium(report):
