@@ -153,7 +153,8 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
                                columns, probe_c))
     if "matryoshka" in tasks and len(model.config.nested_dims()) > 1:
         results["matryoshka"] = _per_size(model, views, a_emb, b_emb, query_emb, labels,
-                                          classes if zero_shot else None, templates)
+                                          classes if zero_shot else None, templates,
+                                          geometry="geometry" in tasks)
     results["metrics"] = flat_metrics(results)
     results["seconds"] = round(time.perf_counter() - started, 2)
     if out_dir is not None:
@@ -205,16 +206,21 @@ def _prefix(x: np.ndarray, k: int) -> np.ndarray:
 
 def _per_size(model: JointModel, views: _Views, a_emb: np.ndarray, b_emb: np.ndarray,
               query_emb: np.ndarray, labels: list[str], classes: Sequence[str] | None,
-              templates: Sequence[str]) -> dict[str, Any]:
-    """Retrieval and zero-shot accuracy at each nested (Matryoshka) size."""
+              templates: Sequence[str], geometry: bool = False) -> dict[str, Any]:
+    """Retrieval, zero-shot accuracy and (with ``geometry``) the geometry measures at
+    each nested (Matryoshka) size."""
     out: dict[str, Any] = {}
     for k in model.config.nested_dims():
-        entry: dict[str, Any] = {"retrieval": views(_prefix(a_emb, k), _prefix(b_emb, k),
-                                                    None)["retrieval"]}
+        a_k, b_k = _prefix(a_emb, k), _prefix(b_emb, k)
+        entry: dict[str, Any] = {"retrieval": views(a_k, b_k, None)["retrieval"]}
         if classes:
             class_emb = class_embeddings(model, classes, templates, dim=k)
             z = zero_shot_metrics(_prefix(query_emb, k), labels, classes, class_emb)
-            entry["zero_shot"] = {key: z[key] for key in ("top1", "top5", "chance_top1")}
+            entry["zero_shot"] = {key: z[key] for key in ("top1", "top5", "chance_top1",
+                                                          "mean_per_class_recall")}
+        if geometry:
+            entry["geometry"] = {key: v for key, v in geometry_metrics(a_k, b_k, views.names).items()
+                                 if not key.startswith("hubs_")}
         out[str(k)] = entry
     return out
 

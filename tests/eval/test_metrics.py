@@ -264,6 +264,10 @@ def test_matryoshka_sizes_are_reported(shapes_dir, tiny_run, tmp_path):
     results = evaluate(tmp_path / "m", shapes_dir / "test.csv")
     assert set(results["matryoshka"]) == {"32", "16", "8"}
     assert results["matryoshka"]["32"]["retrieval"] == results["retrieval"]
+    full_geometry = {k: v for k, v in results["geometry"].items() if not k.startswith("hubs_")}
+    assert results["matryoshka"]["32"]["geometry"] == pytest.approx(full_geometry, rel=1e-6)
+    # an 8-dimensional prefix can use at most 8 dimensions
+    assert results["matryoshka"]["8"]["geometry"]["rankme_image"] <= 8 + 1e-6
     model = jointspace.load(tmp_path / "m")
     small = model.encode_image([shapes_dir / "images/test/test-000000.png"], dim=8)
     full = model.encode_image([shapes_dir / "images/test/test-000000.png"])
