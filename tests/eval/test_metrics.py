@@ -261,8 +261,9 @@ def test_matryoshka_sizes_are_reported(shapes_dir, tiny_run, tmp_path):
     import jointspace
     tiny_run.model.matryoshka_dims = [16, 8]
     train(tiny_run, shapes_dir / "train.csv", tmp_path / "m", stop_after=None)
-    results = evaluate(tmp_path / "m", shapes_dir / "test.csv")
+    results = evaluate(tmp_path / "m", shapes_dir / "test.csv", out_dir=tmp_path / "ev")
     assert set(results["matryoshka"]) == {"32", "16", "8"}
+    assert 'alt="matryoshka curve"' in (tmp_path / "ev" / "report.html").read_text()
     assert results["matryoshka"]["32"]["retrieval"] == results["retrieval"]
     full_geometry = {k: v for k, v in results["geometry"].items() if not k.startswith("hubs_")}
     assert results["matryoshka"]["32"]["geometry"] == pytest.approx(full_geometry, rel=1e-6)
