@@ -24,7 +24,7 @@ import numpy as np
 
 from ..config import modality_of
 from ..data.manifest import Manifest, OnBadRow, read_manifest
-from ..fileio import fsync_dir
+from ..fileio import atomic_write_bytes
 from ..model import JointModel
 from ..model_io import model_fingerprint
 from ..progress import logger
@@ -109,17 +109,9 @@ def _content_key(data: Manifest, items: dict[str, list[str]]) -> str:
 
 
 def _save(path: Path, embeddings: dict[str, np.ndarray]) -> None:
-    """Write the cache atomically (a temporary sibling renamed into place)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     np.savez(buffer, **embeddings)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(buffer.getvalue())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    atomic_write_bytes(path, buffer.getvalue())  # a kill mid-write leaves no half cache
 
 
 __all__ = ["EmbeddedManifest", "embed_manifest"]
