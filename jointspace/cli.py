@@ -86,6 +86,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="labelled manifest to fit the linear probe and k-NN on")
     e.add_argument("--probe-c", type=float, help="the probe's C (default: chosen on a validation split)")
     e.add_argument("--no-report", action="store_true", help="skip report.html")
+    e.add_argument("--classes", type=Path, metavar="FILE",
+                   help="zero-shot class names, one per line (default: the manifest's labels)")
+    e.add_argument("--templates", type=Path, metavar="FILE",
+                   help="zero-shot prompt templates with {label}, one per line (default: built-in)")
     e.add_argument("--out", type=Path, help="folder for results.json (default: MODEL/eval)")
     _device_options(e)
     _bad_row_option(e)
@@ -158,6 +162,17 @@ def _column_options(p: argparse.ArgumentParser) -> None:
 def _columns(args: argparse.Namespace) -> dict[str, str] | None:
     columns = {m: getattr(args, f"{m}_column", None) for m in ("image", "text", "audio")}
     return {m: c for m, c in columns.items() if c} or None
+
+
+def _lines(path: Path) -> list[str]:
+    """The non-empty, stripped lines of a UTF-8 text file (a clear error if it is missing)."""
+    from .errors import ConfigError
+    if not path.is_file():
+        raise ConfigError(f"file not found: {path}")
+    lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    if not lines:
+        raise ConfigError(f"{path} has no lines")
+    return lines
 
 
 def _version() -> str:
@@ -246,6 +261,15 @@ def run(args: argparse.Namespace) -> None:
         from .eval.run import RESULTS_FILE, evaluate
         pairs = [p.strip() for p in args.pairs.split(",") if p.strip()]
         tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
+        extra = {}
+        if args.classes:
+            extra["classes"] = _lines(args.classes)
+        if args.templates:
+            extra["templates"] = _lines(args.templates)
+            bad = [t for t in extra["templates"] if "{label}" not in t]
+            if bad:
+                from .errors import ConfigError
+                raise ConfigError(f"{args.templates}: template {bad[0]!r} has no {{label}}")
         for pair in pairs:
             out = args.out or args.model / "eval"
             if len(pairs) > 1:
@@ -253,7 +277,7 @@ def run(args: argparse.Namespace) -> None:
             results = evaluate(args.model, args.data, out_dir=out, on_bad_row=args.on_bad_row,
                                columns=_columns(args), device=args.device, batch_size=args.batch_size,
                                pair=pair, tasks=tasks, train_manifest=args.train_data,
-                               probe_c=args.probe_c, report=not args.no_report)
+                               probe_c=args.probe_c, report=not args.no_report, **extra)
             _print_results(results)
             print(f"results: {out / RESULTS_FILE}"
                   + ("" if args.no_report else f"\nreport: {out / REPORT_FILE}"))

@@ -48,6 +48,10 @@ def _cli(*args, cwd=None):
      "train.lr must be a positive finite number"),
     (["train", "--data", "oc.csv", "--out", "m"], "--image-column/--text-column"),
     (["eval", "trained", "--data", "x.csv", "--device", "gpu0"], "not a device name"),
+    (["eval", "trained", "--data", "x.csv", "--templates", "x.csv"], "has no {label}"),
+    (["eval", "trained", "--data", "x.csv", "--pairs", "image:image"], "two different modalities"),
+    (["eval", "trained", "--data", "x.csv", "--tasks", "vibes"], "unknown task(s) vibes"),
+    (["compare", "trained", "trained", "--data", "x.csv", "--modalities", "audio"], "shared: image, text"),
 ])
 def test_errors_are_one_clear_line(tmp_path, args, message, trained_model_dir):
     (tmp_path / "x.csv").write_text("image,text\na.png,hello\n")
@@ -60,7 +64,7 @@ def test_errors_are_one_clear_line(tmp_path, args, message, trained_model_dir):
     assert len(lines) == 1 and message in lines[0], proc.stderr
 
 
-@pytest.mark.parametrize("verb", ["data", "train", "eval", "index", "search", "demo"])
+@pytest.mark.parametrize("verb", ["data", "train", "eval", "compare", "index", "search", "demo"])
 def test_help_has_examples(verb):
     proc = _cli(verb, "--help")
     assert proc.returncode == 0 and "example:" in proc.stdout and f"jointspace {verb}" in proc.stdout

@@ -39,6 +39,8 @@ from .zeroshot import DEFAULT_TEMPLATES, class_embeddings, zero_shot_metrics
 RESULTS_FILE = "results.json"
 #: what ``evaluate(tasks=...)`` can run (retrieval always runs: the others build on it)
 TASKS = ("retrieval", "zero_shot", "probe", "geometry", "matryoshka")
+#: below this many rows the geometry measures say nothing (and a held-out split is empty)
+MIN_GEOMETRY_ROWS = 10
 
 
 def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
@@ -98,6 +100,10 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     names = parse_pair(pair)
+    tasks = set(TASKS if tasks is None else tasks)
+    if tasks - set(TASKS):
+        raise ConfigError(f"unknown task(s) {', '.join(sorted(tasks - set(TASKS)))}; "
+                          f"tasks are {', '.join(TASKS)}")
     log_path = None
     if not isinstance(model, JointModel):
         log_path = Path(model) / "log.jsonl"
@@ -122,10 +128,6 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
     views = _Views(names, keys, a_items, b_items, grouped_by)
     results.update(views(a_emb, b_emb, labels if labelled else None))
     # zero-shot classifies the pair's non-text side against text prompts
-    tasks = set(TASKS if tasks is None else tasks)
-    if tasks - set(TASKS):
-        raise ConfigError(f"unknown task(s) {', '.join(sorted(tasks - set(TASKS)))}; "
-                          f"tasks are {', '.join(TASKS)}")
     side = 0 if names[0] != "text" else 1
     zero_shot = ("zero_shot" in tasks and labelled and "text" in model.towers
                  and names[side] != "text")
@@ -145,8 +147,8 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
                 query_emb[rows], [labels[i] for i in rows], classes, class_emb)
         subset = views.subset(rows)(a_emb[rows], b_emb[rows], [labels[i] for i in rows])
         results.update({f"{view}_{name}": value for view, value in subset.items()})
-    if "geometry" in tasks:
-        results["geometry"] = geometry_metrics(a_emb, b_emb, names)
+    if "geometry" in tasks and len(data) >= MIN_GEOMETRY_ROWS:
+        results["geometry"] = geometry_metrics(a_emb, b_emb, names, k=min(10, len(data)))
     if "probe" in tasks and train_manifest is not None:
         results.update(_probes(model, train_manifest, names[side], (a_emb, b_emb)[side],
                                labels if labelled else None, batch_size, out_dir, on_bad_row,
@@ -218,9 +220,9 @@ def _per_size(model: JointModel, views: _Views, a_emb: np.ndarray, b_emb: np.nda
             z = zero_shot_metrics(_prefix(query_emb, k), labels, classes, class_emb)
             entry["zero_shot"] = {key: z[key] for key in ("top1", "top5", "chance_top1",
                                                           "mean_per_class_recall")}
-        if geometry:
-            entry["geometry"] = {key: v for key, v in geometry_metrics(a_k, b_k, views.names).items()
-                                 if not key.startswith("hubs_")}
+        if geometry and len(a_k) >= MIN_GEOMETRY_ROWS:
+            entry["geometry"] = {key: v for key, v in geometry_metrics(
+                a_k, b_k, views.names, k=min(10, len(a_k))).items() if not key.startswith("hubs_")}
         out[str(k)] = entry
     return out
 

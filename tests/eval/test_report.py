@@ -63,3 +63,20 @@ def test_every_plot_loads_in_headless_chromium(report):
     assert all(url.startswith(("file:", "data:")) for url in requests), requests
     assert (ARTIFACTS / "report.png").stat().st_size > 10_000
     shutil.copy(path, ARTIFACTS / "report.html")
+
+
+def test_cli_templates_and_classes_files(trained_model_dir, shapes_dir, tmp_path, capsys):
+    from jointspace.cli import main
+    (tmp_path / "templates.txt").write_text("a photo of a {label}\n\n{label}\n")
+    (tmp_path / "classes.txt").write_text("red circle\nblue square\n")
+    rows = (shapes_dir / "test.csv").read_text().replace(",images/", f",{shapes_dir}/images/").splitlines()
+    kept = [rows[0]] + [r for r in rows[1:] if r.endswith((",red circle", ",blue square"))]
+    extra = [r.rsplit(",", 1)[0] + ",red circle" for r in rows[1:3]]  # make sure both exist
+    (tmp_path / "t.csv").write_text("\n".join(kept + [e.replace("test-", "x-", 1) for e in extra]) + "\n")
+    assert main(["eval", str(trained_model_dir), "--data", str(tmp_path / "t.csv"), "--templates",
+                 str(tmp_path / "templates.txt"), "--classes", str(tmp_path / "classes.txt"),
+                 "--out", str(tmp_path / "ev"), "--no-report"]) == 0
+    import json
+    z = json.loads((tmp_path / "ev" / "results.json").read_text())["zero_shot"]
+    assert z["templates"] == ["a photo of a {label}", "{label}"] and z["classes"] == ["red circle", "blue square"]
+    assert not (tmp_path / "ev" / "report.html").exists()
