@@ -187,3 +187,26 @@ def model_fingerprint(model: "JointModel") -> str:
                 h.update(path.read_bytes())
     return h.hexdigest()[:24]
 
+
+def folder_fingerprint(folder: str | Path) -> str:
+    """A hash of what decides a saved model's embeddings, read from its folder without
+    building the model: ``config.json``, the weights, each tower's asset subfolder, and
+    the top-level ``tokenizer.json`` of older layouts. Other files (logs, evaluations
+    written into the folder) do not count."""
+    import hashlib
+
+    folder = Path(folder)
+    config = read_config(folder)
+    if not (folder / WEIGHTS_FILE).is_file():
+        raise JointspaceError(f"model folder {folder} lacks {WEIGHTS_FILE}")
+    files = [folder / CONFIG_FILE, folder / WEIGHTS_FILE, folder / "tokenizer.json"]
+    for modality in config.towers:
+        if (folder / modality).is_dir():
+            files += sorted(p for p in (folder / modality).rglob("*") if p.is_file())
+    h = hashlib.sha256(b"folder-v1")
+    for path in (p for p in files if p.is_file()):
+        h.update(str(path.relative_to(folder)).encode())
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:24]

@@ -89,7 +89,7 @@ def test_openclip_columns_excel_bom_and_device(tmp_path, capsys, shapes_dir, tra
     def spy(name):
         asked.append(name)
         return real_resolve(name)
-    for module in ("jointspace.model", "jointspace.eval.run", "jointspace.index.collection"):
+    for module in ("jointspace.model", "jointspace.eval.embed", "jointspace.index.collection"):
         monkeypatch.setattr(f"{module}.resolve_device", spy)
     out = tmp_path / "eval"
     assert main(["eval", str(trained_model_dir), "--data", str(manifest), "--out", str(out),

@@ -18,6 +18,8 @@ the default pair image:text; for a pair ``a:b`` the directions are ``b_to_a`` an
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -27,8 +29,8 @@ import numpy as np
 from ..data.manifest import OnBadRow
 from ..errors import ConfigError
 from ..fileio import atomic_write_json
-from ..model import JointModel, load, resolve_device
-from .embed import embed_manifest
+from ..model import JointModel
+from .embed import ModelSource, cached_array, embed_manifest
 from .geometry import geometry_metrics
 from .probe import knn_accuracy, linear_probe
 from .ranking import retrieval_extras
@@ -104,16 +106,12 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
     if tasks - set(TASKS):
         raise ConfigError(f"unknown task(s) {', '.join(sorted(tasks - set(TASKS)))}; "
                           f"tasks are {', '.join(TASKS)}")
-    log_path = None
-    if not isinstance(model, JointModel):
-        log_path = Path(model) / "log.jsonl"
-        model = load(model)
-        device = device or "auto"
+    # a folder is built only if something is not cached yet
+    source = ModelSource(model, device)
+    log_path = None if source.folder is None else source.folder / "log.jsonl"
     for m in names:
-        model.tower(m)  # a clear error before any file is read
-    if device is not None:
-        model.to(resolve_device(device))
-    embedded = embed_manifest(model, manifest, names, batch_size=batch_size, cache_dir=out_dir,
+        source.check(m)  # a clear error before any file is read
+    embedded = embed_manifest(source, manifest, names, batch_size=batch_size, cache_dir=out_dir,
                               on_bad_row=on_bad_row, columns=columns, quarantine_dir=out_dir)
     data, records = embedded.manifest, embedded.records
     a_items, b_items = (embedded.items[f] for f in names)
@@ -124,17 +122,17 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
     results: dict[str, Any] = {"manifest": str(manifest), "pair": list(names), "n": len(data),
                                "quarantined": len(data.bad_rows),
                                "embeddings_from_cache": embedded.from_cache,
-                               "device": str(next(model.parameters()).device)}
+                               "device": source.device_name}
     views = _Views(names, keys, a_items, b_items, grouped_by)
     results.update(views(a_emb, b_emb, labels if labelled else None))
     # zero-shot classifies the pair's non-text side against text prompts
     side = 0 if names[0] != "text" else 1
-    zero_shot = ("zero_shot" in tasks and labelled and "text" in model.towers
+    zero_shot = ("zero_shot" in tasks and labelled and "text" in source.config.towers
                  and names[side] != "text")
     query_emb = (a_emb, b_emb)[side]
     if zero_shot:
         classes = sorted(set(labels)) if classes is None else list(classes)
-        class_emb = class_embeddings(model, classes, templates, batch_size=batch_size)
+        class_emb = _class_embeddings(source, classes, templates, None, batch_size, out_dir)
         results["zero_shot"] = zero_shot_metrics(query_emb, labels, classes, class_emb)
         results["zero_shot"]["templates"] = list(templates)
     for name, subset_labels in (subsets or {}).items() if labelled else ():
@@ -150,13 +148,14 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
     if "geometry" in tasks and len(data) >= MIN_GEOMETRY_ROWS:
         results["geometry"] = geometry_metrics(a_emb, b_emb, names, k=min(10, len(data)))
     if "probe" in tasks and train_manifest is not None:
-        results.update(_probes(model, train_manifest, names[side], (a_emb, b_emb)[side],
+        results.update(_probes(source, train_manifest, names[side], (a_emb, b_emb)[side],
                                labels if labelled else None, batch_size, out_dir, on_bad_row,
                                columns, probe_c))
-    if "matryoshka" in tasks and len(model.config.nested_dims()) > 1:
-        results["matryoshka"] = _per_size(model, views, a_emb, b_emb, query_emb, labels,
+    if "matryoshka" in tasks and len(source.config.nested_dims()) > 1:
+        results["matryoshka"] = _per_size(source, views, a_emb, b_emb, query_emb, labels,
                                           classes if zero_shot else None, templates,
-                                          geometry="geometry" in tasks)
+                                          geometry="geometry" in tasks, batch_size=batch_size,
+                                          cache_dir=out_dir)
     results["metrics"] = flat_metrics(results)
     results["seconds"] = round(time.perf_counter() - started, 2)
     if out_dir is not None:
@@ -206,17 +205,18 @@ def _prefix(x: np.ndarray, k: int) -> np.ndarray:
     return p / np.linalg.norm(p, axis=1, keepdims=True)
 
 
-def _per_size(model: JointModel, views: _Views, a_emb: np.ndarray, b_emb: np.ndarray,
+def _per_size(source: ModelSource, views: _Views, a_emb: np.ndarray, b_emb: np.ndarray,
               query_emb: np.ndarray, labels: list[str], classes: Sequence[str] | None,
-              templates: Sequence[str], geometry: bool = False) -> dict[str, Any]:
+              templates: Sequence[str], geometry: bool = False, batch_size: int = 256,
+              cache_dir: str | Path | None = None) -> dict[str, Any]:
     """Retrieval, zero-shot accuracy and (with ``geometry``) the geometry measures at
     each nested (Matryoshka) size."""
     out: dict[str, Any] = {}
-    for k in model.config.nested_dims():
+    for k in source.config.nested_dims():
         a_k, b_k = _prefix(a_emb, k), _prefix(b_emb, k)
         entry: dict[str, Any] = {"retrieval": views(a_k, b_k, None)["retrieval"]}
         if classes:
-            class_emb = class_embeddings(model, classes, templates, dim=k)
+            class_emb = _class_embeddings(source, classes, templates, k, batch_size, cache_dir)
             z = zero_shot_metrics(_prefix(query_emb, k), labels, classes, class_emb)
             entry["zero_shot"] = {key: z[key] for key in ("top1", "top5", "chance_top1",
                                                           "mean_per_class_recall")}
@@ -259,7 +259,7 @@ def flat_metrics(results: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def _probes(model: JointModel, train_manifest: str | Path, field: str, test_emb: np.ndarray,
+def _probes(model: ModelSource, train_manifest: str | Path, field: str, test_emb: np.ndarray,
             test_labels: list[str] | None, batch_size: int, out_dir: str | Path | None,
             on_bad_row: OnBadRow, columns: Mapping[str, str] | None,
             probe_c: float | None) -> dict[str, Any]:
@@ -275,4 +275,13 @@ def _probes(model: JointModel, train_manifest: str | Path, field: str, test_emb:
     return {"linear_probe": {"field": field, **linear_probe(x, train_labels, test_emb, test_labels,
                                                              C=probe_c)},
             "knn": {"field": field, **knn_accuracy(x, train_labels, test_emb, test_labels)}}
+
+
+def _class_embeddings(source: ModelSource, classes: Sequence[str], templates: Sequence[str],
+                      dim: int | None, batch_size: int, cache_dir: str | Path | None) -> np.ndarray:
+    """:func:`.zeroshot.class_embeddings`, cached beside the manifest embeddings."""
+    key = hashlib.sha256(json.dumps([list(classes), list(templates), dim]).encode()).hexdigest()[:16]
+    emb, _ = cached_array(cache_dir, f"classes-{source.fingerprint}-{key}", lambda: class_embeddings(
+        source.get(), classes, templates, dim=dim, batch_size=batch_size))
+    return emb
 

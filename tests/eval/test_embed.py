@@ -58,3 +58,33 @@ def test_evaluate_twice_reads_the_cache_and_gives_the_same_numbers(trained_model
     b = evaluate(trained_model_dir, shapes_dir / "test.csv", out_dir=tmp_path)
     assert not a["embeddings_from_cache"] and b["embeddings_from_cache"]
     assert a["retrieval"] == b["retrieval"] and a["zero_shot"] == b["zero_shot"]
+
+
+def test_a_fully_cached_evaluation_never_builds_the_model(trained_model_dir, shapes_dir, tmp_path,
+                                                         monkeypatch):
+    first = evaluate(trained_model_dir, shapes_dir / "test.csv", out_dir=tmp_path,
+                     train_manifest=shapes_dir / "train.csv")
+
+    def refuse(folder):
+        raise AssertionError("the model was loaded although everything was cached")
+    monkeypatch.setattr("jointspace.eval.embed.load", refuse)
+    second = evaluate(trained_model_dir, shapes_dir / "test.csv", out_dir=tmp_path,
+                      train_manifest=shapes_dir / "train.csv")
+    for key in ("retrieval", "zero_shot", "linear_probe", "knn", "geometry", "metrics"):
+        assert second[key] == first[key], key
+    assert second["embeddings_from_cache"]
+
+
+def test_folder_fingerprint_follows_weights_and_assets_not_outputs(trained_model_dir, tmp_path):
+    import shutil
+    from jointspace.model_io import folder_fingerprint
+    copy = tmp_path / "m"
+    shutil.copytree(trained_model_dir, copy)
+    before = folder_fingerprint(copy)
+    (copy / "eval").mkdir(exist_ok=True)
+    (copy / "eval" / "results.json").write_text("{}")
+    (copy / "log.jsonl").write_text("")
+    assert folder_fingerprint(copy) == before
+    tokenizer = copy / "text" / "tokenizer.json"
+    tokenizer.write_text(tokenizer.read_text() + "\n")  # any change to a tower's assets
+    assert folder_fingerprint(copy) != before
