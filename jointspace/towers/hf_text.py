@@ -74,11 +74,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -87,21 +86,9 @@ from torch import nn
 from ..errors import ConfigError, DataError, JointspaceError
 from ..progress import logger
 from .base import TOWERS, Adapter, Tower
-
-TOKENIZER_FILE = "tokenizer.json"
-HF_CONFIG_FILE = "config.json"
-SETTINGS_FILE = "hf_text.json"
-POOLING_MODES = ("mean", "cls", "max", "mean_sqrt_len_tokens")
-PRECISIONS = ("fp32", "bf16", "auto")
-#: config keys that do not change the architecture (ignored when comparing two configs)
-_VOLATILE_CONFIG_KEYS = {"transformers_version", "architectures", "dtype", "torch_dtype"}
-#: the legacy boolean keys of ``1_Pooling/config.json`` and the mode each one turns on
-_LEGACY_POOLING = {"pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max",
-                   "pooling_mode_mean_tokens": "mean",
-                   "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
-                   "pooling_mode_weightedmean_tokens": "weightedmean",
-                   "pooling_mode_lasttoken": "lasttoken"}
-
+from .hf_loading import (HF_CONFIG_FILE, POOLING_MODES, PRECISIONS, SETTINGS_FILE, TOKENIZER_FILE,
+                         FolderSource, config_signature, drop_pooler, inspect_folder, native_bf16_device,
+                         prepare_tokenizer, quiet_transformers, read_json, transformers_module)
 
 @dataclass
 class HFTextConfig:
@@ -137,155 +124,6 @@ class MiniLMConfig(HFTextConfig):
     precision: str = "auto"
 
 
-# --------------------------------------------------------------------------- loading helpers
-@contextlib.contextmanager
-def _offline() -> Iterator[None]:
-    """``HF_HUB_OFFLINE=1`` while transformers loads (unless the user set it), then restored."""
-    before = os.environ.get("HF_HUB_OFFLINE")
-    if before is None:
-        os.environ["HF_HUB_OFFLINE"] = "1"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("HF_HUB_OFFLINE", None)
-
-
-def _transformers():
-    with _offline():
-        try:
-            import transformers
-        except ImportError:
-            raise ConfigError("the hf and minilm text towers need the transformers package "
-                              "(pip install transformers)") from None
-    return transformers
-
-
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """No progress bar or load report from transformers while it reads a folder we chose."""
-    from transformers.utils import logging as hf_logging
-
-    bar = hf_logging.is_progress_bar_enabled()
-    level = hf_logging.get_verbosity()
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    try:
-        with _offline(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bar:
-            hf_logging.enable_progress_bar()
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot read {path}: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a JSON object")
-    return data
-
-
-def _config_signature(config: Any) -> str:
-    """The architecture a Hugging Face config describes (names and versions left out)."""
-    data = {k: v for k, v in config.to_dict().items()
-            if not k.startswith("_") and k not in _VOLATILE_CONFIG_KEYS}
-    return json.dumps(data, sort_keys=True, default=str)
-
-
-def _drop_pooler(model: nn.Module) -> nn.Module:
-    """BERT-like models carry a pooler (dense + tanh on [CLS]) that sentence embeddings never
-    use; without it the state dict holds no parameters that get no gradient."""
-    if isinstance(getattr(model, "pooler", None), nn.Module):
-        model.pooler = None
-    return model
-
-
-def _pooling_from_config(data: dict[str, Any], where: Path) -> str:
-    if isinstance(data.get("pooling_mode"), str):
-        modes = [data["pooling_mode"]]
-    elif isinstance(data.get("pooling_mode"), list):
-        modes = list(data["pooling_mode"])
-    else:
-        modes = [mode for key, mode in _LEGACY_POOLING.items() if data.get(key)] or ["mean"]
-    if len(modes) != 1 or modes[0] not in POOLING_MODES:
-        raise ConfigError(f"{where}: pooling {'+'.join(map(str, modes))} is not supported (one of "
-                          f"{', '.join(POOLING_MODES)}); set the tower's pooling option")
-    return modes[0]
-
-
-@dataclass
-class _Source:
-    """What a model folder says about the text encoder in it."""
-
-    model_dir: Path  # the folder transformers loads (the ST Transformer module's folder)
-    pooling: str
-    max_seq_length: int | None  # None: from the tokenizer and the model's positions
-    lower_case: bool
-
-
-def _inspect_folder(folder: Path) -> _Source:
-    """Find the transformer, pooling and length settings of a HF or sentence-transformers folder."""
-    if not folder.exists():
-        raise ConfigError(f"text tower path {folder} does not exist")
-    if not folder.is_dir():
-        raise ConfigError(f"text tower path {folder} is not a folder")
-    model_dir, pooling_dir, after = folder, folder / "1_Pooling", []
-    if (folder / "modules.json").is_file():
-        try:
-            modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            modules = None
-        if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
-            raise ConfigError(f"{folder / 'modules.json'} is not a sentence-transformers module list")
-        kinds = [(str(m.get("type", "")).rsplit(".", 1)[-1], folder / str(m.get("path", "")))
-                 for m in modules]
-        model_dir = next((p for k, p in kinds if k == "Transformer"), folder)
-        pooling_dir = next((p for k, p in kinds if k == "Pooling"), pooling_dir)
-        seen_pooling = False
-        for kind, _ in kinds:
-            if seen_pooling and kind != "Normalize":
-                after.append(kind)
-            seen_pooling = seen_pooling or kind == "Pooling"
-    if not (model_dir / HF_CONFIG_FILE).is_file():
-        raise ConfigError(f"text tower path {folder} is not a Hugging Face model folder "
-                          f"(no {HF_CONFIG_FILE} in {model_dir})")
-    if after:
-        logger.warning("%s: sentence-transformers modules after the pooling (%s) are not used by "
-                       "the jointspace tower", folder, ", ".join(after))
-    pooling = "mean"
-    if (pooling_dir / "config.json").is_file():
-        pooling = _pooling_from_config(_read_json(pooling_dir / "config.json"), pooling_dir / "config.json")
-    max_len, lower = None, False
-    st_config = model_dir / "sentence_bert_config.json"
-    if st_config.is_file():
-        data = _read_json(st_config)
-        if data.get("max_seq_length"):
-            max_len = int(data["max_seq_length"])
-        lower = bool(data.get("do_lower_case", False))
-    return _Source(model_dir, pooling, max_len, lower)
-
-
-def _prepare_tokenizer(tokenizer: Any, max_len: int) -> Any:
-    """A copy of a ``tokenizers.Tokenizer`` that truncates to ``max_len`` and never pads."""
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_str(tokenizer.to_str())
-    tok.no_padding()
-    tok.enable_truncation(max_length=max_len)
-    return tok
-
-
-def _native_bf16(device: torch.device) -> bool:
-    from ..train.step import native_bf16  # here: train imports the towers
-
-    return native_bf16(device)
-
-
 # --------------------------------------------------------------------------- the tower
 @TOWERS.register("hf")
 class HFTextTower(Tower):
@@ -309,7 +147,7 @@ class HFTextTower(Tower):
         self.register_load_state_dict_pre_hook(_hold_backbone_weights)
         try:
             folder = self.resolve_path()
-            src = _inspect_folder(folder)
+            src = inspect_folder(folder)
             self._build_from_folder(folder, src)
             hidden = self.backbone.config.hidden_size
         except ConfigError as e:
@@ -328,9 +166,9 @@ class HFTextTower(Tower):
             raise ConfigError("the hf text tower needs a path: options: {path: /a/local/model/folder}")
         return Path(self.config.path).expanduser()
 
-    def _build_from_folder(self, folder: Path, src: _Source) -> None:
-        transformers = _transformers()
-        with _quiet_transformers():
+    def _build_from_folder(self, folder: Path, src: FolderSource) -> None:
+        transformers = transformers_module()
+        with quiet_transformers():
             try:
                 hf_tok = transformers.AutoTokenizer.from_pretrained(
                     str(src.model_dir), local_files_only=True, trust_remote_code=False)
@@ -360,12 +198,12 @@ class HFTextTower(Tower):
             pad = getattr(cfg, "pad_token_id", None)
         if pad is None:
             raise ConfigError(f"the tokenizer in {src.model_dir} has no pad token")
-        self.tokenizer = _prepare_tokenizer(backend, max_len)
+        self.tokenizer = prepare_tokenizer(backend, max_len)
         self.pad_id = int(pad)
         self.max_seq_length = max_len
         self.pooling = self.config.pooling or src.pooling
         self.source = str(folder)
-        self.backbone = _drop_pooler(model).float()
+        self.backbone = drop_pooler(model).float()
         self.backbone.eval()  # Tower.train() sets the mode; dropout off until then
 
     def _check_ready(self) -> None:
@@ -428,7 +266,7 @@ class HFTextTower(Tower):
         if self.config.precision == "auto":
             key = ("auto", device.type)
             if key not in self._fast:
-                self._fast[key] = "bf16" if _native_bf16(device) else "fp32"
+                self._fast[key] = "bf16" if native_bf16_device(device) else "fp32"
             return self._fast[key]
         return self.config.precision
 
@@ -529,13 +367,13 @@ class HFTextTower(Tower):
         for name in (TOKENIZER_FILE, HF_CONFIG_FILE, SETTINGS_FILE):
             if not (folder / name).is_file():
                 raise JointspaceError(f"model folder {folder} lacks {name} of the text tower")
-        settings = _read_json(folder / SETTINGS_FILE)
-        transformers = _transformers()
-        with _quiet_transformers():
+        settings = read_json(folder / SETTINGS_FILE)
+        transformers = transformers_module()
+        with quiet_transformers():
             hf_config = transformers.AutoConfig.from_pretrained(
                 str(folder), local_files_only=True, trust_remote_code=False)
         rebuild = (self.backbone is None
-                   or _config_signature(hf_config) != _config_signature(self.backbone.config))
+                   or config_signature(hf_config) != config_signature(self.backbone.config))
         if rebuild:
             self._rebuild(transformers, hf_config)
         self.tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
@@ -547,8 +385,8 @@ class HFTextTower(Tower):
 
     def _rebuild(self, transformers: Any, hf_config: Any) -> None:
         old = self.backbone
-        with _quiet_transformers():
-            model = _drop_pooler(transformers.AutoModel.from_config(
+        with quiet_transformers():
+            model = drop_pooler(transformers.AutoModel.from_config(
                 hf_config, attn_implementation="sdpa", trust_remote_code=False)).float()
         state = self._held if self._held is not None else (old.state_dict() if old is not None else None)
         if state is not None:
