@@ -1,4 +1,6 @@
-"""Atomic file writes: a kill at any moment leaves the old file or the new one, never half."""
+"""Atomic file writes: a kill at any moment leaves the old file or the new one, never half.
+
+:func:`kill_point` marks the moments the crash tests kill a process at."""
 from __future__ import annotations
 
 import json
@@ -49,3 +51,16 @@ def fsync_dir(path: str | Path) -> None:
 def atomic_write_json(path: str | Path, data: Any) -> Path:
     """:func:`atomic_write_text` of ``data`` as indented JSON."""
     return atomic_write_text(path, json.dumps(data, indent=2))
+
+
+def kill_point(name: str) -> None:
+    """Fault injection for the crash tests: ``JOINTSPACE_KILL_AT=name:n`` kills this
+    process (SIGKILL, no clean-up) the n-th time it passes the point ``name``."""
+    spec = os.environ.get("JOINTSPACE_KILL_AT", "")
+    if not spec.startswith(name + ":"):
+        return
+    counter = f"_JOINTSPACE_KILL_COUNT_{name}"
+    seen = int(os.environ.get(counter, "0")) + 1
+    os.environ[counter] = str(seen)
+    if seen >= int(spec.split(":")[1]):
+        os.kill(os.getpid(), 9)

@@ -1,4 +1,8 @@
-"""Collections of embedded items, searchable by text, image or both."""
-from .collection import Collection, Hit, build_collection
+"""Collections of embedded items on a vector store, searchable by any modality and by mixes."""
+from .collection import Collection, Hit
+from .ingest import IngestReport, build_collection, index_source
+from .query import Term
+from .store import STORES, VectorStore, open_store
 
-__all__ = ["Collection", "Hit", "build_collection"]
+__all__ = ["Collection", "Hit", "IngestReport", "STORES", "Term", "VectorStore", "build_collection",
+           "index_source", "open_store"]

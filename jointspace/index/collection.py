@@ -1,189 +1,358 @@
-"""Collections: embedded items + metadata on disk, searchable by any modality.
+"""Collections: items embedded by one model, searchable by any modality and by mixes.
 
-Layout of a collection folder::
+A collection folder::
 
-    collection.json        pointer: current version, model folder, modality, dim, count
-    v-<n>/embeddings.npy   float32 [N, dim] unit vectors
-    v-<n>/items.jsonl      one JSON object per row: id, path, text, label …
+    collection.json        what made it: model folder and fingerprint, dim, store, roots
+    catalog.sqlite         items, their vectors and the quarantine (the source of truth)
+    stores/<modality>/     one vector store per indexed modality (derived, rebuildable)
+    writer.lock            held by the one process writing (``jointspace index``)
 
-A write builds a whole new version folder, then replaces ``collection.json``
-with one atomic rename, so a kill at any moment leaves the previous version
-readable. Search is exact (a matrix product) for now; an ANN store plugs in
-behind the same :class:`Collection` API.
+Reading never takes the lock: a reader opens each store at the change number
+it was committed at and replays the catalog's later changes in memory, so
+searches keep working, and see new items, while an ingest runs.
 """
 from __future__ import annotations
 
-import json
-import shutil
+import fcntl
+import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..data.manifest import (BadRow, Manifest, OnBadRow, Record, check_image, read_manifest,
-                             write_quarantine)
-from ..errors import DataError, JointspaceError
-from ..fileio import atomic_write_json, fsync_dir, fsync_file
+from ..errors import JointspaceError
+from ..fileio import atomic_write_json
 from ..model import JointModel, load, resolve_device
-from ..progress import logger, progress
+from ..model_io import folder_fingerprint, model_fingerprint
+from ..progress import logger
+from . import exact, faiss_store  # noqa: F401  (register the "exact" and "faiss" stores)
+from .catalog import Catalog, ItemRow, Quarantined
+from .query import CALIBRATION_SAMPLE, Calibration, Term, check_terms, compose
+from .store import VectorStore, open_store
 
-POINTER_FILE = "collection.json"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+FORMAT = 2
+INFO_FILE = "collection.json"
+CATALOG_FILE = "catalog.sqlite"
+LOCK_FILE = "writer.lock"
+EXACT_FILTER_MAX = 20_000  # a filter leaving this few items is answered exactly from the catalog
+RERANK_FACTOR = 10  # two-stage search: prefix candidates per final result
 
 
 @dataclass(frozen=True)
 class Hit:
-    """One search result: rank (1-based), cosine score, and the item's metadata."""
+    """One search result: rank (1-based, counting across pages), score, and the item."""
 
     rank: int
     score: float
     item: dict[str, Any]
 
 
-class Collection:
-    """An opened collection; use :func:`build_collection` to make one.
+class WriterLock:
+    """An exclusive, non-blocking lock on a collection (released by the OS if the holder dies)."""
 
-    >>> col = Collection.open("runs/demo/collection")  # doctest: +SKIP
-    >>> col.search_text("a red circle", k=5)            # doctest: +SKIP
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / LOCK_FILE
+        self._fd: int | None = None
+
+    def __enter__(self) -> "WriterLock":
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise JointspaceError(f"{self.path.parent} is being written by another process "
+                                  f"(pid {holder}); wait for it to finish") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+class Collection:
+    """An opened collection. Make one with :meth:`create` (or ``jointspace index``).
+
+    >>> col = Collection.open("runs/demo/collection")                  # doctest: +SKIP
+    >>> col.search(text="a red circle", k=5)                           # doctest: +SKIP
+    >>> col.search(terms=[Term("image", "q.png"), Term("text", "red", 0.5),
+    ...                   Term("text", "blurry", -0.5)], where={"label": "circle"})  # doctest: +SKIP
     """
 
-    def __init__(self, path: Path, info: dict[str, Any], embeddings: np.ndarray,
-                 items: list[dict[str, Any]], device: str | None = None) -> None:
-        self.path, self.info, self.embeddings, self.items = path, info, embeddings, items
+    def __init__(self, path: str | Path, *, device: str | None = None,
+                 model: JointModel | str | Path | None = None) -> None:
+        self.path = Path(path)
+        info_file = self.path / INFO_FILE
+        if not info_file.is_file():
+            raise JointspaceError(f"not a collection (no {INFO_FILE}): {self.path}")
+        import json
+
+        self.info = json.loads(info_file.read_text())
+        if self.info.get("format") != FORMAT:
+            raise JointspaceError(f"{self.path} was written by an older jointspace (format "
+                                  f"{self.info.get('format', 1)}); index the source again into a "
+                                  "new collection folder")
+        self.catalog = Catalog(self.path / CATALOG_FILE)
         self.device = device
         self._model: JointModel | None = None
+        self._stores: dict[str, VectorStore] = {}
+        self._applied: dict[str, int] = {}  # catalog change each in-memory store reflects
+        self._calibration: dict[str, tuple[int, Calibration]] = {}
+        self._lock = threading.RLock()
+        if model is not None:
+            self.use_model(model)
 
-    def __len__(self) -> int:
-        return len(self.items)
+    # -- making and opening ------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | Path, **kwargs: Any) -> "Collection":
+        """Open a collection; queries are embedded on ``device`` ("auto": CUDA if present)."""
+        return cls(path, **kwargs)
 
     @classmethod
-    def open(cls, path: str | Path, *, device: str | None = None) -> "Collection":
-        """Open a collection; queries are embedded on ``device`` ("auto": CUDA if present)."""
-        path = Path(path)
-        pointer = path / POINTER_FILE
-        if not pointer.is_file():
-            raise JointspaceError(f"not a collection (no {POINTER_FILE}): {path}")
-        info = json.loads(pointer.read_text())
-        version = path / info["version"]
-        embeddings = np.load(version / "embeddings.npy", mmap_mode="r")
-        with open(version / "items.jsonl", encoding="utf-8") as f:
-            items = [json.loads(line) for line in f]
-        if len(items) != len(embeddings):
-            raise JointspaceError(f"collection {path} is inconsistent: {len(items)} items, "
-                                  f"{len(embeddings)} vectors")
-        return cls(path, info, embeddings, items, device)
+    def create(cls, path: str | Path, model_dir: str | Path, *, modalities: Sequence[str] | None = None,
+               store: str = "faiss", store_params: Mapping[str, Any] | None = None,
+               prefix_dim: int | None = None, device: str | None = None) -> "Collection":
+        """Make a collection for vectors of the model in ``model_dir``, or open the one at
+        ``path`` if it was made with the same model (a different model is an error)."""
+        path, model_dir = Path(path), Path(model_dir).resolve()
+        fingerprint = folder_fingerprint(model_dir)
+        if (path / INFO_FILE).is_file():
+            col = cls(path, device=device)
+            if col.info["fingerprint"] != fingerprint:
+                raise JointspaceError(
+                    f"{path} holds vectors of another model (fingerprint {col.info['fingerprint']}, "
+                    f"made from {col.info['model']}); {model_dir} has fingerprint {fingerprint}. "
+                    "Index into a new collection folder")
+            return col
+        model = load(model_dir)
+        dim = model.config.embed_dim
+        if prefix_dim is not None and prefix_dim not in model.config.nested_dims():
+            raise JointspaceError(f"prefix_dim {prefix_dim} is not a nested size of this model: "
+                                  f"{model.config.nested_dims()}")
+        path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path / INFO_FILE, {
+            "format": FORMAT, "model": str(model_dir), "fingerprint": fingerprint,
+            "model_fingerprint": model_fingerprint(model), "dim": dim,
+            "modalities": list(modalities or model.modalities), "store": store,
+            "store_params": dict(store_params or {}), "prefix_dim": prefix_dim, "roots": []})
+        col = cls(path, device=device)
+        col._model = model.to(resolve_device(device))
+        return col
+
+    def add_root(self, root: Path) -> None:
+        """Record a folder whose files this collection may serve (the writer calls this)."""
+        root = str(Path(root).resolve())
+        if root not in self.info["roots"]:
+            self.info["roots"].append(root)
+            atomic_write_json(self.path / INFO_FILE, self.info)
+
+    @property
+    def dim(self) -> int:
+        return int(self.info["dim"])
+
+    @property
+    def modalities(self) -> list[str]:
+        """The modalities whose vectors are indexed (search targets)."""
+        return list(self.info["modalities"])
+
+    def __len__(self) -> int:
+        return self.catalog.count()
+
+    # -- the model ---------------------------------------------------------------
+    def use_model(self, model: JointModel | str | Path) -> None:
+        """Embed queries with ``model``, which must be the model the collection was made with."""
+        if isinstance(model, JointModel):
+            found, expected = model_fingerprint(model), self.info["model_fingerprint"]
+        else:
+            found, expected = folder_fingerprint(model), self.info["fingerprint"]
+            model = load(model)
+        if found != expected:
+            raise JointspaceError(f"this model (fingerprint {found}) did not make {self.path} "
+                                  f"(fingerprint {expected}, {self.info['model']}); its vectors "
+                                  "would not be comparable")
+        self._model = model.eval().to(resolve_device(self.device))
 
     @property
     def model(self) -> JointModel:
-        """The model the collection was embedded with (loaded on first use)."""
-        if self._model is None:
-            self._model = load(self.info["model"]).to(resolve_device(self.device))
-        return self._model
+        """The model that made the vectors, loaded on first use (its fingerprint checked)."""
+        with self._lock:
+            if self._model is None:
+                folder = Path(self.info["model"])
+                if not folder.is_dir():
+                    raise JointspaceError(f"the model folder {folder} of {self.path} is gone; "
+                                          "pass the model with Collection.open(..., model=DIR)")
+                self.use_model(folder)
+            return self._model
 
-    def search_vector(self, query: np.ndarray, k: int = 10) -> list[Hit]:
-        """Exact top-k by cosine similarity for one unit query vector."""
-        if query.shape != (self.embeddings.shape[1],):
-            raise JointspaceError(f"query has shape {query.shape}; the collection holds "
-                                  f"{self.embeddings.shape[1]}-dim vectors")
-        scores = np.asarray(self.embeddings @ query.astype(np.float32))
-        k = min(k, len(scores))
-        if k <= 0:
-            return []
-        top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return [Hit(i + 1, float(scores[j]), self.items[j]) for i, j in enumerate(top)]
+    # -- stores ------------------------------------------------------------------
+    def _store_dim(self) -> int:
+        return int(self.info.get("prefix_dim") or self.dim)
 
-    def search(self, *, text: str | None = None, image: Any = None, k: int = 10,
-               text_weight: float = 0.5) -> list[Hit]:
-        """Search by text, by image, or by both (weighted mean of the two unit vectors)."""
-        parts = []
-        if text is not None:
-            if not text.strip():
-                raise JointspaceError("the text query is empty")
-            parts.append((text_weight, self.model.encode_text([text])[0]))
-        if image is not None:
-            parts.append((1 - text_weight if parts else 1.0, self.model.encode_image([image])[0]))
-        if not parts:
-            raise JointspaceError("give a text query, an image query, or both")
-        query = sum(w * v for w, v in parts)
-        return self.search_vector(query / np.linalg.norm(query), k)
+    def _prefix(self, vectors: np.ndarray) -> np.ndarray:
+        p = self.info.get("prefix_dim")
+        if not p or p == self.dim:
+            return vectors
+        v = np.asarray(vectors, dtype=np.float32)[..., :p]
+        return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
 
-    def search_text(self, text: str, k: int = 10) -> list[Hit]:
-        return self.search(text=text, k=k)
+    def store(self, modality: str) -> VectorStore:
+        """The store of one indexed modality, brought up to date with the catalog."""
+        if modality not in self.modalities:
+            raise JointspaceError(f"{self.path} indexes {', '.join(self.modalities)}; "
+                                  f"not {modality!r}")
+        with self._lock:
+            if modality not in self._stores:
+                self._stores[modality] = open_store(self.info["store"], self.path / "stores" / modality,
+                                                    self._store_dim(), **self.info["store_params"])
+            store = self._stores[modality]
+            self._catch_up(modality, store)
+            return store
 
-    def search_image(self, image: Any, k: int = 10) -> list[Hit]:
-        return self.search(image=image, k=k)
+    def _catch_up(self, modality: str, store: VectorStore) -> None:
+        # replaying a change twice is harmless (adds are upserts), so read seq first
+        seq, since = self.catalog.seq(), self._applied.get(modality, store.watermark)
+        if since >= seq:
+            return
+        ids, vectors, gone = self.catalog.changes(modality, since, self.dim)
+        store.delete(gone)
+        if len(ids):
+            store.add(ids, self._prefix(vectors))
+        self._applied[modality] = seq
 
+    def sync(self) -> None:
+        """Bring every store up to date and persist it (the writer calls this after an ingest)."""
+        with self._lock:
+            seq = self.catalog.seq()
+            for modality in self.modalities:
+                store = self.store(modality)
+                if store.watermark < seq or not (self.path / "stores" / modality / "store.json").is_file():
+                    store.commit(self._applied.get(modality, seq))
+                    logger.info("store %s: %d vectors (%s)", modality, store.count(),
+                                getattr(store, "kind", self.info["store"]))
 
-def _images_in_folder(folder: Path, out: Path) -> Manifest:
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise DataError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}")
-    records, bad = [], []
-    for line, f in enumerate(progress(files, desc=f"check {folder.name}", unit="img", leave=False), 1):
-        err = check_image(f)
-        rel = str(f.relative_to(folder))
-        if err:
-            bad.append(BadRow(line, err, {"image": rel}))
+    # -- writing -----------------------------------------------------------------
+    def write(self, rows: Sequence[ItemRow], bad: Sequence[Quarantined] = ()) -> int:
+        """Upsert items (with a vector per modality) and quarantine entries in one
+        transaction; visible to searches at once, persisted in stores at :meth:`sync`."""
+        for row in rows:
+            for modality, vector in row.vectors.items():
+                if modality not in self.modalities:
+                    raise JointspaceError(f"item {row.key}: {self.path} does not index {modality!r}")
+                if np.shape(vector) != (self.dim,) or not np.isfinite(vector).all():
+                    raise JointspaceError(f"item {row.key}: its {modality} vector has shape "
+                                          f"{np.shape(vector)} (or non-finite values); the "
+                                          f"collection holds {self.dim}-dim vectors")
+        return self.catalog.write(rows, bad)
+
+    def delete(self, keys: Sequence[str]) -> int:
+        """Delete items by key; returns how many existed."""
+        return self.catalog.delete_keys(keys)[1]
+
+    # -- reading -----------------------------------------------------------------
+    def get(self, item_id: int) -> dict[str, Any]:
+        item = self.catalog.item(item_id)
+        if item is None:
+            raise KeyError(item_id)
+        return item
+
+    def quarantined(self) -> list[Quarantined]:
+        return self.catalog.quarantined()
+
+    def calibration(self, modality: str) -> Calibration:
+        """Mean and covariance of a modality's vectors (see :mod:`jointspace.index.query`)."""
+        with self._lock:
+            count = self.catalog.count(modality)
+            fitted_at, cal = self._calibration.get(modality, (-1, None))
+            if cal is None or abs(count - fitted_at) > 0.05 * fitted_at:  # refit as it grows
+                cal = Calibration.fit(self.catalog.sample_vectors(modality, CALIBRATION_SAMPLE))
+                self._calibration[modality] = (count, cal)
+            return cal
+
+    def encode_terms(self, terms: Sequence[Term]) -> list[np.ndarray]:
+        """The unit vector of each term (``vector`` terms are checked and normalised)."""
+        vectors = []
+        for i, term in enumerate(terms):
+            if term.modality == "vector":
+                v = np.asarray(term.value, dtype=np.float32).reshape(-1)
+                if v.shape != (self.dim,) or not np.isfinite(v).all() or not np.any(v):
+                    raise JointspaceError(f"query term {i + 1}: a vector must hold {self.dim} "
+                                          f"finite values, not all zero; got shape {v.shape}")
+                vectors.append(v / np.linalg.norm(v))
+            else:
+                vectors.append(self.model.encode(term.modality, [term.value])[0])
+        return vectors
+
+    def search(self, *, text: str | None = None, image: Any = None, audio: Any = None,
+               vector: Any = None, terms: Sequence[Term] = (), k: int = 10, offset: int = 0,
+               where: Mapping[str, Any] | None = None, target: str | None = None,
+               calibrate: bool = True, nprobe: int | None = None) -> list[Hit]:
+        """Search by any mix of text, image, audio and vectors (each weight 1), plus
+        weighted ``terms``; ``where`` filters on item fields or metadata keys; results
+        ``offset`` … ``offset + k`` of the ranking; ``target`` is the indexed modality
+        searched (default: the first). See :mod:`jointspace.index.query` for scoring."""
+        plain = [Term(m, v) for m, v in (("text", text), ("image", image), ("audio", audio),
+                                          ("vector", vector)) if v is not None]
+        terms = check_terms([*plain, *terms], self.model_modalities())
+        if not isinstance(k, int) or not isinstance(offset, int) or k < 1 or offset < 0:
+            raise JointspaceError(f"k must be ≥ 1 and offset ≥ 0 (got k={k!r}, offset={offset!r})")
+        target = target or self.modalities[0]
+        store = self.store(target)
+        vectors = self.encode_terms(terms)
+        cal = self.calibration(target) if calibrate and len(terms) > 1 else None
+        query, shift = compose(vectors, [t.weight for t in terms], cal)
+        want = offset + k
+        allowed = None if where is None else self.catalog.filter_ids(where)
+        if allowed is not None and (len(allowed) <= EXACT_FILTER_MAX or getattr(store, "kind", "") == "flat"):
+            ids, vecs = self.catalog.vectors(target, allowed, self.dim)
+            scores = vecs @ query
+            order = np.lexsort((ids, -scores))[:want]
+            found_ids, found = ids[order], scores[order]
+        elif self.info.get("prefix_dim"):
+            _, cand = self._search_store(store, self._prefix(query), want * RERANK_FACTOR, allowed, nprobe)
+            ids, vecs = self.catalog.vectors(target, cand[cand >= 0], self.dim)
+            scores = vecs @ query
+            order = np.lexsort((ids, -scores))[:want]
+            found_ids, found = ids[order], scores[order]
         else:
-            records.append(Record(id=rel, line=line, fields={"image": f}))
-    manifest = Manifest(folder, records, bad)
-    if bad:
-        logger.warning("%s: %d unreadable images quarantined", folder, len(bad))
-        manifest.quarantine_path = write_quarantine(manifest, out)
-    return manifest
+            found, found_ids = self._search_store(store, query, want, allowed, nprobe)
+            keep = found_ids >= 0
+            found, found_ids = found[keep], found_ids[keep]
+        found, found_ids = found[offset:], found_ids[offset:]
+        items = self.catalog.items(found_ids)
+        return [Hit(offset + i + 1, float(s) - shift, items[int(j)])
+                for i, (s, j) in enumerate(zip(found, found_ids)) if int(j) in items]
+
+    def _search_store(self, store: VectorStore, query: np.ndarray, k: int,
+                      allowed: np.ndarray | None, nprobe: int | None) -> tuple[np.ndarray, np.ndarray]:
+        kwargs = {"nprobe": nprobe} if nprobe is not None else {}
+        with self._lock:
+            scores, ids = store.search(query[None, :], k, allowed=allowed, **kwargs)
+        return scores[0], ids[0]
+
+    def model_modalities(self) -> list[str]:
+        """The modalities a query can be given in (the model's towers), without loading it."""
+        from ..model_io import read_config
+
+        if self._model is not None:
+            return list(self._model.modalities)
+        return list(read_config(self.info["model"]).towers) if Path(self.info["model"]).is_dir() \
+            else list(self.model.modalities)
+
+    def search_text(self, text: str, k: int = 10, **kwargs: Any) -> list[Hit]:
+        return self.search(text=text, k=k, **kwargs)
+
+    def search_image(self, image: Any, k: int = 10, **kwargs: Any) -> list[Hit]:
+        return self.search(image=image, k=k, **kwargs)
+
+    def search_audio(self, audio: Any, k: int = 10, **kwargs: Any) -> list[Hit]:
+        return self.search(audio=audio, k=k, **kwargs)
 
 
-def build_collection(model_dir: str | Path, source: str | Path, collection: str | Path,
-                     *, batch_size: int = 256, on_bad_row: OnBadRow = "skip",
-                     columns: dict[str, str] | None = None, device: str | None = None) -> Collection:
-    """Embed the images of a folder (recursively) or a manifest into a collection.
-
-    The model folder is recorded (absolute) so search embeds queries the same way.
-    Unreadable images are quarantined to ``collection/quarantine-*.jsonl``.
-    Embedding runs on ``device`` (default and "auto": CUDA when available, else CPU).
-    """
-    model_dir = Path(model_dir).resolve()
-    model = load(model_dir).to(resolve_device(device))
-    source, out = Path(source), Path(collection)
-    out.mkdir(parents=True, exist_ok=True)
-    if source.is_dir():
-        data = _images_in_folder(source, out)
-    elif source.is_file():
-        data = read_manifest(source, required=("image",), on_bad_row=on_bad_row, quarantine_dir=out,
-                             columns=columns, optional=("text",))
-    else:
-        raise DataError(f"index source not found: {source}")
-    if not data.records:
-        raise DataError(f"nothing to index: every row of {source} was rejected")
-    embeddings = model.encode_image([r.image for r in data.records], batch_size=batch_size,
-                                    show_progress=True)
-    items = [{k: v for k, v in {"id": r.id, "path": str(r.image), "text": r.text,
-                                  "label": r.label}.items() if v is not None} for r in data.records]
-    _write_version(out, embeddings, items, {"model": str(model_dir), "modality": "image",
-                                            "dim": int(embeddings.shape[1]), "source": str(source)})
-    return Collection.open(out, device=device)
-
-
-def _write_version(out: Path, embeddings: np.ndarray, items: Sequence[dict],
-                   info: dict[str, Any]) -> None:
-    pointer = out / POINTER_FILE
-    previous = json.loads(pointer.read_text())["version"] if pointer.is_file() else None
-    number = 1 + max([int(p.name[2:]) for p in out.glob("v-*") if p.name[2:].isdigit()] or [0])
-    version = out / f"v-{number}"
-    version.mkdir()
-    np.save(version / "embeddings.npy", embeddings.astype(np.float32))
-    with open(version / "items.jsonl", "w", encoding="utf-8") as f:
-        for item in items:
-            f.write(json.dumps(item) + "\n")
-    for name in ("embeddings.npy", "items.jsonl"):  # on disk before the pointer names them
-        fsync_file(version / name)
-    fsync_dir(version)
-    fsync_dir(out)
-    atomic_write_json(pointer, {**info, "version": version.name, "count": len(items)})
-    if previous and previous != version.name:
-        shutil.rmtree(out / previous, ignore_errors=True)
-
-
-__all__ = ["Collection", "Hit", "build_collection"]
+__all__ = ["Collection", "Hit", "WriterLock"]

@@ -30,7 +30,8 @@ from .base import MODALITIES, TOWERS, Modality, Tower
 from .layers import conv_bn_relu, transformer_encoder
 
 MODALITIES.register("audio")(Modality("audio", is_file=True, check=check_audio,
-                                                default_tower="audio_conv"))
+                                                default_tower="audio_conv",
+                                                suffixes=(".wav", ".flac", ".ogg")))
 
 #: the floor of the power spectrum before the logarithm (−100 dB), so silence stays finite
 POWER_FLOOR = 1e-10

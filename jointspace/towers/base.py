@@ -38,12 +38,15 @@ class Modality:
     notes (resampled, downmixed …); it must run the same decoding as the towers'
     ``preprocess_one``. ``default_tower`` is the registered tower a new model
     gets for this modality when its config names none (e.g. when binding it).
+    ``suffixes``: the file name endings of this modality in a folder being
+    indexed (a text file's content is the item when ``is_file`` is false).
     """
 
     name: str
     is_file: bool = False
     check: Callable[[Any], Any] | None = None
     default_tower: str = ""
+    suffixes: tuple[str, ...] = ()
 
 
 MODALITIES: Registry[Modality] = Registry("modality")

@@ -35,7 +35,7 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int) -> Tokenizer:
     return tokenizer
 
 
-MODALITIES.register("text")(Modality("text", default_tower="transformer"))
+MODALITIES.register("text")(Modality("text", default_tower="transformer", suffixes=(".txt",)))
 
 
 @dataclass

@@ -108,8 +108,9 @@ def _check_image_file(path: Any) -> str | None:
     return check_image(Path(path))
 
 
-MODALITIES.register("image")(Modality("image", is_file=True, check=_check_image_file,
-                                                default_tower="convnet"))
+MODALITIES.register("image")(Modality(
+    "image", is_file=True, check=_check_image_file, default_tower="convnet",
+    suffixes=(".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")))
 
 
 class ImageTower(Tower):

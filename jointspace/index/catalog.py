@@ -1,0 +1,288 @@
+"""The catalog: a collection's items, vectors and quarantine in one SQLite file.
+
+SQLite is the source of truth of a collection; the vector stores are indexes
+derived from it. Every write is one transaction that bumps a change number
+(``seq``), and every item row and deletion carries the ``seq`` of the change
+that made it, so a store that has seen changes up to its watermark can catch
+up by replaying ``seq > watermark`` (after a crash, or in a reader while an
+ingest runs). WAL mode lets readers query while one writer commits; an item
+counted as indexed has been committed, so a kill never loses it.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import JointspaceError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- the id the stores know (never reused)
+    key TEXT NOT NULL UNIQUE,        -- stable identity: source + file or manifest row
+    source TEXT NOT NULL,            -- the folder or manifest it was read from
+    modality TEXT NOT NULL,          -- what the item is (image, audio, text)
+    path TEXT,                       -- its file, when it has one
+    content_hash TEXT NOT NULL,      -- of the file bytes (and text); unchanged items are skipped
+    text TEXT, label TEXT,
+    meta TEXT NOT NULL DEFAULT '{}', -- user metadata, JSON
+    seq INTEGER NOT NULL             -- the change that last wrote it
+);
+CREATE INDEX IF NOT EXISTS items_seq ON items(seq);
+CREATE INDEX IF NOT EXISTS items_source ON items(source);
+CREATE TABLE IF NOT EXISTS vectors (
+    item_id INTEGER NOT NULL, modality TEXT NOT NULL, vector BLOB NOT NULL,
+    PRIMARY KEY (item_id, modality)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS deleted (id INTEGER PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS deleted_seq ON deleted(seq);
+CREATE TABLE IF NOT EXISTS quarantine (
+    key TEXT PRIMARY KEY, source TEXT NOT NULL, path TEXT, reason TEXT NOT NULL,
+    content_hash TEXT, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO state VALUES ('seq', 0);
+"""
+COLUMNS = ("id", "key", "source", "modality", "path", "content_hash", "text", "label", "meta")
+FILTER_COLUMNS = ("key", "source", "modality", "path", "label", "text")
+
+
+@dataclass
+class ItemRow:
+    """One item to write: its identity, content hash, metadata and a vector per modality."""
+
+    key: str
+    source: str
+    modality: str
+    content_hash: str
+    vectors: dict[str, np.ndarray]
+    path: str | None = None
+    text: str | None = None
+    label: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """An input that could not be indexed, and why."""
+
+    key: str
+    source: str
+    path: str | None
+    reason: str
+    content_hash: str | None = None
+
+
+def _item(row: sqlite3.Row) -> dict[str, Any]:
+    item = {k: row[k] for k in COLUMNS if k != "meta" and row[k] is not None}
+    item["meta"] = json.loads(row["meta"])
+    return item
+
+
+class Catalog:
+    """The SQLite file of a collection; one connection per thread."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+        self.db.executescript(SCHEMA)  # idempotent; runs its own transaction
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")  # a committed batch survives power loss
+            self._local.db = db
+        return db
+
+    def _tx(self) -> Any:
+        catalog = self
+
+        class Transaction:
+            def __enter__(self) -> sqlite3.Connection:
+                catalog.db.execute("BEGIN IMMEDIATE")
+                return catalog.db
+
+            def __exit__(self, kind: Any, *_: Any) -> None:
+                catalog.db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+        return Transaction()
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    # -- reading -----------------------------------------------------------------
+    def seq(self) -> int:
+        return int(self.db.execute("SELECT value FROM state WHERE name='seq'").fetchone()[0])
+
+    def count(self, modality: str | None = None) -> int:
+        if modality is None:
+            return int(self.db.execute("SELECT count(*) FROM items").fetchone()[0])
+        return int(self.db.execute("SELECT count(*) FROM vectors WHERE modality=?",
+                                   (modality,)).fetchone()[0])
+
+    def hashes(self, source: str) -> dict[str, str]:
+        """``key → content_hash`` of the items and quarantined inputs of one source."""
+        rows = self.db.execute("SELECT key, content_hash FROM items WHERE source=? UNION ALL "
+                               "SELECT key, content_hash FROM quarantine WHERE source=?",
+                               (source, source))
+        return {r[0]: r[1] for r in rows}
+
+    def items(self, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        out: dict[int, dict[str, Any]] = {}
+        for chunk in _chunks(list(map(int, ids)), 900):
+            marks = ",".join("?" * len(chunk))
+            for row in self.db.execute(f"SELECT * FROM items WHERE id IN ({marks})", chunk):
+                out[row["id"]] = _item(row)
+        return out
+
+    def item(self, item_id: int) -> dict[str, Any] | None:
+        return self.items([item_id]).get(int(item_id))
+
+    def vectors(self, modality: str, ids: Sequence[int] | None = None,
+                dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, vectors)`` of one modality: all of them, or those of ``ids``."""
+        if ids is None:
+            rows = self.db.execute("SELECT item_id, vector FROM vectors WHERE modality=? "
+                                   "ORDER BY item_id", (modality,)).fetchall()
+        else:
+            rows = []
+            for chunk in _chunks(sorted(set(map(int, ids))), 900):
+                marks = ",".join("?" * len(chunk))
+                rows += self.db.execute(f"SELECT item_id, vector FROM vectors WHERE modality=? AND "
+                                        f"item_id IN ({marks})", (modality, *chunk)).fetchall()
+        return _unpack(rows, dim)
+
+    def sample_vectors(self, modality: str, limit: int) -> np.ndarray:
+        """Up to ``limit`` vectors of a modality, spread evenly over the ids (deterministic)."""
+        n = self.count(modality)
+        step = max(1, n // max(1, limit))
+        rows = self.db.execute("SELECT item_id, vector FROM vectors WHERE modality=? AND "
+                               "item_id % ? = 0 LIMIT ?", (modality, step, limit)).fetchall()
+        return _unpack(rows)[1]
+
+    def changes(self, modality: str, since: int, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What a store of ``modality`` at watermark ``since`` lacks:
+        ``(upsert ids, their vectors, ids to delete)``."""
+        rows = self.db.execute(
+            "SELECT i.id, v.vector FROM items i LEFT JOIN vectors v "
+            "ON v.item_id = i.id AND v.modality = ? WHERE i.seq > ? ORDER BY i.id",
+            (modality, since)).fetchall()
+        gone = [r[0] for r in rows if r[1] is None]  # re-indexed without this modality
+        ids, vectors = _unpack([r for r in rows if r[1] is not None], dim)
+        gone += [r[0] for r in self.db.execute("SELECT id FROM deleted WHERE seq > ?", (since,))]
+        return ids, vectors, np.asarray(gone, dtype=np.int64)
+
+    def filter_ids(self, where: Mapping[str, Any]) -> np.ndarray:
+        """Ids of the items matching every condition: ``{column or meta key: value or [values]}``."""
+        clauses, args = [], []
+        for name, value in where.items():
+            if name in FILTER_COLUMNS:
+                column = name
+            elif isinstance(name, str) and name.replace("_", "").isalnum():
+                column, name = "json_extract(meta, ?)", name
+                args.append(f"$.{name}")
+            else:
+                raise JointspaceError(f"cannot filter on {name!r}: use one of {FILTER_COLUMNS} "
+                                      "or a metadata key (letters, digits, underscores)")
+            values = list(value) if isinstance(value, (list, tuple, set)) else [value]
+            if not values or not all(isinstance(v, (str, int, float, bool)) for v in values):
+                raise JointspaceError(f"filter {name!r} needs a string or number, or a list of them")
+            clauses.append(f"{column} IN ({','.join('?' * len(values))})")
+            args += values
+        sql = "SELECT id FROM items" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        return np.fromiter((r[0] for r in self.db.execute(sql, args)), dtype=np.int64)
+
+    def quarantined(self, source: str | None = None) -> list[Quarantined]:
+        sql, args = "SELECT * FROM quarantine", ()
+        if source is not None:
+            sql, args = sql + " WHERE source=?", (source,)
+        return [Quarantined(r["key"], r["source"], r["path"], r["reason"], r["content_hash"])
+                for r in self.db.execute(sql + " ORDER BY key", args)]
+
+    def keys(self, source: str) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT key FROM items WHERE source=?", (source,))}
+
+    # -- writing (one transaction, one new seq, each) ----------------------------
+    def write(self, rows: Iterable[ItemRow], bad: Iterable[Quarantined] = ()) -> int:
+        """Upsert items with their vectors and record quarantined inputs, atomically.
+        Returns the change number."""
+        with self._tx() as db:
+            seq = self._bump(db)
+            for row in rows:
+                meta = json.dumps(row.meta, sort_keys=True, default=str)
+                found = db.execute("SELECT id FROM items WHERE key=?", (row.key,)).fetchone()
+                values = (row.source, row.modality, row.path, row.content_hash, row.text,
+                          row.label, meta, seq)
+                if found:
+                    item_id = found[0]
+                    db.execute("UPDATE items SET source=?, modality=?, path=?, content_hash=?, "
+                               "text=?, label=?, meta=?, seq=? WHERE id=?", (*values, item_id))
+                    db.execute("DELETE FROM vectors WHERE item_id=?", (item_id,))
+                else:
+                    item_id = db.execute("INSERT INTO items (key, source, modality, path, "
+                                         "content_hash, text, label, meta, seq) VALUES "
+                                         "(?,?,?,?,?,?,?,?,?)", (row.key, *values)).lastrowid
+                db.execute("DELETE FROM deleted WHERE id=?", (item_id,))
+                db.execute("DELETE FROM quarantine WHERE key=?", (row.key,))
+                db.executemany("INSERT INTO vectors VALUES (?,?,?)", [
+                    (item_id, m, np.ascontiguousarray(v, dtype=np.float32).tobytes())
+                    for m, v in row.vectors.items()])
+            for q in bad:  # an item that went bad leaves the index
+                found = db.execute("SELECT id FROM items WHERE key=?", (q.key,)).fetchone()
+                if found:
+                    db.execute("DELETE FROM vectors WHERE item_id=?", (found[0],))
+                    db.execute("DELETE FROM items WHERE id=?", (found[0],))
+                    db.execute("INSERT OR REPLACE INTO deleted VALUES (?,?)", (found[0], seq))
+                db.execute("DELETE FROM quarantine WHERE key=?", (q.key,))
+                db.execute("INSERT INTO quarantine VALUES (?,?,?,?,?,?)",
+                           (q.key, q.source, q.path, q.reason, q.content_hash, seq))
+        return seq
+
+    def delete_keys(self, keys: Iterable[str]) -> tuple[int, int]:
+        """Delete items (and quarantine entries) by key; returns ``(seq, items deleted)``."""
+        keys = list(keys)
+        with self._tx() as db:
+            seq = self._bump(db)
+            deleted = 0
+            for chunk in _chunks(keys, 900):
+                marks = ",".join("?" * len(chunk))
+                ids = [r[0] for r in db.execute(f"SELECT id FROM items WHERE key IN ({marks})", chunk)]
+                for id_chunk in _chunks(ids, 900):
+                    id_marks = ",".join("?" * len(id_chunk))
+                    db.execute(f"DELETE FROM vectors WHERE item_id IN ({id_marks})", id_chunk)
+                    db.execute(f"DELETE FROM items WHERE id IN ({id_marks})", id_chunk)
+                db.executemany("INSERT OR REPLACE INTO deleted VALUES (?,?)", [(i, seq) for i in ids])
+                db.execute(f"DELETE FROM quarantine WHERE key IN ({marks})", chunk)
+                deleted += len(ids)
+        return seq, deleted
+
+    @staticmethod
+    def _bump(db: sqlite3.Connection) -> int:
+        db.execute("UPDATE state SET value = value + 1 WHERE name='seq'")
+        return int(db.execute("SELECT value FROM state WHERE name='seq'").fetchone()[0])
+
+
+def _unpack(rows: Sequence[Any], dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    if not rows:
+        return np.zeros(0, np.int64), np.zeros((0, dim or 0), np.float32)
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+    return ids, vectors
+
+
+def _chunks(values: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
+__all__ = ["Catalog", "ItemRow", "Quarantined"]

@@ -1,0 +1,305 @@
+"""Ingest: embed a folder of files or a manifest into a collection, incrementally and crash-safely.
+
+The steps, in batches: hash each input (file bytes, text, label); skip those
+whose hash the catalog already holds; check and decode the rest (bad ones are
+quarantined with their reason, never fatal); embed the good ones; write the
+batch — items, vectors and quarantine entries — in one catalog transaction.
+An item is counted as indexed only after that commit, so ``kill -9`` at any
+moment loses nothing that was reported, and the catalog's unique keys make a
+re-run skip (or update) what was written, never duplicate it. The vector
+stores are brought up to date and persisted at the end (:meth:`Collection.sync`);
+a crash before that is repaired by the next open, which replays the catalog.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from ..data.manifest import ItemCheck, manifest_columns, read_manifest
+from ..errors import DataError
+from ..fileio import atomic_write_json, kill_point
+from ..progress import logger, progress
+from .catalog import ItemRow, Quarantined
+from .collection import INFO_FILE, Collection, WriterLock
+
+MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl")
+MAX_TEXT_FILE_BYTES = 1 << 20
+
+
+@dataclass
+class Candidate:
+    """An input found in a source, before it is checked: its key and one item per modality."""
+
+    key: str
+    modality: str
+    fields: dict[str, Any]
+    path: Path | None = None
+    label: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class IngestReport:
+    """What one ingest did (counts of items) and how long it took."""
+
+    source: str
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    quarantined: int = 0
+    seconds: float = 0.0
+    problems: list[Quarantined] = field(default_factory=list)
+
+    @property
+    def indexed(self) -> int:
+        return self.added + self.updated
+
+    def summary(self) -> str:
+        rate = self.indexed / self.seconds if self.seconds else 0.0
+        return (f"{self.source}: {self.added} added, {self.updated} updated, {self.unchanged} "
+                f"unchanged, {self.deleted} deleted, {self.quarantined} quarantined "
+                f"({self.seconds:.1f} s, {rate:.0f} items/s)")
+
+
+def _modalities() -> Any:
+    from ..towers import MODALITIES
+
+    return MODALITIES
+
+
+def scan_folder(folder: Path, modalities: Sequence[str]) -> list[Candidate]:
+    """Every file under ``folder`` (recursively, sorted) whose suffix one of ``modalities`` claims."""
+    registry = _modalities()
+    by_suffix = {s: m for m in modalities for s in registry.get(m).suffixes}
+    found, ignored = [], 0
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        modality = by_suffix.get(path.suffix.lower())
+        if modality is None:
+            ignored += 1
+            continue
+        value = path if registry.get(modality).is_file else None  # text: read when checked
+        found.append(Candidate(str(path.resolve()), modality, {modality: value}, path.resolve(),
+                               meta={"name": path.name, "folder": str(path.parent.relative_to(folder))}))
+    if ignored:
+        logger.info("%s: %d files of no indexed kind ignored (indexed suffixes: %s)", folder,
+                    ignored, " ".join(sorted(by_suffix)))
+    if not found:
+        raise DataError(f"no files to index under {folder} (looked for {' '.join(sorted(by_suffix))})")
+    return found
+
+
+def scan_manifest(path: Path, modalities: Sequence[str], quarantine_dir: Path,
+                  columns: Mapping[str, str] | None = None) -> tuple[list[Candidate], list[Quarantined]]:
+    """The rows of a manifest: one candidate per row with an item per modality column
+    present; rows the reader rejects are returned as quarantined."""
+    registry = _modalities()
+    mapped = {**{m: m for m in modalities}, **(columns or {})}
+    present = [m for m in modalities if mapped[m] in manifest_columns(path)]
+    if not present:
+        raise DataError(f"manifest {path} has no column for {', '.join(modalities)} "
+                        f"(columns: {', '.join(manifest_columns(path))})")
+    files = [m for m in present if registry.get(m).is_file]
+    primary = (files or present)[0]
+    data = read_manifest(path, required=(primary,), optional=tuple(m for m in present if m != primary),
+                         check_files=False, columns=columns, quarantine_dir=quarantine_dir)
+    source = str(path.resolve())
+    found = []
+    for r in data.records:
+        fields = {m: (path.parent / v if registry.get(m).is_file and m != primary else v)
+                  for m, v in r.fields.items() if m in present}
+        item_path = fields[primary] if registry.get(primary).is_file else None
+        found.append(Candidate(f"{source}#{r.id}", primary, fields,
+                               Path(item_path).resolve() if item_path else None, r.label,
+                               {"id": r.id, "line": r.line, **({"group": r.group} if r.group else {})}))
+    bad = [Quarantined(f"{source}#line{b.line}", source, None, b.reason) for b in data.bad_rows]
+    return found, bad
+
+
+def content_hash(candidate: Candidate) -> str:
+    """blake2b of what decides an item's vectors and metadata (file bytes, texts, label)."""
+    h = hashlib.blake2b(digest_size=16)
+    for modality, value in sorted(candidate.fields.items()):
+        h.update(modality.encode() + b"\0")
+        if value is None:
+            value = candidate.path
+        if isinstance(value, Path):
+            try:
+                with open(value, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        h.update(chunk)
+            except OSError as e:
+                h.update(f"unreadable: {e}".encode())
+        else:
+            h.update(str(value).encode())
+    h.update(f"\0{candidate.label}\0{sorted(candidate.meta.items())}".encode())
+    return h.hexdigest()
+
+
+def _read_text_file(path: Path) -> str:
+    if path.stat().st_size > MAX_TEXT_FILE_BYTES:
+        raise DataError(f"text file is larger than {MAX_TEXT_FILE_BYTES} bytes: {path}")
+    try:
+        text = path.read_bytes().decode("utf-8-sig").strip()
+    except UnicodeDecodeError as e:
+        raise DataError(f"text file is not UTF-8 ({e.reason} at byte {e.start}): {path}") from None
+    if not text:
+        raise DataError(f"text file is empty: {path}")
+    return text
+
+
+def check_candidate(candidate: Candidate) -> str | None:
+    """Why the candidate cannot be indexed, or None; reads text files into ``fields``."""
+    registry = _modalities()
+    for modality, value in candidate.fields.items():
+        spec = registry.get(modality)
+        try:
+            if value is None:  # a text file of a folder
+                candidate.fields[modality] = _read_text_file(candidate.path)
+            elif spec.check is not None:
+                found = spec.check(Path(value))
+                problem = found.problem if isinstance(found, ItemCheck) else found
+                if problem:
+                    return problem
+        except (OSError, DataError) as e:
+            return str(e)
+    return None
+
+
+def index_source(collection: str | Path, model_dir: str | Path, source: str | Path, *,
+                 batch_size: int = 256, delete_missing: bool = False, device: str | None = None,
+                 store: str = "faiss", store_params: Mapping[str, Any] | None = None,
+                 prefix_dim: int | None = None, columns: Mapping[str, str] | None = None,
+                 on_commit: Callable[[list[str]], None] | None = None) -> IngestReport:
+    """Embed a folder (images, audio, text files) or a manifest into ``collection``.
+
+    Creates the collection on first use (``store``, ``store_params`` and
+    ``prefix_dim`` apply then); later runs must use the same model. Unchanged
+    inputs are skipped by content hash, changed ones updated in place, and with
+    ``delete_missing`` items of this source that are gone are deleted.
+    ``on_commit`` is called with the keys of each batch once it is durable.
+    """
+    started = time.perf_counter()
+    source = Path(source)
+    if not source.exists():
+        raise DataError(f"index source not found: {source}")
+    col = Collection.create(collection, model_dir, store=store, store_params=store_params,
+                            prefix_dim=prefix_dim, device=device,
+                            modalities=_source_modalities(model_dir, source, columns))
+    with WriterLock(col.path):
+        report = _ingest(col, source.resolve(), batch_size, delete_missing, columns, on_commit)
+        col.sync()
+    report.seconds = time.perf_counter() - started
+    logger.info("%s", report.summary())
+    return report
+
+
+def _source_modalities(model_dir: str | Path, source: Path,
+                       columns: Mapping[str, str] | None) -> list[str]:
+    from ..model_io import read_config
+
+    model = list(read_config(model_dir).towers)
+    if source.is_dir():
+        registry = _modalities()
+        suffixes = {p.suffix.lower() for p in source.rglob("*") if p.is_file()}
+        found = [m for m in model if set(registry.get(m).suffixes) & suffixes]
+    else:
+        mapped = {**{m: m for m in model}, **(columns or {})}
+        found = [m for m in model if mapped[m] in manifest_columns(source)]
+    files = [m for m in found if _modalities().get(m).is_file]
+    return files + [m for m in found if m not in files] or model
+
+
+def _ingest(col: Collection, source: Path, batch_size: int, delete_missing: bool,
+            columns: Mapping[str, str] | None,
+            on_commit: Callable[[list[str]], None] | None) -> IngestReport:
+    modalities = list(col.model.modalities)
+    new = [m for m in _source_modalities(col.info["model"], source, columns) if m not in col.modalities]
+    if new:
+        col.info["modalities"] += new
+        atomic_write_json(col.path / INFO_FILE, col.info)
+    col.add_root(source if source.is_dir() else source.parent)
+    report = IngestReport(str(source))
+    if source.is_dir():
+        candidates, rejected = scan_folder(source, modalities), []
+    else:
+        candidates, rejected = scan_manifest(source, modalities, col.path, columns)
+    known = col.catalog.hashes(str(source))
+    if rejected:
+        fresh = [q for q in rejected if q.key not in known]
+        if fresh:
+            col.write([], fresh)
+        report.quarantined += len(fresh)
+        report.problems += rejected
+    pending: list[tuple[Candidate, str]] = []
+    bar = progress(candidates, desc=f"index {source.name}", unit="item")
+    for candidate in bar:
+        digest = content_hash(candidate)
+        if known.get(candidate.key) == digest:
+            report.unchanged += 1
+            continue
+        pending.append((candidate, digest))
+        if len(pending) >= batch_size:
+            _write_batch(col, str(source), pending, known, report, on_commit)
+            pending = []
+    if pending:
+        _write_batch(col, str(source), pending, known, report, on_commit)
+    if delete_missing:
+        seen = {c.key for c in candidates} | {q.key for q in rejected}
+        gone = [k for k in known if k not in seen]
+        kill_point("delete")
+        if gone:
+            report.deleted = col.delete(gone)
+    return report
+
+
+def _write_batch(col: Collection, source: str, pending: list[tuple[Candidate, str]],
+                 known: dict[str, str], report: IngestReport,
+                 on_commit: Callable[[list[str]], None] | None) -> None:
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        problems = list(pool.map(lambda pair: check_candidate(pair[0]), pending))
+    good = [(c, d) for (c, d), p in zip(pending, problems) if p is None]
+    bad = [Quarantined(c.key, source, str(c.path) if c.path else None, p, d)
+           for (c, d), p in zip(pending, problems) if p is not None]
+    vectors: dict[int, dict[str, Any]] = {i: {} for i in range(len(good))}
+    for modality in col.modalities:
+        rows = [i for i, (c, _) in enumerate(good) if modality in c.fields]
+        if rows:
+            encoded = col.model.encode(modality, [good[i][0].fields[modality] for i in rows])
+            for i, v in zip(rows, encoded):
+                vectors[i][modality] = v
+    kill_point("encoded")
+    items = [ItemRow(c.key, source, c.modality, d, vectors[i],
+                     path=str(c.path) if c.path else None,
+                     text=c.fields.get("text") if isinstance(c.fields.get("text"), str) else None,
+                     label=c.label, meta=c.meta) for i, (c, d) in enumerate(good)]
+    col.write(items, bad)
+    kill_point("written")
+    for c, d in good:
+        if c.key in known:
+            report.updated += 1
+        else:
+            report.added += 1
+        known[c.key] = d
+    for q in bad:
+        logger.warning("quarantined %s: %s", q.path or q.key, q.reason)
+    report.quarantined += len(bad)
+    report.problems += bad
+    if on_commit is not None:
+        on_commit([c.key for c, _ in good])
+
+
+__all__ = ["Candidate", "IngestReport", "build_collection", "check_candidate", "content_hash", "index_source",
+           "scan_folder", "scan_manifest"]
+
+
+def build_collection(model_dir: str | Path, source: str | Path, collection: str | Path,
+                     **kwargs: Any) -> Collection:
+    """:func:`index_source`, then open the collection for searching."""
+    index_source(collection, model_dir, source, **kwargs)
+    return Collection.open(collection, device=kwargs.get("device"))
