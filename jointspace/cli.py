@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from . import cli_search
+
 EXAMPLES = {
     "data": ("jointspace data shapes --out data/shapes --n 7000\n"
              "  jointspace data shapes --out data/shapes_audio --n 7000 --audio"),
@@ -22,10 +24,6 @@ EXAMPLES = {
     "eval": ("jointspace eval runs/m --data data/shapes/test.csv\n"
              "  jointspace eval runs/m --data test.csv --image-column filepath --text-column caption\n"
              "  jointspace eval runs/bound --data data/shapes/test.csv --pair audio:text"),
-    "index": ("jointspace index runs/m data/shapes/images/test --collection runs/col\n"
-              "  jointspace index runs/m data/shapes/test.csv --collection runs/col"),
-    "search": ('jointspace search --collection runs/col "a red circle"\n'
-               "  jointspace search --collection runs/col --image query.png -k 5 --json"),
     "compare": ("jointspace compare runs/a runs/b --data data/shapes/test.csv --out runs/a_vs_b\n"
                 "  jointspace compare runs/it runs/bound --data test.csv --modalities image,text"),
     "demo": ("jointspace demo --out demo_out\n  jointspace demo --out demo_scratch --text-tower transformer\n"
@@ -38,9 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=_version())
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    def verb(name: str, help_: str) -> argparse.ArgumentParser:
+    def verb(name: str, help_: str, example: str | None = None) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_, description=help_,
-                              epilog=f"example:\n  {EXAMPLES[name]}",
+                              epilog=f"example:\n  {example or EXAMPLES[name]}",
                               formatter_class=argparse.RawDescriptionHelpFormatter)
 
     d = verb("data", "generate a built-in dataset (image files + CSV manifests per split)")
@@ -108,21 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     _bad_row_option(c)
     _column_options(c)
 
-    i = verb("index", "embed the images of a folder or manifest into a collection")
-    i.add_argument("model", type=Path, help="model folder")
-    i.add_argument("source", type=Path, help="image folder or manifest")
-    i.add_argument("--collection", required=True, type=Path, help="collection folder to write")
-    _device_options(i)
-    _bad_row_option(i)
-    _column_options(i)
-
-    s = verb("search", "query a collection by text, by image, or both")
-    s.add_argument("query", nargs="?", help="text query")
-    s.add_argument("--collection", required=True, type=Path)
-    s.add_argument("--image", type=Path, help="image query")
-    s.add_argument("-k", type=int, default=10, help="number of hits")
-    s.add_argument("--json", action="store_true", help="print hits as JSON")
-    s.add_argument("--device", default="auto", help="device that embeds the query: auto, cpu, cuda, cuda:1 …")
+    cli_search.add_verbs(verb, _device_options, _column_options)
 
     m = verb("demo", "generate shapes, train, evaluate, index and search, end to end")
     m.add_argument("--out", type=Path, default=Path("demo_out"))
@@ -178,15 +162,6 @@ def _lines(path: Path) -> list[str]:
 def _version() -> str:
     from . import __version__
     return f"jointspace {__version__}"
-
-
-def _print_hits(hits, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps([{"rank": h.rank, "score": round(h.score, 4), **h.item} for h in hits], indent=2))
-        return
-    for h in hits:
-        desc = h.item.get("text") or h.item.get("label") or ""
-        print(f"  {h.rank:>2}. {h.score:.3f}  {h.item.get('path', h.item.get('id'))}  {desc}")
 
 
 def _recalls(r: dict) -> str:
@@ -294,17 +269,8 @@ def run(args: argparse.Namespace) -> None:
                       f"R@1 {r['procrustes']['R@1']:.3f} (chance {1 / r['procrustes']['n_test']:.4f})")
         if args.out:
             print(f"results: {args.out / 'results.json'}\nreport: {args.out / 'report.html'}")
-    elif args.verb == "index":
-        from .index.collection import build_collection
-        col = build_collection(args.model, args.source, args.collection, batch_size=args.batch_size,
-                               on_bad_row=args.on_bad_row, columns=_columns(args),
-                               device=args.device)
-        print(f"collection: {args.collection} ({len(col)} items)")
-    elif args.verb == "search":
-        from .index.collection import Collection
-        collection = Collection.open(args.collection, device=args.device)
-        hits = collection.search(text=args.query, image=args.image, k=args.k)
-        _print_hits(hits, args.json)
+    elif args.verb in ("index", "search", "serve"):
+        cli_search.run(args, _columns(args) if args.verb == "index" else None)
     elif args.verb == "demo" and args.audio:
         _audio_demo(args)
     elif args.verb == "demo":
@@ -314,12 +280,14 @@ def run(args: argparse.Namespace) -> None:
         _print_results(result.results)
         for query, hits in result.queries.items():
             print(f"search {query}")
-            _print_hits(hits, False)
+            cli_search.print_hits(hits, False)
         print("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
               + f", total {sum(result.seconds.values()):.0f} s")
         print(f"outputs: model {result.model_dir}, results {result.out / 'eval' / 'results.json'}, "
               f"collection {result.collection_dir}")
         print(f"report: {result.out / 'eval' / 'report.html'} (open it in a browser)")
+        print(f"next: jointspace serve --collection {result.collection_dir}  "
+              "(then open http://127.0.0.1:8000)")
 
 
 def _audio_demo(args: argparse.Namespace) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from .config import RunConfig, load_run_config
 from .data.shapes import HELD_OUT_COMBOS, ShapesSpec, class_names, write_shapes
 from .eval.run import evaluate
-from .index.collection import Hit, build_collection
+from .index import Hit, build_collection
 from .progress import logger
 from .train.trainer import train
 
@@ -92,7 +92,7 @@ def run_demo(out: str | Path = "demo_out", *, n: int = DEMO_SCENES, seed: int = 
     logger.info("4/4 indexing the test images and searching")
     collection = build_collection(model_dir, manifests["test"], out / "collection")
     queries = {f"text: {q}": collection.search_text(q, k) for q in DEMO_TEXT_QUERIES}
-    example = collection.items[0]["path"]
+    example = next(iter(queries.values()))[0].item["path"]  # an image query: a first hit
     queries[f"image: {example}"] = collection.search_image(example, k)
     seconds["index+search"] = time.perf_counter() - t
     return DemoResult(out, model_dir, out / "collection", results, queries, seconds)

@@ -64,7 +64,8 @@ def test_errors_are_one_clear_line(tmp_path, args, message, trained_model_dir):
     assert len(lines) == 1 and message in lines[0], proc.stderr
 
 
-@pytest.mark.parametrize("verb", ["data", "train", "eval", "compare", "index", "search", "demo"])
+@pytest.mark.parametrize("verb", ["data", "train", "eval", "compare", "index", "search", "serve",
+                                  "demo"])
 def test_help_has_examples(verb):
     proc = _cli(verb, "--help")
     assert proc.returncode == 0 and "example:" in proc.stdout and f"jointspace {verb}" in proc.stdout
@@ -104,7 +105,7 @@ def test_openclip_columns_excel_bom_and_device(tmp_path, capsys, shapes_dir, tra
     col = tmp_path / "col"
     assert main(["index", str(trained_model_dir), str(manifest), "--collection", str(col),
                  "--image-column", "filepath", "--device", "cpu"]) == 0
-    assert "12 items" in capsys.readouterr().out
+    assert "12 added" in capsys.readouterr().out
     assert asked == ["cpu"]
     assert main(["search", "--collection", str(col), "a red circle", "--device", "cpu"]) == 0
     assert asked == ["cpu", "cpu"]  # the query is embedded there too

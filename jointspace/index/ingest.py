@@ -229,7 +229,8 @@ def _ingest(col: Collection, source: Path, batch_size: int, delete_missing: bool
         candidates, rejected = scan_folder(source, modalities), []
     else:
         candidates, rejected = scan_manifest(source, modalities, col.path, columns)
-    known = col.catalog.hashes(str(source))
+    known = col.catalog.hashes(str(source))  # items and quarantined inputs
+    indexed = col.catalog.keys(str(source))
     if rejected:
         fresh = [q for q in rejected if q.key not in known]
         if fresh:
@@ -245,10 +246,10 @@ def _ingest(col: Collection, source: Path, batch_size: int, delete_missing: bool
             continue
         pending.append((candidate, digest))
         if len(pending) >= batch_size:
-            _write_batch(col, str(source), pending, known, report, on_commit)
+            _write_batch(col, str(source), pending, known, indexed, report, on_commit)
             pending = []
     if pending:
-        _write_batch(col, str(source), pending, known, report, on_commit)
+        _write_batch(col, str(source), pending, known, indexed, report, on_commit)
     if delete_missing:
         seen = {c.key for c in candidates} | {q.key for q in rejected}
         gone = [k for k in known if k not in seen]
@@ -259,7 +260,7 @@ def _ingest(col: Collection, source: Path, batch_size: int, delete_missing: bool
 
 
 def _write_batch(col: Collection, source: str, pending: list[tuple[Candidate, str]],
-                 known: dict[str, str], report: IngestReport,
+                 known: dict[str, str], indexed: set[str], report: IngestReport,
                  on_commit: Callable[[list[str]], None] | None) -> None:
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         problems = list(pool.map(lambda pair: check_candidate(pair[0]), pending))
@@ -281,11 +282,13 @@ def _write_batch(col: Collection, source: str, pending: list[tuple[Candidate, st
     col.write(items, bad)
     kill_point("written")
     for c, d in good:
-        if c.key in known:
+        if c.key in indexed:
             report.updated += 1
         else:
             report.added += 1
         known[c.key] = d
+        indexed.add(c.key)
+    indexed.difference_update(q.key for q in bad)
     for q in bad:
         logger.warning("quarantined %s: %s", q.path or q.key, q.reason)
     report.quarantined += len(bad)
