@@ -159,8 +159,10 @@ class JointModel(nn.Module):
         keys = [tower.sort_key(item) for item in items]
         order = (sorted(range(len(items)), key=keys.__getitem__)
                  if items and None not in keys else list(range(len(items))))
+        # a model already in eval mode is never toggled, so threads may share it
         was_training = self.training
-        self.eval()
+        if was_training:
+            self.eval()
         device = next(self.parameters()).device
         out = []
         try:
@@ -171,7 +173,8 @@ class JointModel(nn.Module):
                 x = tower.collate([tower.preprocess_one(item) for item in chunk]).to(device)
                 out.append(F.normalize(tower.embed(x)[:, :dim].float(), dim=-1).cpu())
         finally:
-            self.train(was_training)
+            if was_training:
+                self.train(True)
         if not out:
             return np.zeros((0, dim), dtype=np.float32)
         result = np.empty((len(items), dim), dtype=np.float32)

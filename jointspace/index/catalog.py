@@ -7,6 +7,10 @@ that made it, so a store that has seen changes up to its watermark can catch
 up by replaying ``seq > watermark`` (after a crash, or in a reader while an
 ingest runs). WAL mode lets readers query while one writer commits; an item
 counted as indexed has been committed, so a kill never loses it.
+
+Vectors live in one table per modality keyed by the item id (a rowid table:
+a 1 KB vector is stored inline in its B-tree page, where a WITHOUT ROWID
+table would spill each one to an overflow page of its own).
 """
 from __future__ import annotations
 
@@ -35,9 +39,7 @@ CREATE TABLE IF NOT EXISTS items (
 );
 CREATE INDEX IF NOT EXISTS items_seq ON items(seq);
 CREATE INDEX IF NOT EXISTS items_source ON items(source);
-CREATE TABLE IF NOT EXISTS vectors (
-    item_id INTEGER NOT NULL, modality TEXT NOT NULL, vector BLOB NOT NULL,
-    PRIMARY KEY (item_id, modality)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS modalities (name TEXT PRIMARY KEY);  -- one vectors_<name> table each
 CREATE TABLE IF NOT EXISTS deleted (id INTEGER PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS deleted_seq ON deleted(seq);
 CREATE TABLE IF NOT EXISTS quarantine (
@@ -76,9 +78,10 @@ class Quarantined:
     content_hash: str | None = None
 
 
-def _item(row: sqlite3.Row) -> dict[str, Any]:
-    item = {k: row[k] for k in COLUMNS if k != "meta" and row[k] is not None}
-    item["meta"] = json.loads(row["meta"])
+def _item(row: Sequence[Any]) -> dict[str, Any]:
+    """An items row (selected as ``COLUMNS``) as a dict: None fields left out, meta parsed."""
+    item = {k: v for k, v in zip(COLUMNS[:-1], row) if v is not None}
+    item["meta"] = json.loads(row[-1]) if row[-1] != "{}" else {}
     return item
 
 
@@ -124,11 +127,25 @@ class Catalog:
     def seq(self) -> int:
         return int(self.db.execute("SELECT value FROM state WHERE name='seq'").fetchone()[0])
 
-    def count(self, modality: str | None = None) -> int:
-        if modality is None:
-            return int(self.db.execute("SELECT count(*) FROM items").fetchone()[0])
-        return int(self.db.execute("SELECT count(*) FROM vectors WHERE modality=?",
-                                   (modality,)).fetchone()[0])
+    def count(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM items").fetchone()[0])
+
+    def modalities(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT name FROM modalities ORDER BY name")]
+
+    def _table(self, modality: str, db: sqlite3.Connection | None = None) -> str:
+        """The vectors table of a modality (made on first write)."""
+        if not modality.isidentifier():
+            raise JointspaceError(f"modality name {modality!r} is not an identifier")
+        table = f"vectors_{modality}"
+        if db is not None:
+            db.execute(f"CREATE TABLE IF NOT EXISTS {table} (item_id INTEGER PRIMARY KEY, "
+                       "vector BLOB NOT NULL)")
+            db.execute("INSERT OR IGNORE INTO modalities VALUES (?)", (modality,))
+        return table
+
+    def _has(self, modality: str) -> bool:
+        return modality in self.modalities()
 
     def hashes(self, source: str) -> dict[str, str]:
         """``key → content_hash`` of the items and quarantined inputs of one source."""
@@ -141,8 +158,11 @@ class Catalog:
         out: dict[int, dict[str, Any]] = {}
         for chunk in _chunks(list(map(int, ids)), 900):
             marks = ",".join("?" * len(chunk))
-            for row in self.db.execute(f"SELECT * FROM items WHERE id IN ({marks})", chunk):
-                out[row["id"]] = _item(row)
+            cursor = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM items WHERE id IN ({marks})",
+                                     chunk)
+            cursor.row_factory = None  # plain tuples: this runs once per search
+            for row in cursor:
+                out[row[0]] = _item(row)
         return out
 
     def item(self, item_id: int) -> dict[str, Any] | None:
@@ -151,32 +171,39 @@ class Catalog:
     def vectors(self, modality: str, ids: Sequence[int] | None = None,
                 dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(ids, vectors)`` of one modality: all of them, or those of ``ids``."""
+        if not self._has(modality):
+            return _unpack([], dim)
+        table = self._table(modality)
         if ids is None:
-            rows = self.db.execute("SELECT item_id, vector FROM vectors WHERE modality=? "
-                                   "ORDER BY item_id", (modality,)).fetchall()
+            rows = self.db.execute(f"SELECT item_id, vector FROM {table} ORDER BY item_id").fetchall()
         else:
             rows = []
             for chunk in _chunks(sorted(set(map(int, ids))), 900):
                 marks = ",".join("?" * len(chunk))
-                rows += self.db.execute(f"SELECT item_id, vector FROM vectors WHERE modality=? AND "
-                                        f"item_id IN ({marks})", (modality, *chunk)).fetchall()
+                rows += self.db.execute(f"SELECT item_id, vector FROM {table} WHERE "
+                                        f"item_id IN ({marks})", chunk).fetchall()
         return _unpack(rows, dim)
 
     def sample_vectors(self, modality: str, limit: int) -> np.ndarray:
-        """Up to ``limit`` vectors of a modality, spread evenly over the ids (deterministic)."""
-        n = self.count(modality)
-        step = max(1, n // max(1, limit))
-        rows = self.db.execute("SELECT item_id, vector FROM vectors WHERE modality=? AND "
-                               "item_id % ? = 0 LIMIT ?", (modality, step, limit)).fetchall()
+        """Up to about ``limit`` vectors of a modality, spread evenly over the ids (deterministic)."""
+        if not self._has(modality):
+            return _unpack([])[1]
+        table = self._table(modality)
+        top = self.db.execute(f"SELECT max(item_id) FROM {table}").fetchone()[0] or 0
+        step = max(1, top // max(1, limit))
+        rows = self.db.execute(f"SELECT item_id, vector FROM {table} WHERE item_id % ? = 0 LIMIT ?",
+                               (step, limit)).fetchall()
         return _unpack(rows)[1]
 
     def changes(self, modality: str, since: int, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """What a store of ``modality`` at watermark ``since`` lacks:
         ``(upsert ids, their vectors, ids to delete)``."""
-        rows = self.db.execute(
-            "SELECT i.id, v.vector FROM items i LEFT JOIN vectors v "
-            "ON v.item_id = i.id AND v.modality = ? WHERE i.seq > ? ORDER BY i.id",
-            (modality, since)).fetchall()
+        if not self._has(modality):
+            rows = [(r[0], None) for r in self.db.execute("SELECT id FROM items WHERE seq > ?", (since,))]
+        else:
+            rows = self.db.execute(
+                f"SELECT i.id, v.vector FROM items i LEFT JOIN {self._table(modality)} v "
+                "ON v.item_id = i.id WHERE i.seq > ? ORDER BY i.id", (since,)).fetchall()
         gone = [r[0] for r in rows if r[1] is None]  # re-indexed without this modality
         ids, vectors = _unpack([r for r in rows if r[1] is not None], dim)
         gone += [r[0] for r in self.db.execute("SELECT id FROM deleted WHERE seq > ?", (since,))]
@@ -216,37 +243,48 @@ class Catalog:
     def write(self, rows: Iterable[ItemRow], bad: Iterable[Quarantined] = ()) -> int:
         """Upsert items with their vectors and record quarantined inputs, atomically.
         Returns the change number."""
+        rows, bad = list(rows), list(bad)
         with self._tx() as db:
             seq = self._bump(db)
+            existing = self._ids_of(db, [r.key for r in rows])
+            found = db.execute("SELECT seq FROM sqlite_sequence WHERE name='items'").fetchone()
+            next_id = (found[0] if found else 0) + 1  # ids are never reused (AUTOINCREMENT)
+            new, old = [], []
             for row in rows:
-                meta = json.dumps(row.meta, sort_keys=True, default=str)
-                found = db.execute("SELECT id FROM items WHERE key=?", (row.key,)).fetchone()
-                values = (row.source, row.modality, row.path, row.content_hash, row.text,
-                          row.label, meta, seq)
-                if found:
-                    item_id = found[0]
-                    db.execute("UPDATE items SET source=?, modality=?, path=?, content_hash=?, "
-                               "text=?, label=?, meta=?, seq=? WHERE id=?", (*values, item_id))
-                    db.execute("DELETE FROM vectors WHERE item_id=?", (item_id,))
+                values = (row.source, row.modality, row.path, row.content_hash, row.text, row.label,
+                          json.dumps(row.meta, sort_keys=True, default=str), seq)
+                if row.key in existing:
+                    old.append((*values, existing[row.key]))
                 else:
-                    item_id = db.execute("INSERT INTO items (key, source, modality, path, "
-                                         "content_hash, text, label, meta, seq) VALUES "
-                                         "(?,?,?,?,?,?,?,?,?)", (row.key, *values)).lastrowid
-                db.execute("DELETE FROM deleted WHERE id=?", (item_id,))
-                db.execute("DELETE FROM quarantine WHERE key=?", (row.key,))
-                db.executemany("INSERT INTO vectors VALUES (?,?,?)", [
-                    (item_id, m, np.ascontiguousarray(v, dtype=np.float32).tobytes())
-                    for m, v in row.vectors.items()])
-            for q in bad:  # an item that went bad leaves the index
-                found = db.execute("SELECT id FROM items WHERE key=?", (q.key,)).fetchone()
-                if found:
-                    db.execute("DELETE FROM vectors WHERE item_id=?", (found[0],))
-                    db.execute("DELETE FROM items WHERE id=?", (found[0],))
-                    db.execute("INSERT OR REPLACE INTO deleted VALUES (?,?)", (found[0], seq))
-                db.execute("DELETE FROM quarantine WHERE key=?", (q.key,))
-                db.execute("INSERT INTO quarantine VALUES (?,?,?,?,?,?)",
-                           (q.key, q.source, q.path, q.reason, q.content_hash, seq))
+                    existing[row.key] = next_id
+                    new.append((next_id, row.key, *values))
+                    next_id += 1
+            db.executemany("INSERT INTO items (id, key, source, modality, path, content_hash, text, "
+                           "label, meta, seq) VALUES (?,?,?,?,?,?,?,?,?,?)", new)
+            db.executemany("UPDATE items SET source=?, modality=?, path=?, content_hash=?, text=?, "
+                           "label=?, meta=?, seq=? WHERE id=?", old)
+            self._drop_vectors(db, [o[-1] for o in old])
+            for modality in sorted({m for row in rows for m in row.vectors}):
+                db.executemany(f"INSERT INTO {self._table(modality, db)} VALUES (?,?)", [
+                    (existing[row.key], np.ascontiguousarray(row.vectors[modality], np.float32).tobytes())
+                    for row in rows if modality in row.vectors])
+            db.executemany("DELETE FROM quarantine WHERE key=?", [(r.key,) for r in rows])
+            gone = self._ids_of(db, [q.key for q in bad])  # an item that went bad leaves the index
+            self._drop_vectors(db, list(gone.values()))
+            for item_id in gone.values():
+                db.execute("DELETE FROM items WHERE id=?", (item_id,))
+                db.execute("INSERT OR REPLACE INTO deleted VALUES (?,?)", (item_id, seq))
+            db.executemany("INSERT OR REPLACE INTO quarantine VALUES (?,?,?,?,?,?)",
+                           [(q.key, q.source, q.path, q.reason, q.content_hash, seq) for q in bad])
         return seq
+
+    @staticmethod
+    def _ids_of(db: sqlite3.Connection, keys: list[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for chunk in _chunks(keys, 900):
+            marks = ",".join("?" * len(chunk))
+            out.update(db.execute(f"SELECT key, id FROM items WHERE key IN ({marks})", chunk).fetchall())
+        return out
 
     def delete_keys(self, keys: Iterable[str]) -> tuple[int, int]:
         """Delete items (and quarantine entries) by key; returns ``(seq, items deleted)``."""
@@ -257,14 +295,23 @@ class Catalog:
             for chunk in _chunks(keys, 900):
                 marks = ",".join("?" * len(chunk))
                 ids = [r[0] for r in db.execute(f"SELECT id FROM items WHERE key IN ({marks})", chunk)]
+                self._drop_vectors(db, ids)
                 for id_chunk in _chunks(ids, 900):
                     id_marks = ",".join("?" * len(id_chunk))
-                    db.execute(f"DELETE FROM vectors WHERE item_id IN ({id_marks})", id_chunk)
                     db.execute(f"DELETE FROM items WHERE id IN ({id_marks})", id_chunk)
                 db.executemany("INSERT OR REPLACE INTO deleted VALUES (?,?)", [(i, seq) for i in ids])
                 db.execute(f"DELETE FROM quarantine WHERE key IN ({marks})", chunk)
                 deleted += len(ids)
         return seq, deleted
+
+    def _drop_vectors(self, db: sqlite3.Connection, ids: list[int]) -> None:
+        for modality in self.modalities():
+            db.executemany(f"DELETE FROM {self._table(modality)} WHERE item_id=?", [(i,) for i in ids])
+
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the database file (it would otherwise grow with
+        every ingest until the last connection closes)."""
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     @staticmethod
     def _bump(db: sqlite3.Connection) -> int:

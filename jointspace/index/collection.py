@@ -236,11 +236,15 @@ class Collection:
                     store.commit(self._applied.get(modality, seq))
                     logger.info("store %s: %d vectors (%s)", modality, store.count(),
                                 getattr(store, "kind", self.info["store"]))
+            self.catalog.checkpoint()
 
     # -- writing -----------------------------------------------------------------
     def write(self, rows: Sequence[ItemRow], bad: Sequence[Quarantined] = ()) -> int:
         """Upsert items (with a vector per modality) and quarantine entries in one
         transaction; visible to searches at once, persisted in stores at :meth:`sync`."""
+        keys = [row.key for row in rows]
+        if len(set(keys)) != len(keys):
+            raise JointspaceError("a write repeats an item key")
         for row in rows:
             for modality, vector in row.vectors.items():
                 if modality not in self.modalities:
@@ -268,7 +272,7 @@ class Collection:
     def calibration(self, modality: str) -> Calibration:
         """Mean and covariance of a modality's vectors (see :mod:`jointspace.index.query`)."""
         with self._lock:
-            count = self.catalog.count(modality)
+            count = self.store(modality).count()
             fitted_at, cal = self._calibration.get(modality, (-1, None))
             if cal is None or abs(count - fitted_at) > 0.05 * fitted_at:  # refit as it grows
                 cal = Calibration.fit(self.catalog.sample_vectors(modality, CALIBRATION_SAMPLE))
@@ -329,6 +333,30 @@ class Collection:
         return [Hit(offset + i + 1, float(s) - shift, items[int(j)])
                 for i, (s, j) in enumerate(zip(found, found_ids)) if int(j) in items]
 
+    def search_vectors(self, queries: np.ndarray, k: int = 10, *, target: str | None = None,
+                       nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The bulk path: ``(scores [Q, k], item ids [Q, k])`` for a batch of query vectors,
+        without item lookups (ids ``-1`` where fewer than ``k`` items exist)."""
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        if queries.shape[1:] != (self.dim,):
+            raise JointspaceError(f"queries have shape {queries.shape}; the collection holds "
+                                  f"{self.dim}-dim vectors")
+        store = self.store(target or self.modalities[0])
+        kwargs = {"nprobe": nprobe} if nprobe is not None else {}
+        if not self.info.get("prefix_dim"):
+            with self._lock:
+                return store.search(queries, k, **kwargs)
+        with self._lock:
+            _, cand = store.search(self._prefix(queries), k * RERANK_FACTOR, **kwargs)
+        scores = np.full((len(queries), k), -np.inf, np.float32)
+        ids = np.full((len(queries), k), -1, np.int64)
+        for row, (query, found) in enumerate(zip(queries, cand)):
+            have, vecs = self.catalog.vectors(target or self.modalities[0], found[found >= 0], self.dim)
+            s = vecs @ query
+            order = np.lexsort((have, -s))[:k]
+            scores[row, :len(order)], ids[row, :len(order)] = s[order], have[order]
+        return scores, ids
+
     def _search_store(self, store: VectorStore, query: np.ndarray, k: int,
                       allowed: np.ndarray | None, nprobe: int | None) -> tuple[np.ndarray, np.ndarray]:
         kwargs = {"nprobe": nprobe} if nprobe is not None else {}
@@ -342,8 +370,10 @@ class Collection:
 
         if self._model is not None:
             return list(self._model.modalities)
-        return list(read_config(self.info["model"]).towers) if Path(self.info["model"]).is_dir() \
-            else list(self.model.modalities)
+        if not hasattr(self, "_towers"):
+            self._towers = list(read_config(self.info["model"]).towers) \
+                if Path(self.info["model"]).is_dir() else list(self.model.modalities)
+        return self._towers
 
     def search_text(self, text: str, k: int = 10, **kwargs: Any) -> list[Hit]:
         return self.search(text=text, k=k, **kwargs)
