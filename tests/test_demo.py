@@ -14,6 +14,9 @@ def test_demo_runs_end_to_end_with_the_locked_minilm(tmp_path):
     assert results["n"] == 20 and results["zero_shot"]["n_classes"] == 48
     assert result.results["test_words_retrieval"]["n"] == 20
     assert all(len(hits) == 3 for hits in result.queries.values())
+    from jointspace.index import Collection  # the test images, on the collection's vector store
+    col = Collection.open(result.collection_dir)
+    assert len(col) == 20 and col.info["store"] == "faiss" and col.store("image").count() == 20
     card = (tmp_path / "demo" / "model" / "README.md").read_text()
     assert "| text | minilm | none | 0 |" in card
 

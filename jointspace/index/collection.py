@@ -28,6 +28,7 @@ from ..model import JointModel, load, resolve_device
 from ..model_io import folder_fingerprint, model_fingerprint
 from ..progress import logger
 from . import exact, faiss_store  # noqa: F401  (register the "exact" and "faiss" stores)
+from .batching import QueryBatcher
 from .catalog import Catalog, ItemRow, Quarantined
 from .query import CALIBRATION_SAMPLE, Calibration, Term, check_terms, compose
 from .store import VectorStore, open_store
@@ -106,6 +107,8 @@ class Collection:
         self._applied: dict[str, int] = {}  # catalog change each in-memory store reflects
         self._calibration: dict[str, tuple[int, Calibration]] = {}
         self._lock = threading.RLock()
+        # queries from concurrent threads (a server) are encoded in shared batches
+        self._batcher = QueryBatcher(lambda modality, items: self.model.encode(modality, list(items)))
         if model is not None:
             self.use_model(model)
 
@@ -290,7 +293,7 @@ class Collection:
                                           f"finite values, not all zero; got shape {v.shape}")
                 vectors.append(v / np.linalg.norm(v))
             else:
-                vectors.append(self.model.encode(term.modality, [term.value])[0])
+                vectors.append(self._batcher.encode(term.modality, term.value))
         return vectors
 
     def search(self, *, text: str | None = None, image: Any = None, audio: Any = None,

@@ -1,0 +1,85 @@
+"""Encoding queries for many threads at once, batched without added waiting.
+
+A server answers each request on its own thread. Encoding their queries one
+by one wastes the model: a batch of 32 short texts costs a few times one, not
+32 times. :class:`QueryBatcher` batches opportunistically: a query that finds
+the model idle is encoded at once (no latency is added when traffic is low);
+queries that arrive while an encode runs wait for it and are then encoded
+together by one of them. Only that one thread runs the model at a time, so
+the model is never used concurrently. If a batch fails (one undecodable
+upload), each of its queries is retried alone, so one bad query fails only
+its own request.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+
+@dataclass
+class _Query:
+    modality: str
+    item: Any
+    vector: np.ndarray | None = None
+    error: BaseException | None = None
+    done: bool = False
+
+
+class QueryBatcher:
+    """Thread-safe ``encode(modality, item) -> vector`` over ``encode_many(modality, items)``."""
+
+    def __init__(self, encode_many: Callable[[str, Sequence[Any]], np.ndarray],
+                 max_batch: int = 64) -> None:
+        self.encode_many, self.max_batch = encode_many, max_batch
+        self._cv = threading.Condition()
+        self._queue: list[_Query] = []
+        self._busy = False
+        self.batches: list[int] = []  # sizes of the batches run (for tests and logs)
+
+    def encode(self, modality: str, item: Any) -> np.ndarray:
+        query = _Query(modality, item)
+        with self._cv:
+            self._queue.append(query)
+            while not query.done:
+                if self._busy:
+                    self._cv.wait()
+                    continue
+                self._busy = True
+                batch = self._take(self._queue[0].modality)
+                self._cv.release()
+                try:
+                    self._run(batch)
+                finally:
+                    self._cv.acquire()
+                    self._busy = False
+                    self._cv.notify_all()
+        if query.error is not None:
+            raise query.error
+        return query.vector
+
+    def _take(self, modality: str) -> list[_Query]:
+        batch = [q for q in self._queue if q.modality == modality][:self.max_batch]
+        taken = set(map(id, batch))
+        self._queue = [q for q in self._queue if id(q) not in taken]
+        return batch
+
+    def _run(self, batch: list[_Query]) -> None:
+        self.batches.append(len(batch))
+        try:
+            vectors = self.encode_many(batch[0].modality, [q.item for q in batch])
+            for q, v in zip(batch, vectors):
+                q.vector = v
+        except Exception:
+            for q in batch:  # find the culprit: each query alone
+                try:
+                    q.vector = self.encode_many(q.modality, [q.item])[0]
+                except Exception as e:  # noqa: BLE001  (handed to the caller of this query)
+                    q.error = e
+        for q in batch:
+            q.done = True
+
+
+__all__ = ["QueryBatcher"]
