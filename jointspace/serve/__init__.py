@@ -1,0 +1,4 @@
+"""``jointspace serve``: an HTTP API and a search page over a collection."""
+from .app import create_app, serve
+
+__all__ = ["create_app", "serve"]
