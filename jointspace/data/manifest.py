@@ -129,13 +129,13 @@ def manifest_columns(path: str | Path) -> list[str]:
         try:
             header = first.decode("utf-8-sig")
         except UnicodeDecodeError:
-            return _read_rows(path)[0]  # the full read names the bad byte's line and column
+            return read_rows(path)[0]  # the full read names the bad byte's line and column
         cells = next(csv.reader([header], delimiter="\t" if suffix == ".tsv" else ","), [])
         return [c.strip() for c in cells if c.strip()]
-    return _read_rows(path)[0]
+    return read_rows(path)[0]
 
 
-def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict | None, str | None]]]:
+def read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict | None, str | None]]]:
     """The manifest's column names and its (line number, row or None, parse error or None)."""
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".tsv", ".jsonl", ".ndjson"):
@@ -246,7 +246,7 @@ def read_manifest(path: str | Path, *, required: tuple[str, ...] = ("image", "te
         raise DataError(f"manifest not found: {path}")
     field_col = _field_columns(path, columns, tuple(required) + tuple(optional))
     modality = {f: _modalities().get(modality_of(f)) for f in required}
-    found, rows = _read_rows(path)
+    found, rows = read_rows(path)
     if not rows:
         raise DataError(f"manifest {path} has no rows")
     missing = [field_col[f] for f in required if field_col[f] not in found]

@@ -109,6 +109,8 @@ def scan_manifest(path: Path, modalities: Sequence[str], quarantine_dir: Path,
     data = read_manifest(path, required=(primary,), optional=tuple(m for m in present if m != primary),
                          check_files=False, columns=columns, quarantine_dir=quarantine_dir)
     source = str(path.resolve())
+    extra = _extra_columns(path, {mapped.get(m, m) for m in modalities} | {
+        (columns or {}).get(f, f) for f in ("id", "label", "group")})
     found = []
     for r in data.records:
         fields = {m: (path.parent / v if registry.get(m).is_file and m != primary else v)
@@ -116,9 +118,19 @@ def scan_manifest(path: Path, modalities: Sequence[str], quarantine_dir: Path,
         item_path = fields[primary] if registry.get(primary).is_file else None
         found.append(Candidate(f"{source}#{r.id}", primary, fields,
                                Path(item_path).resolve() if item_path else None, r.label,
-                               {"id": r.id, "line": r.line, **({"group": r.group} if r.group else {})}))
+                               {**extra.get(r.line, {}), "id": r.id, "line": r.line,
+                                **({"group": r.group} if r.group else {})}))
     bad = [Quarantined(f"{source}#line{b.line}", source, None, b.reason) for b in data.bad_rows]
     return found, bad
+
+
+def _extra_columns(path: Path, used: set[str]) -> dict[int, dict[str, str]]:
+    """line → the row's other columns (user metadata: filterable with ``where``)."""
+    from ..data.manifest import read_rows
+
+    _, rows = read_rows(path)
+    return {line: {k: v for k, v in row.items() if k and k not in used and v not in (None, "")}
+            for line, row, error in rows if row is not None and not error}
 
 
 def content_hash(candidate: Candidate) -> str:

@@ -143,6 +143,14 @@ def test_manifest_bad_rows_are_quarantined(trained_model_dir, shapes_dir, tmp_pa
     assert report.added == 1 and report.quarantined == 2
     reasons = sorted(q.reason for q in report.problems)
     assert "empty 'image'" in reasons[0] and "not found" in reasons[1]
+    # the other columns are metadata, filterable
+    col = Collection.open(tmp_path / "col")
+    manifest.write_text("id,image,text,label,photographer\n"
+                        f"a,{shapes_dir / 'images/test/test-000000.png'},a red circle,red circle,ann\n"
+                        f"d,{shapes_dir / 'images/test/test-000001.png'},a square,blue square,bo\n")
+    assert index_source(tmp_path / "col", trained_model_dir, manifest, delete_missing=True).updated == 1
+    hits = col.search(text="a", where={"photographer": "bo"}, k=5)
+    assert [h.item["meta"]["photographer"] for h in hits] == ["bo"] and len(col) == 2
 
 
 def _other_model(trained_model_dir, tmp_path):
