@@ -7,9 +7,12 @@ tokenise, encode, search, look up items, serialise), starts the server in a
 subprocess, then:
 
 1. one client, ``--sequential`` requests one after another: the service time;
-2. ``--clients`` concurrent clients (keep-alive connections, one thread each)
-   for ``--seconds``, each sending at most ``--max-requests``: throughput and
-   latency under load, and every error counted.
+2. for each of ``--clients`` (default 4 and 32), that many concurrent clients
+   (keep-alive connections, one thread each, closed loop) for ``--seconds``,
+   each sending at most ``--max-requests``: throughput and latency under load,
+   and every error counted. In a closed loop, latency ≈ clients / throughput
+   (Little's law) once the server is saturated. The clients run on the same
+   cores as the server.
 
 Text queries are drawn from a pool of distinct captions, so no answer is served
 from a cache. There is no reference server to run beside it here (clip-retrieval's
@@ -105,11 +108,48 @@ def percentiles(latencies: list[float]) -> str:
             f"p99 {np.percentile(ms, 99):.1f} ms, max {ms.max():.1f} ms")
 
 
+def loaded(port: int, pool: list[str], clients: int, args: argparse.Namespace) -> None:
+    """``clients`` closed-loop clients for ``args.seconds``: throughput, latency, errors."""
+    results: list[tuple[int, float]] = []
+    failures: list[str] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + args.seconds
+
+    def client(index: int) -> None:
+        rng = random.Random(index)
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        mine = []
+        for _ in range(args.max_requests):
+            if time.monotonic() > stop:
+                break
+            try:
+                mine.append(request(c, {"text": rng.choice(pool), "k": 10}))
+            except Exception as e:  # a dropped connection is an error, not a crash
+                with lock:
+                    failures.append(f"{type(e).__name__}: {e}")
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        with lock:
+            results.extend(mine)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    errors = sum(status != 200 for status, _ in results) + len(failures)
+    print(f"{clients} clients × {args.seconds:.0f} s: {len(results)} requests, "
+          f"{len(results) / wall:.0f} requests/s, {percentiles([t for _, t in results])}; "
+          f"errors {errors}" + (f" (first: {failures[0]})" if failures else ""))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=1_000_000)
     p.add_argument("--dim", type=int, default=256)
-    p.add_argument("--clients", type=int, default=32)
+    p.add_argument("--clients", type=int, nargs="+", default=[4, 32],
+                   help="concurrent clients of each loaded phase")
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--max-requests", type=int, default=2000, help="per client (bounds the test)")
     p.add_argument("--sequential", type=int, default=200)
@@ -143,38 +183,8 @@ def main() -> None:
         seq_errors = sum(status != 200 for status, _ in seq)
         print(f"1 client, {len(seq)} requests: {percentiles([t for _, t in seq])}; errors {seq_errors}")
 
-        results: list[tuple[int, float]] = []
-        failures: list[str] = []
-        lock = threading.Lock()
-        stop = time.monotonic() + args.seconds
-
-        def client(index: int) -> None:
-            rng = random.Random(index)
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-            mine = []
-            for _ in range(args.max_requests):
-                if time.monotonic() > stop:
-                    break
-                try:
-                    mine.append(request(c, {"text": rng.choice(pool), "k": 10}))
-                except Exception as e:  # a dropped connection is an error, not a crash
-                    with lock:
-                        failures.append(f"{type(e).__name__}: {e}")
-                    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-            with lock:
-                results.extend(mine)
-
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - t0
-        errors = sum(status != 200 for status, _ in results) + len(failures)
-        print(f"{args.clients} clients × {args.seconds:.0f} s: {len(results)} requests, "
-              f"{len(results) / wall:.0f} requests/s, {percentiles([t for _, t in results])}; "
-              f"errors {errors}" + (f" (first: {failures[0]})" if failures else ""))
+        for clients in args.clients:
+            loaded(port, pool, clients, args)
         health = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         health.request("GET", "/healthz")
         print(f"healthz after the load: {health.getresponse().status}")

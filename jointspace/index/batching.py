@@ -5,10 +5,12 @@ by one wastes the model: a batch of 32 short texts costs a few times one, not
 32 times. :class:`QueryBatcher` batches opportunistically: a query that finds
 the model idle is encoded at once (no latency is added when traffic is low);
 queries that arrive while an encode runs wait for it and are then encoded
-together by one of them. Only that one thread runs the model at a time, so
-the model is never used concurrently. If a batch fails (one undecodable
-upload), each of its queries is retried alone, so one bad query fails only
-its own request.
+together. One worker thread runs the model: it is never used concurrently,
+and the math library keeps one team of threads (PyTorch's OpenMP pool is per
+calling thread; forty server threads calling it in turn made forty teams
+fighting over two cores, and encoding ran 3–4× slower). If a batch fails
+(one undecodable upload), each of its queries is retried alone, so one bad
+query fails only its own request.
 """
 from __future__ import annotations
 
@@ -23,9 +25,9 @@ import numpy as np
 class _Query:
     modality: str
     item: Any
+    done: threading.Event
     vector: np.ndarray | None = None
     error: BaseException | None = None
-    done: bool = False
 
 
 class QueryBatcher:
@@ -36,35 +38,33 @@ class QueryBatcher:
         self.encode_many, self.max_batch = encode_many, max_batch
         self._cv = threading.Condition()
         self._queue: list[_Query] = []
-        self._busy = False
+        self._worker: threading.Thread | None = None
         self.batches: list[int] = []  # sizes of the batches run (for tests and logs)
 
     def encode(self, modality: str, item: Any) -> np.ndarray:
-        query = _Query(modality, item)
+        query = _Query(modality, item, done=threading.Event())
         with self._cv:
             self._queue.append(query)
-            while not query.done:
-                if self._busy:
-                    self._cv.wait()
-                    continue
-                self._busy = True
-                batch = self._take(self._queue[0].modality)
-                self._cv.release()
-                try:
-                    self._run(batch)
-                finally:
-                    self._cv.acquire()
-                    self._busy = False
-                    self._cv.notify_all()
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._work, name="jointspace-encoder",
+                                                daemon=True)
+                self._worker.start()
+            self._cv.notify()
+        query.done.wait()
         if query.error is not None:
             raise query.error
         return query.vector
 
-    def _take(self, modality: str) -> list[_Query]:
-        batch = [q for q in self._queue if q.modality == modality][:self.max_batch]
-        taken = set(map(id, batch))
-        self._queue = [q for q in self._queue if id(q) not in taken]
-        return batch
+    def _work(self) -> None:
+        while True:
+            with self._cv:
+                while not self._queue:
+                    self._cv.wait()
+                modality = self._queue[0].modality
+                batch = [q for q in self._queue if q.modality == modality][:self.max_batch]
+                taken = set(map(id, batch))
+                self._queue = [q for q in self._queue if id(q) not in taken]
+            self._run(batch)
 
     def _run(self, batch: list[_Query]) -> None:
         self.batches.append(len(batch))
@@ -79,7 +79,7 @@ class QueryBatcher:
                 except Exception as e:  # noqa: BLE001  (handed to the caller of this query)
                     q.error = e
         for q in batch:
-            q.done = True
+            q.done.set()
 
 
 __all__ = ["QueryBatcher"]

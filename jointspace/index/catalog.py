@@ -15,6 +15,7 @@ table would spill each one to an overflow page of its own).
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from dataclasses import dataclass, field
@@ -124,6 +125,18 @@ class Catalog:
             self._local.db = None
 
     # -- reading -----------------------------------------------------------------
+    def change_token(self) -> tuple:
+        """Changes whenever any process commits to the catalog (the database and WAL files'
+        sizes and modification times): a cheap test before asking for :meth:`seq`."""
+        token = []
+        for path in (self.path, self.path.with_name(self.path.name + "-wal")):
+            try:
+                st = os.stat(path)
+                token += [st.st_mtime_ns, st.st_size, st.st_ino]
+            except FileNotFoundError:
+                token += [None]
+        return tuple(token)
+
     def seq(self) -> int:
         return int(self.db.execute("SELECT value FROM state WHERE name='seq'").fetchone()[0])
 

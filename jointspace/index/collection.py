@@ -105,6 +105,7 @@ class Collection:
         self._model: JointModel | None = None
         self._stores: dict[str, VectorStore] = {}
         self._applied: dict[str, int] = {}  # catalog change each in-memory store reflects
+        self._tokens: dict[str, tuple] = {}  # the catalog files' state when last caught up
         self._calibration: dict[str, tuple[int, Calibration]] = {}
         self._lock = threading.RLock()
         # queries from concurrent threads (a server) are encoded in shared batches
@@ -219,6 +220,10 @@ class Collection:
             return store
 
     def _catch_up(self, modality: str, store: VectorStore) -> None:
+        token = self.catalog.change_token()
+        if modality in self._applied and self._tokens.get(modality) == token:
+            return  # no process has committed since the last look
+        self._tokens[modality] = token
         # replaying a change twice is harmless (adds are upserts), so read seq first
         seq, since = self.catalog.seq(), self._applied.get(modality, store.watermark)
         if since >= seq:

@@ -37,12 +37,14 @@ def test_concurrent_queries_are_batched_and_match_one_by_one(trained_model_dir):
 
 
 def test_a_bad_query_fails_alone():
+    gate = threading.Event()
+
     def encode(modality, items):
+        gate.wait()  # the first batch holds the model until all three queries are queued
         if any(item == "bad" for item in items):
             raise DataError("cannot decode 'bad'")
         return np.array([[len(item), 0.0] for item in items])
     batcher = QueryBatcher(encode)
-    batcher._busy = True  # hold the model so that all three queue into one batch
     results, errors = {}, {}
 
     def worker(item):
@@ -50,17 +52,17 @@ def test_a_bad_query_fails_alone():
             results[item] = batcher.encode("text", item)
         except DataError as e:
             errors[item] = str(e)
-    threads = [threading.Thread(target=worker, args=(x,)) for x in ("ab", "bad", "abcd")]
-    for t in threads:
+    threads = [threading.Thread(target=worker, args=(x,)) for x in ("first", "ab", "bad", "abcd")]
+    threads[0].start()
+    time.sleep(0.2)
+    for t in threads[1:]:
         t.start()
     time.sleep(0.2)
-    with batcher._cv:
-        batcher._busy = False
-        batcher._cv.notify_all()
+    gate.set()
     for t in threads:
         t.join()
-    assert batcher.batches[0] == 3  # tried together first
-    assert results["ab"][0] == 2 and results["abcd"][0] == 4
+    assert batcher.batches[:2] == [1, 3]  # the three queued ones were tried together
+    assert results["ab"][0] == 2 and results["abcd"][0] == 4 and results["first"][0] == 5
     assert errors == {"bad": "cannot decode 'bad'"}
     with pytest.raises(DataError):
         batcher.encode("text", "bad")
