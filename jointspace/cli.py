@@ -11,6 +11,8 @@ from . import cli_search
 
 EXAMPLES = {
     "data": ("jointspace data shapes --out data/shapes --n 7000\n"
+             "  jointspace data export data/shapes/train.csv --format webdataset --out shards/train "
+             "--shard-size 1000\n"
              "  jointspace data shapes --out data/shapes_audio --n 7000 --audio"),
     "train": ("jointspace train --data data/shapes/train.csv --val data/shapes/val.csv --out runs/m\n"
               "  jointspace train --data train.csv --out runs/m --config my.yaml --set train.max_steps=1000\n"
@@ -41,14 +43,21 @@ def _parser() -> argparse.ArgumentParser:
                               epilog=f"example:\n  {example or EXAMPLES[name]}",
                               formatter_class=argparse.RawDescriptionHelpFormatter)
 
-    d = verb("data", "generate a built-in dataset (image files + CSV manifests per split)")
-    d.add_argument("dataset", choices=["shapes"])
-    d.add_argument("--out", required=True, type=Path, help="folder to write")
-    d.add_argument("--n", type=int, default=7000, help="scenes in all splits together")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--image-size", type=int, default=64)
-    d.add_argument("--audio", action="store_true",
+    d = verb("data", "make data: the built-in dataset, or shards from a manifest")
+    kinds = d.add_subparsers(dest="dataset", required=True, metavar="KIND")
+    g = kinds.add_parser("shapes", help="generate the built-in dataset (images + CSV manifests)")
+    g.add_argument("--out", required=True, type=Path, help="folder to write")
+    g.add_argument("--n", type=int, default=7000, help="scenes in all splits together")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--image-size", type=int, default=64)
+    g.add_argument("--audio", action="store_true",
                    help="also synthesise each scene's sound (16 kHz WAV) and an audio column")
+    x = kinds.add_parser("export", help="write a manifest and its files as WebDataset or Parquet shards")
+    x.add_argument("manifest", type=Path)
+    x.add_argument("--format", choices=["webdataset", "parquet"], default="webdataset")
+    x.add_argument("--out", required=True, type=Path, help="folder for the shards")
+    x.add_argument("--shard-size", type=int, default=1000, help="samples per shard")
+    _column_options(x)
 
     t = verb("train", "train a joint model on a paired manifest (CSV or JSONL)")
     t.add_argument("--data", required=True, type=Path, help="training manifest")
@@ -202,7 +211,17 @@ def _print_results(results: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.verb == "data":
+    if args.verb == "data" and args.dataset == "export":
+        from .data.export import export_manifest
+        report = export_manifest(args.manifest, args.out, format=args.format,
+                                 shard_size=args.shard_size, columns=_columns(args))
+        print(f"{report.samples} samples in {len(report.shards)} shards: {args.out}"
+              + (f" ({len(report.skipped)} rows not exported: {args.out / 'export-quarantine.jsonl'})"
+                 if report.skipped else ""))
+        if report.shards:
+            first, last = report.shards[0], report.shards[-1]
+            print(f"train with: --data '{args.out}/{{{first.stem}..{last.stem}}}{first.suffix}'")
+    elif args.verb == "data":
         from .data.shapes import ShapesSpec, write_shapes
         paths = write_shapes(args.out, ShapesSpec(n=args.n, seed=args.seed, image_size=args.image_size,
                                                    audio=args.audio))

@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import gcd
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -48,17 +48,24 @@ class DecodedAudio:
     notes: tuple[str, ...] = ()  # what was done to make the file usable
 
 
-def decode_audio(path: str | Path, max_seconds: float = MAX_SECONDS) -> DecodedAudio:
-    """Decode the first ``max_seconds`` of an audio file → 16 kHz mono float32 (policy above)."""
+def decode_audio(path: str | Path | BinaryIO, max_seconds: float = MAX_SECONDS,
+                 name: str | None = None) -> DecodedAudio:
+    """Decode the first ``max_seconds`` of an audio file (a path, or a file object such
+    as a shard member's bytes, called ``name`` in messages) → 16 kHz mono float32
+    (policy above)."""
     import soundfile  # lazy: the reader imports this module for every manifest
     from scipy.signal import resample_poly
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"audio file not found: {path}")
+    if isinstance(path, (str, Path)):
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"audio file not found: {path}")
+        source: Any = str(path)
+    else:
+        source, path = path, name or "audio"
     notes = []
     try:
-        with soundfile.SoundFile(str(path)) as f:
+        with soundfile.SoundFile(source) as f:
             rate, channels, total = f.samplerate, f.channels, f.frames
             keep = int(round(max_seconds * rate))
             data = f.read(frames=min(total, keep) if total > 0 else keep, dtype="float32",

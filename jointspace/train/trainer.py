@@ -22,6 +22,8 @@ from torch.utils.data import ConcatDataset, DataLoader
 
 from ..config import RunConfig, from_dict, modality_of, to_dict
 from ..data.manifest import OnBadRow
+from ..data.shards import is_shard_source
+from ..data.stream import POSITION_KEY, stream_summary
 from ..data.pairs import PairDataset
 from ..errors import ConfigError, JointspaceError
 from ..eval.retrieval import group_field, group_keys, recall_at_k
@@ -29,13 +31,14 @@ from ..model import JointModel, resolve_device
 from ..objectives import LOCAL, Objective
 from ..progress import logger, progress
 from .checkpoint import CHECKPOINT_FILE, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .distributed import DistInfo, barrier, broadcast_parameters, init_distributed
+from .distributed import DistInfo, barrier, broadcast_parameters, init_distributed, on_main_then_share
 from .init import init_from_model, model_card
 from .interrupt import ignore_stop_signals, stop_on_signal
 from .run_folder import LOG_FILE, check_fresh, repair_for_resume
 from .sampler import MultiSourceBatchSampler, StepBatchSampler
 from .schedule import warmup_cosine
-from .sources import datasets, frozen_features, read_sources
+from .sources import Source, datasets, frozen_features, read_sources
+from .streams import StreamSource, gather_positions, open_stream, prepare_items, read_all, stream_loader
 from .step import (Objectives, build_optimizer, embeddings_loss, resolve_precision, train_step,
                    training_objectives)
 
@@ -160,11 +163,17 @@ def train(run: RunConfig, data: str | Path | Sequence[str | Path], out: str | Pa
     taken = init_from_model(model, init_from) if init_from is not None and state is None else []
     objectives = training_objectives(run.model)
     paths = [data] if isinstance(data, (str, Path)) else list(data)
-    sources = read_sources(paths, run, out, on_bad_row, columns)
-    val_source = read_sources([val_data], run, out, on_bad_row, columns)[0] if val_data else None
+    stream = _stream_of(paths, run)
+    sources = read_sources(paths, run, out, on_bad_row, columns) if stream is None else []
+    val_source = _val_source(val_data, run, out, on_bad_row, columns, stream)
     if state is None and info.is_main:
         for m, tower in model.towers.items():
-            if m not in taken:
+            if m in taken:
+                continue
+            if stream is not None:
+                tower.prepare([x for f in stream.fields if modality_of(f) == m
+                               for x in prepare_items(stream, f)])
+            else:
                 tower.prepare([r.fields[f] for s in sources for f in s.fields
                                if modality_of(f) == m for r in s.manifest.records])
         model.save(out, extra={"run": to_dict(run)}, weights=False, card=model_card(model, run))
@@ -190,29 +199,30 @@ def train(run: RunConfig, data: str | Path | Sequence[str | Path], out: str | Pa
             repair_for_resume(out, start_step)
             logger.info("resuming %s at step %d of %d", out, start_step, cfg.max_steps)
 
-    features = frozen_features(model, run, out, sources + ([val_source] if val_source else []), info)
-    dataset = datasets(model, sources, features[:len(sources)])
+    features = (frozen_features(model, run, out, sources + ([val_source] if val_source else []), info)
+                if stream is None else [{}])  # streamed items are not paths the cache can key
     val_dataset = (datasets(model, [val_source], features[-1:])
                    if val_source and info.is_main else None)
     val_groups = (group_keys(val_source.manifest.records, group_field(val_source.fields))[0]
                   if val_source else None)
-    if len(sources) == 1:
-        sampler = StepBatchSampler(len(dataset), cfg.batch_size, cfg.seed, cfg.max_steps,
-                                   start_step, rank=info.rank, world_size=info.world_size)
+    positions: dict[int, tuple] = {}  # stream slot → position of the last sample trained on
+    if stream is not None:
+        loader = stream_loader(model, stream, run, out, info, state.get("stream") if state else None,
+                               cfg.max_steps - start_step)
+        if state and state.get("stream"):
+            positions = {int(k): tuple(v) for k, v in state["stream"]["positions"].items()}
     else:
-        sizes = [len(s.manifest) for s in sources]
-        sampler = MultiSourceBatchSampler(sizes, data_weights or sizes, cfg.batch_size, cfg.seed,
-                                          cfg.max_steps, start_step, info.rank, info.world_size)
-    collate = (dataset.datasets[0] if isinstance(dataset, ConcatDataset) else dataset).collate
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
-                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
-                        worker_init_fn=ignore_stop_signals if cfg.num_workers else None)
+        loader = _manifest_loader(model, sources, features[:len(sources)], data_weights, cfg,
+                                  start_step, info, device)
 
     def checkpoint(step: int) -> None:
+        stream_state = (gather_positions(positions, info, cfg.num_workers)
+                        if stream is not None else None)  # a collective: every process calls it
         if info.is_main:
             save_checkpoint(checkpoint_path, {
                 "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": rng_state(), "run": to_dict(run)})
+                "scheduler": scheduler.state_dict(), "rng": rng_state(), "run": to_dict(run),
+                **({"stream": stream_state} if stream_state else {})})
 
     model.train()
     started = time.perf_counter()
@@ -224,6 +234,7 @@ def train(run: RunConfig, data: str | Path | Sequence[str | Path], out: str | Pa
     try:
         with stop_on_signal() as stop:
             for step, batch in enumerate(loader, start=start_step + 1):
+                positions.update(batch.pop(POSITION_KEY, {}))
                 result = train_step(model, objectives, optimizer, _to(batch, device),
                                     accum_steps=cfg.accum_steps, precision=precision,
                                     grad_clip=cfg.grad_clip)
@@ -275,6 +286,48 @@ def train(run: RunConfig, data: str | Path | Sequence[str | Path], out: str | Pa
     if finished and info.is_main:
         model.save(out, extra={"run": to_dict(run)}, card=model_card(model, run, validation))
     barrier()
+    quarantined = sum(len(s.manifest.bad_rows) for s in sources + ([val_source] if val_source else []))
+    if stream is not None:
+        bad_samples, bad_shards = stream_summary(out)
+        quarantined += bad_samples
+        if info.is_main and (bad_samples or bad_shards):
+            logger.warning("stream: %d bad samples quarantined, %d shards skipped (see %s)",
+                           bad_samples, bad_shards, out / "quarantine-stream-*.jsonl")
     return TrainResult(out, step, time.perf_counter() - started, last_loss, validation,
-                       sum(len(s.manifest.bad_rows) for s in sources + ([val_source] if val_source else [])),
-                       finished)
+                       quarantined, finished)
+
+
+def _stream_of(paths: Sequence[str | Path], run: RunConfig) -> StreamSource | None:
+    if not any(is_shard_source(p) for p in paths):
+        return None
+    if len(paths) > 1:
+        raise ConfigError("shards stream as a run's only --data source; mixing them with other "
+                          f"sources is not supported (got {len(paths)} sources)")
+    return open_stream(paths[0], run)
+
+
+def _val_source(val_data: str | Path | None, run: RunConfig, out: Path, on_bad_row: OnBadRow,
+                columns: dict[str, str] | None, stream: StreamSource | None) -> Source | None:
+    if val_data is None:
+        return None
+    if is_shard_source(val_data):
+        fields = stream.fields if stream is not None else run.model.fields()
+        manifest = on_main_then_share(lambda: read_all(val_data, fields, run, out))
+        return Source(Path(str(val_data)), fields, manifest)
+    return read_sources([val_data], run, out, on_bad_row, columns)[0]
+
+
+def _manifest_loader(model: JointModel, sources: list[Source], features: list, data_weights: Any,
+                     cfg: Any, start_step: int, info: DistInfo, device: torch.device) -> DataLoader:
+    dataset = datasets(model, sources, features)
+    if len(sources) == 1:
+        sampler = StepBatchSampler(len(dataset), cfg.batch_size, cfg.seed, cfg.max_steps,
+                                   start_step, rank=info.rank, world_size=info.world_size)
+    else:
+        sizes = [len(s.manifest) for s in sources]
+        sampler = MultiSourceBatchSampler(sizes, data_weights or sizes, cfg.batch_size, cfg.seed,
+                                          cfg.max_steps, start_step, info.rank, info.world_size)
+    collate = (dataset.datasets[0] if isinstance(dataset, ConcatDataset) else dataset).collate
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
+                      num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                      worker_init_fn=ignore_stop_signals if cfg.num_workers else None)

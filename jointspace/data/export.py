@@ -1,0 +1,79 @@
+"""``jointspace data export``: a manifest (and the files it names) → WebDataset or Parquet shards.
+
+Files are copied byte for byte (a corrupt image stays corrupt, so a stream
+quarantines exactly what the manifest reader would); a row whose file is
+missing cannot be exported and is listed in ``export-quarantine.jsonl`` with
+its reason. Keys are the manifest ids with ``.`` and ``/`` replaced (WebDataset
+splits a member name at its first dot); the original id is kept as metadata.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from ..errors import DataError
+from ..progress import logger, progress
+from .manifest import manifest_columns, read_manifest
+from .shards import ShardWriter
+
+EXPORT_MODALITIES = ("image", "audio", "text")
+
+
+@dataclass
+class ExportReport:
+    shards: list[Path]
+    samples: int
+    skipped: list[tuple[int, str]] = field(default_factory=list)  # (line, reason)
+
+
+def export_manifest(manifest: str | Path, out: str | Path, *, format: str = "webdataset",
+                    shard_size: int = 1000, columns: Mapping[str, str] | None = None) -> ExportReport:
+    """Write the rows of ``manifest`` as shards of ``shard_size`` samples into ``out``."""
+    manifest, out = Path(manifest), Path(out)
+    mapped = {**{m: m for m in EXPORT_MODALITIES}, **(columns or {})}
+    present = [m for m in EXPORT_MODALITIES if mapped[m] in manifest_columns(manifest)]
+    if not present:
+        raise DataError(f"manifest {manifest} has no image, audio or text column")
+    data = read_manifest(manifest, required=(present[0],), optional=tuple(present[1:]),
+                         check_files=False, columns=columns)
+    writer = ShardWriter(out, format, shard_size)
+    skipped = [(b.line, b.reason) for b in data.bad_rows]
+    count = 0
+    for record in progress(data.records, desc=f"export {manifest.name}", unit="row"):
+        items, problem = {}, None
+        for modality in present:
+            value = record.fields.get(modality)
+            if value is None or value == "":
+                continue
+            if modality == "text":
+                items["text"] = ("txt", str(value))
+                continue
+            path = value if Path(value).is_absolute() or modality == present[0] \
+                else manifest.parent / value
+            try:
+                items[modality] = (Path(path).suffix.lower().lstrip(".") or "bin",
+                                   Path(path).read_bytes())
+            except OSError:
+                problem = f"{modality} file not found: {path}"
+                break
+        if problem:
+            skipped.append((record.line, problem))
+            continue
+        meta = {"id": record.id, **({"label": record.label} if record.label else {}),
+                **({"group": record.group} if record.group else {})}
+        writer.add(re.sub(r"[./\\\\]", "_", record.id), items, meta)
+        count += 1
+    writer.flush()
+    if skipped:
+        with open(out / "export-quarantine.jsonl", "w", encoding="utf-8") as f:
+            for line, reason in skipped:
+                f.write(json.dumps({"manifest": str(manifest), "line": line, "reason": reason}) + "\n")
+        logger.warning("%s: %d rows not exported (see %s)", manifest, len(skipped),
+                       out / "export-quarantine.jsonl")
+    return ExportReport(writer.written, count, skipped)
+
+
+__all__ = ["ExportReport", "export_manifest"]

@@ -1,0 +1,242 @@
+"""Streaming shards into training: decoding, checking, sharding, shuffling and resuming.
+
+**Who reads what.** The shards are split among *slots*, one per (process rank,
+DataLoader worker): ``slot = rank × workers + worker``. Each epoch, the shard
+list is permuted by ``(seed, epoch)`` and slot ``s`` of ``S`` takes shards
+``s, s+S, s+2S …``; with fewer shards than slots, every slot reads every
+shard and keeps samples ``s, s+S …`` of the epoch's sequence instead. Either
+way every sample is seen once per epoch across all processes.
+
+**Shuffling** is deterministic and in blocks: a slot reads ``block_shards``
+of its shards at a time (memory holds one block, never the dataset), and
+yields the block's samples in a permutation drawn from
+``(seed, epoch, slot, block)``. A slot's stream is an endless sequence of
+epochs, so every rank can run the same number of steps.
+
+**Resuming.** Each yielded sample carries its position ``(epoch, block, i)``;
+the trainer keeps the last position of each slot and saves it in the
+checkpoint. A resumed stream re-reads that block, redraws the same
+permutation and continues after ``i``: no sample is repeated or skipped.
+
+**Bad samples** (a missing or undecodable field, text too long, a broken tar
+member) are quarantined with their shard and key, to
+``quarantine-stream-<slot>.jsonl`` in the run folder, and the stream goes on;
+a shard that cannot be opened is reported once and skipped.
+"""
+from __future__ import annotations
+
+import io
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+from torch.utils.data import IterableDataset, get_worker_info
+
+from ..config import modality_of
+from ..errors import DataError
+from ..progress import logger
+from .shards import RawSample, ShardError, read_shard
+
+Position = tuple[int, int, int]  # (epoch, block, index of the next sample in the block)
+POSITION_KEY = "_stream_position"
+
+
+@dataclass
+class DecodedSample:
+    key: str
+    shard: str
+    fields: dict[str, Any]  # field → item a tower's preprocess_one takes (PIL image, samples, str)
+    label: str | None = None
+    group: str | None = None
+
+
+def decode_sample(sample: RawSample, fields: Sequence[str], max_text_chars: int = 1000,
+                  image_size: int | None = None) -> DecodedSample:
+    """Decode and check the items a run needs, as the manifest reader checks files.
+    Raises :class:`DataError` naming the shard, the key and what is wrong."""
+    from PIL import Image
+
+    from ..towers.vision import decode_image
+    from .audio import SILENCE_PEAK, decode_audio
+
+    where = f"{Path(sample.shard).name}:{sample.key}"
+    if sample.problem:
+        raise DataError(f"{sample.problem} ({where})")
+    out: dict[str, Any] = {}
+    for f in fields:
+        modality = modality_of(f)
+        value = sample.items.get(modality)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise DataError(f"empty {f!r} ({where})")
+        if modality == "text":
+            text = value.strip()
+            if len(text) > max_text_chars:
+                raise DataError(f"{f!r} has {len(text)} characters (limit {max_text_chars}) ({where})")
+            out[f] = text
+        elif modality == "image":
+            try:
+                source = io.BytesIO(value) if isinstance(value, bytes) else value
+                out[f] = decode_image(source, image_size)
+            except FileNotFoundError:
+                raise DataError(f"image file not found: {value} ({where})") from None
+            except Exception as e:  # PIL raises many types for corrupt data
+                raise DataError(f"image file cannot be decoded ({type(e).__name__}: {e}) "
+                                f"({where})") from None
+            if isinstance(out[f], Image.Image) and min(out[f].size) < 1:
+                raise DataError(f"image is empty ({where})")
+        elif modality == "audio":
+            source = io.BytesIO(value) if isinstance(value, bytes) else value
+            decoded = decode_audio(source, name=where)
+            if float(np.abs(decoded.samples).max()) < SILENCE_PEAK:
+                raise DataError(f"audio is silent (peak below -80 dBFS) ({where})")
+            out[f] = decoded.samples
+        else:
+            raise DataError(f"shards hold image, audio and text; not {modality!r} ({where})")
+    return DecodedSample(sample.key, sample.shard, out, sample.label, sample.group)
+
+
+def _permutation(n: int, *seed: int) -> list[int]:
+    order = list(range(n))
+    random.Random(_mix(*seed)).shuffle(order)
+    return order
+
+
+def _mix(*values: int) -> int:
+    """A seed from several integers, the same in every process (unlike ``hash``)."""
+    h = 0x9E3779B97F4A7C15
+    for v in values:
+        h = (h ^ (v + 0x632BE59BD9B4E019 + (h << 6) + (h >> 2))) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+class ShardStream(IterableDataset):
+    """An endless, deterministic, resumable stream of preprocessed samples from shards.
+
+    ``towers`` maps a modality to the tower whose ``preprocess_one`` makes its
+    tensors (omit it to get :class:`DecodedSample` s). ``start`` maps a slot
+    to the position to continue from. ``epochs`` bounds the stream (tests, eval).
+    """
+
+    def __init__(self, shards: Sequence[str], fields: Sequence[str], *, seed: int = 0,
+                 towers: Mapping[str, Any] | None = None, rank: int = 0, world_size: int = 1,
+                 block_shards: int = 4, start: Mapping[int, Position] | None = None,
+                 epochs: int | None = None, quarantine_dir: str | Path | None = None,
+                 max_text_chars: int = 1000) -> None:
+        if not shards:
+            raise DataError("a stream needs at least one shard")
+        self.shards, self.fields, self.seed = list(shards), list(fields), seed
+        self.towers = dict(towers) if towers is not None else None
+        self.rank, self.world_size, self.block_shards = rank, world_size, max(1, block_shards)
+        self.start = {int(k): tuple(v) for k, v in (start or {}).items()}
+        self.epochs, self.max_text_chars = epochs, max_text_chars
+        self.quarantine_dir = Path(quarantine_dir) if quarantine_dir else None
+        self._skipped: set[str] = set()  # shards reported as unreadable (once each)
+
+    # -- which shards and samples a slot reads -----------------------------------
+    def slot(self) -> tuple[int, int]:
+        info = get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
+        return self.rank * workers + worker, self.world_size * workers
+
+    def blocks(self, epoch: int, slot: int, slots: int) -> list[tuple[list[str], int, int]]:
+        """This slot's blocks of one epoch: ``(shards, keep-every, keep-offset)``."""
+        order = [self.shards[i] for i in _permutation(len(self.shards), self.seed, epoch)]
+        if len(order) >= slots:
+            mine = order[slot::slots]
+            return [(mine[i:i + self.block_shards], 1, 0) for i in range(0, len(mine), self.block_shards)]
+        # fewer shards than slots: everyone reads everything and keeps its share of samples
+        return [(order[i:i + self.block_shards], slots, slot)
+                for i in range(0, len(order), self.block_shards)]
+
+    def _read_block(self, shards: list[str], every: int, offset: int, counter: list[int],
+                    slot: int) -> list[RawSample]:
+        samples = []
+        for shard in shards:
+            try:
+                for sample in read_shard(shard):
+                    if counter[0] % every == offset:
+                        samples.append(sample)
+                    counter[0] += 1
+            except ShardError as e:
+                self._quarantine(slot, shard, "*", str(e))
+        return samples
+
+    # -- the stream ---------------------------------------------------------------
+    def __iter__(self) -> Iterator[Any]:
+        slot, slots = self.slot()
+        epoch, first_block, first_index = self.start.get(slot, (0, 0, 0))
+        while self.epochs is None or epoch < self.epochs:
+            counter = [0]  # the epoch's running sample count (for the fewer-shards split)
+            for b, (shards, every, offset) in enumerate(self.blocks(epoch, slot, slots)):
+                if b < first_block and every == 1:
+                    continue  # whole shards of blocks done before a resume are not even opened
+                raw = self._read_block(shards, every, offset, counter, slot)
+                if b < first_block:
+                    continue
+                order = _permutation(len(raw), self.seed, epoch, slot, b)
+                for i in range(first_index if b == first_block else 0, len(order)):
+                    sample = raw[order[i]]
+                    try:
+                        item = self._prepare(decode_sample(sample, self.fields, self.max_text_chars))
+                    except DataError as e:
+                        self._quarantine(slot, sample.shard, sample.key, str(e))
+                        continue
+                    item[POSITION_KEY] = (slot, epoch, b, i + 1)
+                    yield item
+                first_index = 0
+            first_block = 0
+            epoch += 1
+
+    def _prepare(self, sample: DecodedSample) -> Any:
+        if self.towers is None:
+            return {"sample": sample}
+        return {f: self.towers[modality_of(f)].preprocess_one(v) for f, v in sample.fields.items()}
+
+    def _quarantine(self, slot: int, shard: str, key: str, reason: str) -> None:
+        if key == "*":
+            if shard in self._skipped:
+                return
+            self._skipped.add(shard)
+            logger.warning("shard skipped: %s", reason)
+        if self.quarantine_dir is None:
+            return
+        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.quarantine_dir / f"quarantine-stream-{slot}.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps({"shard": shard, "key": key, "reason": reason}) + "\n")
+
+
+def collate_stream(collate: Any) -> Any:
+    """Wrap a tower collate so that each batch also carries its samples' last position
+    per slot (``batch[POSITION_KEY] = {slot: (epoch, block, index)}``)."""
+    def wrapped(items: list[dict[str, Any]]) -> dict[str, Any]:
+        positions: dict[int, Position] = {}
+        for item in items:
+            slot, *pos = item.pop(POSITION_KEY)
+            positions[slot] = tuple(pos)
+        batch = collate(items)
+        batch[POSITION_KEY] = positions
+        return batch
+    return wrapped
+
+
+def stream_summary(folder: str | Path) -> tuple[int, int]:
+    """``(bad samples, skipped shards)`` written to a run folder's stream quarantine files."""
+    samples = shards = 0
+    for path in Path(folder).glob("quarantine-stream-*.jsonl"):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:  # a line cut by a kill
+                continue
+            if entry.get("key") == "*":
+                shards += 1
+            else:
+                samples += 1
+    return samples, shards
+
+
+__all__ = ["DecodedSample", "POSITION_KEY", "Position", "ShardStream", "collate_stream",
+           "decode_sample", "stream_summary"]

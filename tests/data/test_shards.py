@@ -1,0 +1,185 @@
+"""Shards: export, each format and source spelling, equivalence with the manifest reader,
+rank × worker sharding, resume mid-epoch, and bad samples and shards in a stream."""
+import collections
+import csv
+import io
+import json
+import shutil
+import tarfile
+
+import numpy as np
+import pytest
+from torch.utils.data import DataLoader
+
+from jointspace.cli import main
+from jointspace.data.export import export_manifest
+from jointspace.data.manifest import read_manifest
+from jointspace.data.shards import list_shards, read_shard
+from jointspace.data.stream import POSITION_KEY, ShardStream, collate_stream, stream_summary
+from jointspace.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def exported(shapes_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("shards")
+    for fmt in ("webdataset", "parquet"):
+        export_manifest(shapes_dir / "train.csv", out / fmt, format=fmt, shard_size=10)
+    return out
+
+
+def _keys(stream, workers=0, batch_size=None):
+    loader = DataLoader(stream, batch_size=batch_size, num_workers=workers,
+                        collate_fn=(collate_stream(lambda items: {"keys": [i["sample"].key for i in items]})
+                                    if batch_size else None))
+    for item in loader:
+        yield item
+
+
+def test_each_format_and_source_spelling(exported, shapes_dir):
+    manifest = read_manifest(shapes_dir / "train.csv", check_files=False)
+    expected = {r.id: (r.text, r.label, (shapes_dir / "images" / "train" / f"{r.id}.png").read_bytes())
+                for r in manifest.records}
+    specs = [f"{exported}/webdataset/{{00000..00009}}.tar", f"{exported}/webdataset/*.tar",
+             str(exported / "webdataset" / "00003.tar"), str(exported / "parquet"),
+             f"{exported}/parquet/{{00000..00009}}.parquet"]
+    for spec in specs:
+        shards = list_shards(spec)
+        samples = [s for shard in shards for s in read_shard(shard)]
+        assert len(samples) == (10 if spec.endswith("00003.tar") else 96), spec
+        for s in samples:
+            text, label, png = expected[s.key]
+            assert (s.items["text"], s.label, s.items["image"]) == (text, label, png), spec
+            assert s.meta["id"] == s.key and s.problem is None
+    with pytest.raises(DataError, match="no shards match"):
+        list_shards(f"{exported}/nothing-*.tar")
+    with pytest.raises(DataError, match="all be .tar or all be .parquet"):
+        list_shards(f"{exported}/*/00000.*")
+
+
+def test_stream_matches_the_manifest_reader(shapes_dir, tmp_path):
+    """Same pairs, same quarantine reasons, on a manifest with bad rows."""
+    rows = read_manifest(shapes_dir / "val.csv", check_files=False).records
+    folder = tmp_path / "m"
+    folder.mkdir()
+    lines = [["id", "image", "text", "label"]]
+    for i, r in enumerate(rows):
+        image = folder / f"{r.id}.png"
+        shutil.copy(r.image, image)
+        text = r.text
+        if i == 2:
+            image.write_bytes(image.read_bytes()[:60])  # truncated
+        if i == 5:
+            image.write_bytes(b"GIF89a not really")
+        if i == 7:
+            text = "x" * 1200  # over max_text_chars
+        lines.append([r.id, image.name, text, r.label])
+    with open(folder / "m.csv", "w", newline="") as f:
+        csv.writer(f).writerows(lines)
+    reference = read_manifest(folder / "m.csv", required=("image", "text"))
+    export_manifest(folder / "m.csv", tmp_path / "shards", format="webdataset", shard_size=4)
+    stream = ShardStream(list_shards(f"{tmp_path}/shards/*.tar"), ["image", "text"], epochs=1,
+                         quarantine_dir=tmp_path / "q")
+    got = {item["sample"].key: item["sample"] for item in stream}
+    assert sorted(got) == sorted(r.id for r in reference.records)
+    for r in reference.records:
+        sample = got[r.id]
+        assert sample.fields["text"] == r.text and sample.label == r.label
+        from jointspace.towers.vision import decode_image
+        np.testing.assert_array_equal(np.asarray(sample.fields["image"]), np.asarray(decode_image(r.image)))
+    bad = [json.loads(l) for l in (tmp_path / "q" / "quarantine-stream-0.jsonl").read_text().splitlines()]
+    kinds = lambda reason: reason.split(" (")[0].split(":")[0].replace("'image'", "").strip()  # noqa: E731
+    assert sorted(kinds(b["reason"]) for b in bad) == sorted(kinds(b.reason) for b in reference.bad_rows)
+    assert {b["key"] for b in bad} == {rows[i].id for i in (2, 5, 7)}
+    assert all(b["shard"].endswith(".tar") for b in bad)
+
+
+@pytest.mark.parametrize("world, workers, shards", [(2, 2, 10), (1, 2, 10), (2, 2, 3), (3, 1, 10)])
+def test_every_sample_once_per_epoch_across_ranks_and_workers(exported, world, workers, shards):
+    spec = f"{exported}/webdataset/{{00000..{shards - 1:05d}}}.tar"
+    total = 96 if shards == 10 else 30
+    for epochs in (1, 2):
+        seen = collections.Counter()
+        orders = []
+        for rank in range(world):
+            stream = ShardStream(list_shards(spec), ["image", "text"], rank=rank, world_size=world,
+                                 seed=5, block_shards=2, epochs=epochs)
+            keys = [item["sample"].key for item in _keys(stream, workers)]
+            orders.append(keys)
+            seen.update(keys)
+        assert len(seen) == total and set(seen.values()) == {epochs}
+    first = [k for k in orders[0]]
+    assert first[:len(first) // 2] != sorted(first[:len(first) // 2])  # shuffled
+
+
+def test_resume_mid_epoch_repeats_and_skips_nothing(exported):
+    shards = list_shards(f"{exported}/parquet")
+    fields = ["image", "text"]
+
+    def run(start, batches):
+        stream = ShardStream(shards, fields, seed=3, block_shards=3, start=start, epochs=1)
+        keys, positions = [], dict(start or {})
+        for i, batch in enumerate(_keys(stream, workers=2, batch_size=4)):
+            if batches is not None and i >= batches:
+                break  # a kill: the batches the loader prefetched are never trained on
+            keys += batch["keys"]
+            positions.update(batch[POSITION_KEY])
+        return keys, positions
+    first, positions = run(None, 7)
+    assert len(first) == 28 and len(positions) == 2  # both workers' places recorded
+    rest, _ = run(positions, None)
+    assert len(first) + len(rest) == 96 and sorted(first + rest) == sorted(set(first + rest))
+    whole, _ = run(None, None)
+    assert sorted(whole) == sorted(first + rest)
+
+
+def _tar(path, members):
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def test_bad_samples_and_shards_are_quarantined_and_the_stream_goes_on(shapes_dir, tmp_path):
+    png = (shapes_dir / "images" / "train" / "train-000000.png").read_bytes()
+    _tar(tmp_path / "00000.tar", [("good1.png", png), ("good1.txt", b"a red circle"),
+                                  ("nocap.png", png),
+                                  ("corrupt.png", png[:50]), ("corrupt.txt", b"a square"),
+                                  ("badjson.png", png), ("badjson.txt", b"x"), ("badjson.json", b"{oops"),
+                                  ("latin.png", png), ("latin.txt", "caf\xe9".encode("latin-1")),
+                                  ("good2.png", png), ("good2.txt", b"a blue star")])
+    _tar(tmp_path / "00001.tar", [(f"k{i}.{ext}", png if ext == "png" else b"text")
+                                  for i in range(3) for ext in ("png", "txt")])
+    with tarfile.open(tmp_path / "00001.tar") as tar:
+        cut = tar.getmember("k2.txt").offset_data + 2  # inside the last member's data
+    data = (tmp_path / "00001.tar").read_bytes()
+    (tmp_path / "00001.tar").write_bytes(data[:cut])
+    (tmp_path / "00002.tar").write_bytes(b"this is not a tar file at all" * 40)
+    shards = list_shards(f"{tmp_path}/{{00000..00003}}.tar")  # 00003 does not exist
+    stream = ShardStream(shards, ["image", "text"], epochs=2, quarantine_dir=tmp_path / "run",
+                         block_shards=1)
+    keys = collections.Counter(item["sample"].key for item in stream)
+    assert set(keys) == {"good1", "good2", "k0", "k1"} and set(keys.values()) == {2}
+    entries = [json.loads(l) for l in (tmp_path / "run" / "quarantine-stream-0.jsonl").read_text().splitlines()]
+    by_key = {}
+    for e in entries:
+        by_key.setdefault(e["key"], []).append(e)
+    assert "empty 'text'" in by_key["nocap"][0]["reason"]
+    assert "cannot be decoded" in by_key["corrupt"][0]["reason"]
+    assert "not a JSON object" in by_key["badjson"][0]["reason"]
+    assert "not UTF-8" in by_key["latin"][0]["reason"]
+    assert all(e["shard"].endswith("00000.tar") for k in ("nocap", "corrupt") for e in by_key[k])
+    assert "tar member cannot be read" in by_key["k2"][0]["reason"]  # the cut member
+    skipped = {e["shard"].rsplit("/", 1)[-1]: e["reason"] for e in by_key["*"]}
+    assert set(skipped) == {"00001.tar", "00002.tar", "00003.tar"}  # each reported once in 2 epochs
+    assert "broken after 2 samples" in skipped["00001.tar"]
+    assert "cannot be opened as a tar file" in skipped["00002.tar"] and "not found" in skipped["00003.tar"]
+    assert stream_summary(tmp_path / "run") == (2 * 5, 3)
+
+
+def test_cli_export(shapes_dir, tmp_path, capsys):
+    assert main(["data", "export", str(shapes_dir / "test.csv"), "--format", "parquet",
+                 "--out", str(tmp_path / "p"), "--shard-size", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "12 samples in 3 shards" in out and "{00000..00002}.parquet" in out
+    assert sum(1 for s in list_shards(tmp_path / "p") for _ in read_shard(s)) == 12
