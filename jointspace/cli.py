@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import cli_search
+from . import cli_embed, cli_search
 
 EXAMPLES = {
     "data": ("jointspace data shapes --out data/shapes --n 7000\n"
@@ -116,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     _column_options(c)
 
     cli_search.add_verbs(verb, _device_options, _column_options)
+    cli_embed.add_verb(verb)
 
     m = verb("demo", "generate shapes, train, evaluate, index and search, end to end")
     m.add_argument("--out", type=Path, default=Path("demo_out"))
@@ -288,6 +289,8 @@ def run(args: argparse.Namespace) -> None:
                       f"R@1 {r['procrustes']['R@1']:.3f} (chance {1 / r['procrustes']['n_test']:.4f})")
         if args.out:
             print(f"results: {args.out / 'results.json'}\nreport: {args.out / 'report.html'}")
+    elif args.verb == "embed":
+        cli_embed.run(args)
     elif args.verb in ("index", "search", "serve"):
         cli_search.run(args, _columns(args) if args.verb == "index" else None)
     elif args.verb == "demo" and args.audio:

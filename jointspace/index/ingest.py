@@ -26,6 +26,7 @@ from ..fileio import atomic_write_json, kill_point
 from ..progress import logger, progress
 from .catalog import ItemRow, Quarantined
 from .collection import INFO_FILE, Collection, WriterLock
+from .ingest_vectors import embed_info, ingest_embeddings
 
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl")
 MAX_TEXT_FILE_BYTES = 1 << 20
@@ -188,7 +189,8 @@ def index_source(collection: str | Path, model_dir: str | Path, source: str | Pa
                  store: str = "faiss", store_params: Mapping[str, Any] | None = None,
                  prefix_dim: int | None = None, columns: Mapping[str, str] | None = None,
                  on_commit: Callable[[list[str]], None] | None = None) -> IngestReport:
-    """Embed a folder (images, audio, text files) or a manifest into ``collection``.
+    """Embed a folder (images, audio, text files) or a manifest into ``collection``; or
+    take the vectors of a ``jointspace embed`` output folder as they are.
 
     Creates the collection on first use (``store``, ``store_params`` and
     ``prefix_dim`` apply then); later runs must use the same model. Unchanged
@@ -200,11 +202,17 @@ def index_source(collection: str | Path, model_dir: str | Path, source: str | Pa
     source = Path(source)
     if not source.exists():
         raise DataError(f"index source not found: {source}")
+    vectors = embed_info(source) if source.is_dir() else None  # `jointspace embed` output
     col = Collection.create(collection, model_dir, store=store, store_params=store_params,
                             prefix_dim=prefix_dim, device=device,
-                            modalities=_source_modalities(model_dir, source, columns))
+                            modalities=[vectors["modality"]] if vectors else
+                            _source_modalities(model_dir, source, columns))
     with WriterLock(col.path):
-        report = _ingest(col, source.resolve(), batch_size, delete_missing, columns, on_commit)
+        if vectors:
+            report = IngestReport(str(source.resolve()))
+            ingest_embeddings(col, source.resolve(), report, delete_missing, on_commit)
+        else:
+            report = _ingest(col, source.resolve(), batch_size, delete_missing, columns, on_commit)
         col.sync()
     report.seconds = time.perf_counter() - started
     logger.info("%s", report.summary())

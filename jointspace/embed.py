@@ -1,0 +1,231 @@
+"""Bulk embedding on Ray: a source of any size → Parquet parts of (key, vector, metadata).
+
+The work is cut into *units*: one per shard of a shard source, or one per
+``part_size`` rows of a manifest. Ray Data hands the units to a pool of actors,
+each holding the model once; an actor reads its unit, decodes and checks each
+item (bad ones are listed in the part's quarantine file, never fatal), embeds
+the good ones and writes ``part-NNNNN.parquet`` under a temporary name, renamed
+when complete. A re-run skips every part already written, so a killed job
+resumes where it stopped; ``embed.json`` records the model's fingerprint, and a
+folder made by another model is refused.
+
+Without ``ray_address`` a local Ray starts on this machine; with one, the same
+code runs on that cluster (``out`` and the data must then be on storage every
+node sees). ``jointspace index`` ingests the parts without encoding again.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import DataError, JointspaceError
+from .fileio import atomic_write_json
+from .progress import logger
+
+INFO_FILE = "embed.json"
+
+
+@dataclass
+class EmbedReport:
+    out: Path
+    parts: int
+    written: int  # parts made by this run (the others were already there)
+    items: int
+    quarantined: int
+    seconds: float
+    startup_seconds: float = 0.0
+    problems: list[dict[str, Any]] = field(default_factory=list)
+
+
+def units_of(source: str | Path, modality: str, part_size: int) -> tuple[list[dict[str, Any]], list]:
+    """The work units of a source, and the rows its reader rejected (a manifest's bad rows).
+
+    A shard is one unit; a manifest's valid rows are cut into units of ``part_size``
+    that carry their rows (id, item, text, label), so no actor re-reads the manifest."""
+    from .data.shards import is_shard_source, list_shards
+
+    if is_shard_source(source):
+        return [{"part": i, "kind": "shard", "input": s, "rows": []}
+                for i, s in enumerate(list_shards(source))], []
+    path = Path(source)
+    if not path.is_file():
+        raise DataError(f"embed source not found: {source}")
+    from .data.manifest import read_manifest
+
+    manifest = read_manifest(path, required=(modality,), optional=("text",), check_files=False)
+    rows = [{"key": r.id, "item": str(r.fields[modality]), "label": r.label,
+             "text": r.text if isinstance(r.text, str) else None} for r in manifest.records]
+    units = [{"part": i, "kind": "manifest", "input": str(path.resolve()), "rows": rows[s:s + part_size]}
+             for i, s in enumerate(range(0, len(rows), part_size))]
+    return units, [{"key": f"line {b.line}", "reason": b.reason, "input": str(path)}
+                   for b in manifest.bad_rows]
+
+
+def _items(unit: dict[str, Any], modality: str) -> tuple[list[dict], list[Any], list[dict]]:
+    """``(metadata rows, items to encode, problems)`` of one unit."""
+    from .data.shards import ShardError, read_shard
+    from .data.stream import decode_sample
+    from .towers import MODALITIES
+
+    meta, items, problems = [], [], []
+    if unit["kind"] == "shard":
+        try:
+            for sample in read_shard(unit["input"]):
+                try:
+                    decoded = decode_sample(sample, [modality])
+                except DataError as e:
+                    problems.append({"key": sample.key, "reason": str(e)})
+                    continue
+                text = sample.items.get("text")
+                meta.append({"key": sample.key, "label": sample.label,
+                             "text": text if isinstance(text, str) else None, "source": unit["input"]})
+                items.append(decoded.fields[modality])
+        except ShardError as e:
+            problems.append({"key": "*", "reason": str(e)})
+        return meta, items, problems
+    spec = MODALITIES.get(modality)
+    for row in unit["rows"]:
+        if spec.check is not None:
+            found = spec.check(row["item"])
+            problem = getattr(found, "problem", found)
+            if problem:
+                problems.append({"key": row["key"], "reason": problem})
+                continue
+        meta.append({"key": row["key"], "label": row["label"], "text": row["text"],
+                     "source": row["item"] if spec.is_file else unit["input"]})
+        items.append(row["item"])
+    return meta, items, problems
+
+
+def embed_unit(model: Any, unit: dict[str, Any], modality: str, out: Path, batch_size: int) -> dict:
+    """Embed one unit and write its part (atomically); returns its counts."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    started = time.perf_counter()
+    meta, items, problems = _items(unit, modality)
+    vectors = (model.encode(modality, items, batch_size=batch_size) if items
+               else np.zeros((0, model.config.embed_dim), np.float32))
+    dim = vectors.shape[1]
+    strings = {k: pa.array([m[k] for m in meta], pa.string())  # typed: empty parts too
+               for k in ("key", "label", "text", "source")}
+    table = pa.table({
+        "key": strings["key"],
+        "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim),
+        "label": strings["label"], "text": strings["text"], "source": strings["source"]})
+    final = out / f"part-{unit['part']:05d}.parquet"
+    tmp = out / f".{final.name}.{os.getpid()}.tmp"
+    pq.write_table(table, tmp)
+    if problems:
+        with open(out / f"quarantine-{unit['part']:05d}.jsonl", "w", encoding="utf-8") as f:
+            for p in problems:
+                f.write(json.dumps({**p, "input": unit["input"]}) + "\n")
+    os.replace(tmp, final)  # last: a part that exists is complete, with its quarantine
+    return {"part": unit["part"], "items": len(meta), "quarantined": len(problems),
+            "seconds": time.perf_counter() - started}
+
+
+class _Embedder:
+    """A Ray actor: the model, loaded once; embeds whole units."""
+
+    def __init__(self, model_dir: str, modality: str, out: str, batch_size: int, threads: int) -> None:
+        import torch
+
+        from .model import load
+        torch.set_num_threads(threads)
+        self.model = load(model_dir)
+        self.modality, self.out, self.batch_size = modality, Path(out), batch_size
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        results = [embed_unit(self.model, {k: batch[k][i] for k in batch}, self.modality, self.out,
+                              self.batch_size) for i in range(len(batch["part"]))]
+        return {k: [r[k] for r in results] for k in ("part", "items", "quarantined", "seconds")}
+
+
+def embed(model_dir: str | Path, source: str | Path, out: str | Path, *, modality: str = "image",
+          ray_address: str | None = None, workers: int = 2, batch_size: int = 256,
+          part_size: int = 10_000) -> EmbedReport:
+    """Embed every ``modality`` item of ``source`` with the model in ``model_dir`` into
+    Parquet parts in ``out``, on Ray (``ray_address``, or a local Ray)."""
+    from .model_io import folder_fingerprint, read_config
+
+    started = time.perf_counter()
+    model_dir, out = Path(model_dir).resolve(), Path(out)
+    config = read_config(model_dir)
+    if modality not in config.towers:
+        raise JointspaceError(f"the model has no {modality!r} tower; it has {', '.join(config.towers)}")
+    fingerprint = folder_fingerprint(model_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    info_file = out / INFO_FILE
+    if info_file.is_file():
+        info = json.loads(info_file.read_text())
+        if info["fingerprint"] != fingerprint or info["modality"] != modality:
+            raise JointspaceError(f"{out} holds {info['modality']} embeddings of another model "
+                                  f"(fingerprint {info['fingerprint']}); use a new --out")
+    atomic_write_json(info_file, {"model": str(model_dir), "fingerprint": fingerprint,
+                                  "modality": modality, "dim": config.embed_dim,
+                                  "source": str(source)})
+    units, rejected = units_of(source, modality, part_size)
+    if rejected:
+        with open(out / "quarantine-manifest.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rejected)
+    todo = [u for u in units if not (out / f"part-{u['part']:05d}.parquet").is_file()]
+    logger.info("embed: %d parts, %d already done, %d to do on %s", len(units),
+                len(units) - len(todo), len(todo), ray_address or "a local Ray")
+    results, startup = _run_on_ray(todo, model_dir, modality, out, batch_size, workers,
+                                   ray_address) if todo else ([], 0.0)
+    report = EmbedReport(out, len(units), len(todo), sum(r["items"] for r in results),
+                         sum(r["quarantined"] for r in results), time.perf_counter() - started,
+                         startup)
+    for path in sorted(out.glob("quarantine-*.jsonl")):
+        report.problems += [json.loads(l) for l in path.read_text(encoding="utf-8").splitlines()]
+    return report
+
+
+def _run_on_ray(units: Sequence[dict], model_dir: Path, modality: str, out: Path, batch_size: int,
+                workers: int, address: str | None) -> tuple[list[dict], float]:
+    import ray
+
+    t = time.perf_counter()
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, num_cpus=None if address else os.cpu_count(),
+                 include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    startup = time.perf_counter() - t
+    try:
+        cpus = float(ray.cluster_resources().get("CPU", 1))
+        # leave the read and write tasks some CPU: actors asking for all of it hang the pipeline
+        per_actor = max(0.25, min(1.0, cpus / (workers + 1)))
+        threads = max(1, int(cpus // workers)) if not address else max(1, int(per_actor))
+        dataset = ray.data.from_items([dict(u) for u in units], override_num_blocks=len(units))
+        results = dataset.map_batches(
+            _Embedder, batch_size=1, num_cpus=per_actor,
+            compute=ray.data.ActorPoolStrategy(size=min(workers, len(units))),
+            fn_constructor_args=(str(model_dir), modality, str(out.resolve()), batch_size, threads),
+        ).take_all()
+    finally:
+        if started_here:
+            ray.shutdown()
+    return results, startup
+
+
+def read_embeddings(folder: str | Path) -> tuple[dict[str, Any], Any]:
+    """``(embed.json, one Arrow table of every part)`` of an embed output folder."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = Path(folder)
+    if not (folder / INFO_FILE).is_file():
+        raise DataError(f"not an embed output folder (no {INFO_FILE}): {folder}")
+    info = json.loads((folder / INFO_FILE).read_text())
+    parts = sorted(folder.glob("part-*.parquet"))
+    return info, pa.concat_tables([pq.read_table(p) for p in parts]) if parts else None
+
+
+__all__ = ["EmbedReport", "embed", "embed_unit", "read_embeddings", "units_of"]

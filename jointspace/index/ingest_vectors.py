@@ -1,0 +1,78 @@
+"""Ingest vectors made elsewhere: the Parquet parts of ``jointspace embed`` (no encoding).
+
+The parts must come from the collection's model (``embed.json`` records its
+fingerprint). Each row becomes an item keyed by the folder and its key; its
+content hash is that of its vector and metadata, so a re-run skips unchanged
+rows and updates changed ones, as a folder ingest does.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import JointspaceError
+from ..progress import progress
+from .catalog import ItemRow
+from .collection import Collection
+
+BATCH = 5_000
+
+
+def embed_info(folder: Path) -> dict | None:
+    """``embed.json`` of a ``jointspace embed`` output folder, or None for any other source."""
+    path = Path(folder) / "embed.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def ingest_embeddings(col: Collection, folder: Path, report: object, delete_missing: bool,
+                      on_commit: Callable[[list[str]], None] | None = None) -> None:
+    from ..embed import read_embeddings
+
+    info, table = read_embeddings(folder)
+    if info["fingerprint"] != col.info["fingerprint"]:
+        raise JointspaceError(f"{folder} holds embeddings of another model (fingerprint "
+                              f"{info['fingerprint']}, {info['model']}); {col.path} is for "
+                              f"{col.info['fingerprint']} ({col.info['model']})")
+    modality, source = info["modality"], str(folder)
+    known, indexed = col.catalog.hashes(source), col.catalog.keys(source)
+    seen: set[str] = set()
+    rows = [] if table is None else table.to_pylist()
+    pending: list[ItemRow] = []
+
+    def flush() -> None:
+        col.write(pending)
+        for row in pending:
+            if row.key in indexed:
+                report.updated += 1
+            else:
+                report.added += 1
+            known[row.key] = row.content_hash
+        if on_commit is not None:
+            on_commit([row.key for row in pending])
+        pending.clear()
+    for row in progress(rows, desc=f"index {folder.name}", unit="vector"):
+        key = f"{source}#{row['key']}"
+        seen.add(key)
+        vector = np.asarray(row["vector"], dtype=np.float32)
+        digest = hashlib.blake2b(vector.tobytes() + json.dumps(
+            [row.get("label"), row.get("text"), row.get("source")]).encode(), digest_size=16).hexdigest()
+        if known.get(key) == digest:
+            report.unchanged += 1
+            continue
+        item_path = row.get("source")
+        is_file = item_path and Path(item_path).is_file() and not item_path.endswith((".tar", ".parquet"))
+        pending.append(ItemRow(key, source, modality, digest, {modality: vector},
+                               path=item_path if is_file else None, text=row.get("text"),
+                               label=row.get("label"), meta={"key": row["key"]}))
+        if len(pending) >= BATCH:
+            flush()
+    if pending:
+        flush()
+    if delete_missing:
+        gone = [k for k in known if k not in seen]
+        if gone:
+            report.deleted = col.delete(gone)

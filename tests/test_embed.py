@@ -1,0 +1,78 @@
+"""Bulk embedding on a local Ray: the same vectors as model.encode, bad items quarantined,
+finished parts skipped on a re-run, and the parts indexed without encoding again."""
+import io
+import os
+import tarfile
+
+import numpy as np
+import pytest
+
+import jointspace
+from jointspace.data.export import export_manifest
+from jointspace.embed import embed, read_embeddings
+from jointspace.errors import JointspaceError
+from jointspace.index import Collection, index_source
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def shards(shapes_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("embed-shards")
+    export_manifest(shapes_dir / "train.csv", out, format="webdataset", shard_size=20)
+    with tarfile.open(out / "00005.tar", "w") as tar:
+        for name, data in (("bad.png", b"\x89PNG broken"), ("bad.txt", b"x")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out
+
+
+def test_ray_embed_equals_encode_and_resumes(local_ray, shards, shapes_dir, trained_model_dir, tmp_path):
+    out = tmp_path / "emb"
+    report = embed(trained_model_dir, f"{shards}/{{00000..00005}}.tar", out, workers=2, batch_size=16)
+    assert (report.parts, report.written, report.items, report.quarantined) == (6, 6, 96, 1)
+    assert "cannot be decoded" in report.problems[0]["reason"] and report.problems[0]["key"] == "bad"
+    info, table = read_embeddings(out)
+    keys = table.column("key").to_pylist()
+    vectors = np.stack(table.column("vector").to_numpy(zero_copy_only=False))
+    model = jointspace.load(trained_model_dir)
+    expected = model.encode_image([shapes_dir / "images" / "train" / f"{k}.png" for k in keys])
+    assert sorted(keys) == sorted(p.stem for p in (shapes_dir / "images" / "train").glob("*.png"))
+    np.testing.assert_allclose(vectors, expected, atol=1e-5)
+    assert table.column("text").to_pylist()[0] and info["modality"] == "image"
+    # a re-run skips finished parts; a part lost (a kill before its rename) is redone alone
+    assert embed(trained_model_dir, f"{shards}/*.tar", out, workers=2).written == 0
+    os.remove(out / "part-00002.parquet")
+    again = embed(trained_model_dir, f"{shards}/*.tar", out, workers=2)
+    assert (again.written, again.items) == (1, 20)
+    # indexed without encoding: the same search results as indexing the images
+    index_source(tmp_path / "col", trained_model_dir, out)
+    index_source(tmp_path / "ref", trained_model_dir, shapes_dir / "train.csv")
+    got = Collection.open(tmp_path / "col").search(text="a red circle", k=5)
+    ref = Collection.open(tmp_path / "ref").search(text="a red circle", k=5)
+    assert [h.item["meta"]["key"] for h in got] == [h.item["meta"]["id"] for h in ref]
+    np.testing.assert_allclose([h.score for h in got], [h.score for h in ref], atol=1e-5)
+
+
+def test_manifest_source_and_another_model(local_ray, shapes_dir, trained_model_dir, tmp_path):
+    out = tmp_path / "emb"
+    report = embed(trained_model_dir, shapes_dir / "test.csv", out, workers=2, part_size=5)
+    assert (report.parts, report.items) == (3, 12)
+    model = jointspace.load(trained_model_dir)
+    with __import__("torch").no_grad():
+        next(model.parameters()).add_(0.01)
+    other = model.save(tmp_path / "other")
+    with pytest.raises(JointspaceError, match="embeddings of another model"):
+        embed(other, shapes_dir / "test.csv", out)
+    with pytest.raises(JointspaceError, match="holds embeddings of another model"):
+        index_source(tmp_path / "col", other, out)
+    with pytest.raises(JointspaceError, match="no 'audio' tower"):
+        embed(trained_model_dir, shapes_dir / "test.csv", tmp_path / "e2", modality="audio")
