@@ -31,17 +31,19 @@ import torch
 from torch.utils.data import DataLoader
 
 
-def drain(loader, samples: int) -> float:
-    """Samples/s over ``samples`` samples (after the first batch: worker start-up apart)."""
+def drain(loader, samples: int) -> tuple[float, float]:
+    """``(samples/s over samples after the first batch, seconds to the first batch)``."""
+    t0 = time.perf_counter()
     it = iter(loader)
     first = next(it)
+    first_s = time.perf_counter() - t0
     size = len(next(iter(v for k, v in first.items() if not k.startswith("_"))))
     seen, t = 0, time.perf_counter()
     for batch in it:
         seen += size
         if seen >= samples:
             break
-    return seen / (time.perf_counter() - t)
+    return seen / (time.perf_counter() - t), first_s
 
 
 def main() -> None:
@@ -109,9 +111,9 @@ def main() -> None:
             times.append(time.perf_counter() - t)
     step_rate = args.batch * len(times) / sum(times)
 
-    print(f"\n{'reader → training loop':<30} {'samples/s':>10} {'× step':>8}")
-    for name, rate in rates.items():
-        print(f"{name:<30} {rate:10.0f} {rate / step_rate:7.1f}×")
+    print(f"\n{'reader → training loop':<30} {'samples/s':>10} {'× step':>8} {'1st batch':>10}")
+    for name, (rate, first) in rates.items():
+        print(f"{name:<30} {rate:10.0f} {rate / step_rate:7.1f}× {first:9.1f}s")
     print(f"{'training step (consumes)':<30} {step_rate:10.0f}")
 
     # -- bulk embedding ---------------------------------------------------------------

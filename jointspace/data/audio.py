@@ -25,6 +25,7 @@ by kind, not once per row.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from math import gcd
 from pathlib import Path
@@ -71,7 +72,8 @@ def decode_audio(path: str | Path | BinaryIO, max_seconds: float = MAX_SECONDS,
             data = f.read(frames=min(total, keep) if total > 0 else keep, dtype="float32",
                           always_2d=True)
     except Exception as e:  # libsndfile raises LibsndfileError, RuntimeError, EOFError …
-        raise DataError(f"audio file cannot be decoded ({type(e).__name__}: {e}): {path}") from None
+        reason = re.sub(r"<_io\.\w+ object at 0x[0-9a-f]+>", "the data", str(e))  # no repr of bytes
+        raise DataError(f"audio file cannot be decoded ({type(e).__name__}: {reason}): {path}") from None
     if data.size == 0:
         raise DataError(f"audio file is empty (0 samples): {path}")
     if total > keep:

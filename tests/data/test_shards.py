@@ -183,3 +183,24 @@ def test_cli_export(shapes_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "12 samples in 3 shards" in out and "{00000..00002}.parquet" in out
     assert sum(1 for s in list_shards(tmp_path / "p") for _ in read_shard(s)) == 12
+
+
+def test_audio_in_shards_is_decoded_and_checked(tmp_path):
+    from jointspace.data.shards import RawSample
+    from jointspace.data.sounds import write_wav
+    from jointspace.data.stream import decode_sample
+
+    t = np.arange(8000) / 16000
+    write_wav(tmp_path / "tone.wav", (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32))
+    write_wav(tmp_path / "quiet.wav", np.zeros(8000, np.float32))
+    tone = (tmp_path / "tone.wav").read_bytes()
+    good = decode_sample(RawSample("s.tar", "k", 0, {"audio": tone, "text": "a beep"}), ["audio", "text"])
+    from jointspace.data.audio import decode_audio
+    np.testing.assert_array_equal(good.fields["audio"], decode_audio(tmp_path / "tone.wav").samples)
+    with pytest.raises(DataError, match=r"audio file cannot be decoded \(LibsndfileError: Error opening the data.*: s.tar:k$"):
+        decode_sample(RawSample("s.tar", "k", 0, {"audio": b"RIFF nonsense"}), ["audio"])
+    with pytest.raises(DataError, match=r"silent .*\(s.tar:k\)"):
+        decode_sample(RawSample("s.tar", "k", 0, {"audio": (tmp_path / "quiet.wav").read_bytes()}),
+                      ["audio"])
+    with pytest.raises(DataError, match=r"empty 'audio' \(s.tar:k\)"):
+        decode_sample(RawSample("s.tar", "k", 0, {"text": "no sound"}), ["audio", "text"])
