@@ -168,8 +168,10 @@ class ShardStream(IterableDataset):
     def __iter__(self) -> Iterator[Any]:
         slot, slots = self.slot()
         epoch, first_block, first_index = self.start.get(slot, (0, 0, 0))
+        partial = slot in self.start  # a resumed epoch may rightly have nothing left
         while self.epochs is None or epoch < self.epochs:
             counter = [0]  # the epoch's running sample count (for the fewer-shards split)
+            yielded = 0
             for b, (shards, every, offset) in enumerate(self.blocks(epoch, slot, slots)):
                 if b < first_block and every == 1:
                     continue  # whole shards of blocks done before a resume are not even opened
@@ -185,9 +187,13 @@ class ShardStream(IterableDataset):
                         self._quarantine(slot, sample.shard, sample.key, str(e))
                         continue
                     item[POSITION_KEY] = (slot, epoch, b, i + 1)
+                    yielded += 1
                     yield item
                 first_index = 0
-            first_block = 0
+            if not yielded and not partial:  # an endless stream would spin forever
+                raise DataError(f"a whole epoch of {len(self.shards)} shard(s) gave slot {slot} no "
+                                "valid sample; see the quarantine-stream files")
+            first_block, partial = 0, False
             epoch += 1
 
     def _prepare(self, sample: DecodedSample) -> Any:

@@ -69,17 +69,21 @@ class QueryBatcher:
     def _run(self, batch: list[_Query]) -> None:
         self.batches.append(len(batch))
         try:
-            vectors = self.encode_many(batch[0].modality, [q.item for q in batch])
-            for q, v in zip(batch, vectors):
-                q.vector = v
-        except Exception:
-            for q in batch:  # find the culprit: each query alone
-                try:
-                    q.vector = self.encode_many(q.modality, [q.item])[0]
-                except Exception as e:  # noqa: BLE001  (handed to the caller of this query)
-                    q.error = e
-        for q in batch:
-            q.done.set()
+            try:
+                vectors = self.encode_many(batch[0].modality, [q.item for q in batch])
+                for q, v in zip(batch, vectors):
+                    q.vector = v
+            except Exception:
+                for q in batch:  # find the culprit: each query alone
+                    try:
+                        q.vector = self.encode_many(q.modality, [q.item])[0]
+                    except Exception as e:  # noqa: BLE001  (handed to the caller of this query)
+                        q.error = e
+        finally:  # whatever happened, no caller waits forever
+            for q in batch:
+                if q.vector is None and q.error is None:
+                    q.error = RuntimeError("encoding the query was interrupted")
+                q.done.set()
 
 
 __all__ = ["QueryBatcher"]

@@ -204,3 +204,10 @@ def test_audio_in_shards_is_decoded_and_checked(tmp_path):
                       ["audio"])
     with pytest.raises(DataError, match=r"empty 'audio' \(s.tar:k\)"):
         decode_sample(RawSample("s.tar", "k", 0, {"text": "no sound"}), ["audio", "text"])
+
+
+def test_a_stream_with_no_valid_sample_stops_instead_of_spinning(tmp_path):
+    (tmp_path / "00000.tar").write_bytes(b"not a tar" * 100)
+    stream = ShardStream(list_shards(tmp_path / "00000.tar"), ["image", "text"])  # endless
+    with pytest.raises(DataError, match="gave slot 0 no valid sample"):
+        next(iter(stream))
