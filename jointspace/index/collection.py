@@ -150,11 +150,12 @@ class Collection:
         col._model = model.to(resolve_device(device))
         return col
 
-    def add_root(self, root: Path) -> None:
-        """Record a folder whose files this collection may serve (the writer calls this)."""
-        root = str(Path(root).resolve())
-        if root not in self.info["roots"]:
-            self.info["roots"].append(root)
+    def add_roots(self, roots: Sequence[Path]) -> None:
+        """Record folders whose files this collection may serve (the writer calls this)."""
+        new = [r for r in dict.fromkeys(str(Path(r).resolve()) for r in roots)
+               if r not in self.info["roots"]]
+        if new:
+            self.info["roots"] += new
             atomic_write_json(self.path / INFO_FILE, self.info)
 
     @property

@@ -243,12 +243,15 @@ def _ingest(col: Collection, source: Path, batch_size: int, delete_missing: bool
     if new:
         col.info["modalities"] += new
         atomic_write_json(col.path / INFO_FILE, col.info)
-    col.add_root(source if source.is_dir() else source.parent)
     report = IngestReport(str(source))
     if source.is_dir():
         candidates, rejected = scan_folder(source, modalities), []
     else:
         candidates, rejected = scan_manifest(source, modalities, col.path, columns)
+    # what may be served: the folder indexed, or a manifest's folder and those of its files
+    # (a symlink inside a folder that points out of it is still refused: paths are resolved)
+    col.add_roots([source] if source.is_dir() else
+                  [source.parent] + sorted({c.path.parent for c in candidates if c.path}))
     known = col.catalog.hashes(str(source))  # items and quarantined inputs
     indexed = col.catalog.keys(str(source))
     if rejected:

@@ -185,3 +185,17 @@ def test_api_key_and_cors(col):
     cors = TestClient(create_app(col, cors_origins=["https://app.example"]))
     r = cors.post("/search", json={"text": "a"}, headers={"Origin": "https://app.example"})
     assert r.headers["access-control-allow-origin"] == "https://app.example"
+
+
+def test_files_a_manifest_names_elsewhere_are_served(trained_model_dir, shapes_dir, tmp_path):
+    """A manifest may name files outside its own folder (absolute paths): those folders
+    become roots; anything else stays refused."""
+    image = shapes_dir / "images" / "test" / "test-000000.png"
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "elsewhere.csv").write_text(f"id,image,text\na,{image},a shape\n")
+    index_source(tmp_path / "col", trained_model_dir, tmp_path / "m" / "elsewhere.csv")
+    col = Collection.open(tmp_path / "col")
+    assert str(image.parent.resolve()) in col.info["roots"]
+    client = TestClient(create_app(col))
+    item_id = col.search(text="a", k=1)[0].item["id"]
+    assert client.get(f"/items/{item_id}/file").content == image.read_bytes()

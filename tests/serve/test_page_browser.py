@@ -89,6 +89,7 @@ def test_search_page_text_upload_composed_and_pages(server, page):
 
     # an image query by upload: that image is the first result, at score 1.000
     page.fill("#q", "")
+    page.eval_on_selector("#status", "e => { e.textContent = ''; }")  # wait for the new answer
     image = sorted((shapes_dir / "images" / "test").glob("*.png"))[3]
     page.set_input_files("#file", str(image))
     page.wait_for_function("document.querySelector('#status').textContent.includes('results in')")
