@@ -84,14 +84,14 @@ def test_ivf_recall_and_the_nprobe_knob(tmp_path):
 
     def recall(found):
         return np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)])
-    low, high = recall(store.search(q, 10, nprobe=1)[1]), recall(store.search(q, 10, nprobe=64)[1])
-    assert low < high and high >= 0.97, (low, high)
+    low, high = recall(store.search(q, 10, nprobe=1)[1]), recall(store.search(q, 10, nprobe=256)[1])
+    assert low < 0.5 < 0.97 <= high, (low, high)  # the knob trades recall for speed
     assert recall(store.search(q, 10, nprobe=store._ivf().nlist)[1]) == 1.0  # every cell: exact
     # deletes and upserts work on the IVF index without a rebuild
     store.delete(ids[:10])
     store.add(ids[10:11], x[0:1])
     assert store.count() == 19_990
-    assert store.search(x[:1], 1, nprobe=64)[1][0, 0] == 10
+    assert store.search(x[:1], 1, nprobe=256)[1][0, 0] == 10
     # persisted and reopened as IVF, ids and vectors read back from the index
     store.commit(2)
     again = open_store("faiss", tmp_path / "s", 32, exact_below=5_000)
