@@ -16,7 +16,11 @@ epochs, so every rank can run the same number of steps.
 **Resuming.** Each yielded sample carries its position ``(epoch, block, i)``;
 the trainer keeps the last position of each slot and saves it in the
 checkpoint. A resumed stream re-reads that block, redraws the same
-permutation and continues after ``i``: no sample is repeated or skipped.
+permutation and continues after ``i``: no sample is repeated or skipped. The
+DataLoader takes batches from its workers in turn; ``rotation`` (steps done
+modulo workers) maps its first worker to the slot whose batch comes next, so
+the resumed run sees the very batches, in the very order, of an
+uninterrupted one.
 
 **Bad samples** (a missing or undecodable field, text too long, a broken tar
 member) are quarantined with their shard and key, to
@@ -124,7 +128,7 @@ class ShardStream(IterableDataset):
                  towers: Mapping[str, Any] | None = None, rank: int = 0, world_size: int = 1,
                  block_shards: int = 4, start: Mapping[int, Position] | None = None,
                  epochs: int | None = None, quarantine_dir: str | Path | None = None,
-                 max_text_chars: int = 1000) -> None:
+                 max_text_chars: int = 1000, rotation: int = 0) -> None:
         if not shards:
             raise DataError("a stream needs at least one shard")
         self.shards, self.fields, self.seed = list(shards), list(fields), seed
@@ -132,6 +136,9 @@ class ShardStream(IterableDataset):
         self.rank, self.world_size, self.block_shards = rank, world_size, max(1, block_shards)
         self.start = {int(k): tuple(v) for k, v in (start or {}).items()}
         self.epochs, self.max_text_chars = epochs, max_text_chars
+        # a DataLoader takes batches from its workers in turn, starting with worker 0; a run
+        # resumed after s batches must start with the slot that batch s would have come from
+        self.rotation = rotation
         self.quarantine_dir = Path(quarantine_dir) if quarantine_dir else None
         self._skipped: set[str] = set()  # shards reported as unreadable (once each)
 
@@ -139,7 +146,7 @@ class ShardStream(IterableDataset):
     def slot(self) -> tuple[int, int]:
         info = get_worker_info()
         workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
-        return self.rank * workers + worker, self.world_size * workers
+        return self.rank * workers + (worker + self.rotation) % workers, self.world_size * workers
 
     def blocks(self, epoch: int, slot: int, slots: int) -> list[tuple[list[str], int, int]]:
         """This slot's blocks of one epoch: ``(shards, keep-every, keep-offset)``."""

@@ -107,7 +107,8 @@ def stream_loader(model: JointModel, source: StreamSource, run: RunConfig, out: 
         positions = {int(k): tuple(v) for k, v in start["positions"].items()}
     stream = ShardStream(source.shards, source.fields, seed=cfg.seed, towers=model.towers,
                          rank=info.rank, world_size=info.world_size, start=positions,
-                         quarantine_dir=out, max_text_chars=cfg.max_text_chars)
+                         quarantine_dir=out, max_text_chars=cfg.max_text_chars,
+                         rotation=(cfg.max_steps - steps) % max(1, workers))  # steps done so far
     collate = collate_stream(PairDataset([], model.towers, source.fields).collate)
     loader = DataLoader(stream, batch_size=cfg.batch_size // info.world_size, collate_fn=collate,
                         num_workers=workers, pin_memory=next(model.parameters()).is_cuda,

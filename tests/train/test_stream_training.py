@@ -26,14 +26,18 @@ def shards(shapes_dir, tmp_path_factory):
     return out
 
 
-def test_stream_training_resumes_to_the_same_weights(shards, tiny_overrides, tmp_path):
-    run = load_run_config(overrides=[*tiny_overrides, "train.max_steps=9", "train.eval_every=9"])
+@pytest.mark.parametrize("workers", [0, 2])
+def test_stream_training_resumes_to_the_same_weights(shards, tiny_overrides, tmp_path, workers):
+    """Stopped after an odd number of steps: with 2 loader workers the resumed run must
+    also take its next batch from the right worker's stream."""
+    run = load_run_config(overrides=[*tiny_overrides, "train.max_steps=9", "train.eval_every=9",
+                                     f"train.num_workers={workers}"])
     spec = f"{shards}/wds/{{00000..00010}}.tar"
     whole = train(run, spec, tmp_path / "whole", val_data=shards / "val")
     assert whole.steps == 9 and whole.quarantined >= 1  # the corrupt sample, at least once
     assert whole.validation["val_loss"] > 0
-    part = train(run, spec, tmp_path / "part", val_data=shards / "val", stop_after=4)
-    assert part.steps == 4 and not part.finished
+    part = train(run, spec, tmp_path / "part", val_data=shards / "val", stop_after=5)
+    assert part.steps == 5 and not part.finished
     state = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)
     assert state["stream"]["positions"]["0"][2] > 0  # where slot 0 stopped
     resumed = train(run, spec, tmp_path / "part", resume=True, val_data=shards / "val")
