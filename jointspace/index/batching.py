@@ -15,6 +15,7 @@ query fails only its own request.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -39,7 +40,7 @@ class QueryBatcher:
         self._cv = threading.Condition()
         self._queue: list[_Query] = []
         self._worker: threading.Thread | None = None
-        self.batches: list[int] = []  # sizes of the batches run (for tests and logs)
+        self.batches: deque[int] = deque(maxlen=10_000)  # sizes of the latest batches run
 
     def encode(self, modality: str, item: Any) -> np.ndarray:
         query = _Query(modality, item, done=threading.Event())

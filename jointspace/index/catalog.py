@@ -92,7 +92,9 @@ class Catalog:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._local = threading.local()
-        self.db.executescript(SCHEMA)  # idempotent; runs its own transaction
+        made = self.db.execute("SELECT 1 FROM sqlite_master WHERE name='state'").fetchone()
+        if not made:  # a reader never writes, so never waits for a writer's lock
+            self.db.executescript(SCHEMA)  # idempotent; runs its own transaction
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -202,10 +204,19 @@ class Catalog:
         if not self._has(modality):
             return _unpack([])[1]
         table = self._table(modality)
-        top = self.db.execute(f"SELECT max(item_id) FROM {table}").fetchone()[0] or 0
-        step = max(1, top // max(1, limit))
-        rows = self.db.execute(f"SELECT item_id, vector FROM {table} WHERE item_id % ? = 0 LIMIT ?",
-                               (step, limit)).fetchall()
+        low, high = self.db.execute(f"SELECT min(item_id), max(item_id) FROM {table}").fetchone()
+        if low is None:
+            return _unpack([])[1]
+        # seeks to seeded random points of the id range: cheap, and blind to how the ids of
+        # several modalities interleave (a stride over ids could miss a modality entirely)
+        targets = np.random.default_rng(0).integers(low, high + 1, size=limit)
+        seen, rows = set(), []
+        for target in targets.tolist():
+            row = self.db.execute(f"SELECT item_id, vector FROM {table} WHERE item_id >= ? "
+                                  "ORDER BY item_id LIMIT 1", (target,)).fetchone()
+            if row is not None and row[0] not in seen:
+                seen.add(row[0])
+                rows.append(row)
         return _unpack(rows)[1]
 
     def changes(self, modality: str, since: int, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -226,10 +237,11 @@ class Catalog:
         """Ids of the items matching every condition: ``{column or meta key: value or [values]}``."""
         clauses, args = [], []
         for name, value in where.items():
+            # compared as text: a CLI or CSV "7" and a JSON 7 are the same value
             if name in FILTER_COLUMNS:
                 column = name
             elif isinstance(name, str) and name.replace("_", "").isalnum():
-                column, name = "json_extract(meta, ?)", name
+                column = "CAST(json_extract(meta, ?) AS TEXT)"
                 args.append(f"$.{name}")
             else:
                 raise JointspaceError(f"cannot filter on {name!r}: use one of {FILTER_COLUMNS} "
@@ -238,7 +250,7 @@ class Catalog:
             if not values or not all(isinstance(v, (str, int, float, bool)) for v in values):
                 raise JointspaceError(f"filter {name!r} needs a string or number, or a list of them")
             clauses.append(f"{column} IN ({','.join('?' * len(values))})")
-            args += values
+            args += [str(int(v)) if isinstance(v, bool) else str(v) for v in values]
         sql = "SELECT id FROM items" + (" WHERE " + " AND ".join(clauses) if clauses else "")
         return np.fromiter((r[0] for r in self.db.execute(sql, args)), dtype=np.int64)
 

@@ -95,6 +95,7 @@ class Collection:
             raise JointspaceError(f"not a collection (no {INFO_FILE}): {self.path}")
         import json
 
+        self._info_stamp = info_file.stat().st_mtime_ns
         self.info = json.loads(info_file.read_text())
         if self.info.get("format") != FORMAT:
             raise JointspaceError(f"{self.path} was written by an older jointspace (format "
@@ -112,6 +113,15 @@ class Collection:
         self._batcher = QueryBatcher(lambda modality, items: self.model.encode(modality, list(items)))
         if model is not None:
             self.use_model(model)
+
+    def reload_info(self) -> None:
+        """Reread ``collection.json`` if a writer changed it (new roots, new modalities)."""
+        import json
+
+        path = self.path / INFO_FILE
+        stamp = path.stat().st_mtime_ns
+        if stamp != getattr(self, "_info_stamp", None):
+            self.info, self._info_stamp = json.loads(path.read_text()), stamp
 
     # -- making and opening ------------------------------------------------------
     @classmethod
@@ -210,6 +220,8 @@ class Collection:
     def store(self, modality: str) -> VectorStore:
         """The store of one indexed modality, brought up to date with the catalog."""
         if modality not in self.modalities:
+            self.reload_info()  # an ingest may have added it since this collection was opened
+        if modality not in self.modalities:
             raise JointspaceError(f"{self.path} indexes {', '.join(self.modalities)}; "
                                   f"not {modality!r}")
         with self._lock:
@@ -293,7 +305,11 @@ class Collection:
         vectors = []
         for i, term in enumerate(terms):
             if term.modality == "vector":
-                v = np.asarray(term.value, dtype=np.float32).reshape(-1)
+                try:
+                    v = np.asarray(term.value, dtype=np.float32).reshape(-1)
+                except (TypeError, ValueError):
+                    raise JointspaceError(f"query term {i + 1}: a vector must be a list of numbers, "
+                                          f"not {type(term.value).__name__}") from None
                 if v.shape != (self.dim,) or not np.isfinite(v).all() or not np.any(v):
                     raise JointspaceError(f"query term {i + 1}: a vector must hold {self.dim} "
                                           f"finite values, not all zero; got shape {v.shape}")

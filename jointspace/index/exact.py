@@ -7,14 +7,13 @@ the last committed state readable.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 
 from ..fileio import atomic_write_json, fsync_dir, fsync_file
-from .store import STORES, check_batch, check_queries, top_k
+from .store import STORES, check_batch, check_queries, load_committed, top_k
 
 POINTER = "store.json"
 QUERY_CHUNK_BYTES = 256 << 20  # bound the [Q, n] score matrix of a batch of queries
@@ -28,12 +27,11 @@ class ExactStore:
         self.folder, self.dim, self.watermark = Path(folder), int(dim), 0
         self.ids = np.zeros(0, dtype=np.int64)
         self.vectors = np.zeros((0, self.dim), dtype=np.float32)
-        pointer = self.folder / POINTER
-        if pointer.is_file():
-            state = json.loads(pointer.read_text())
-            self.ids = np.load(self.folder / state["ids"])
-            self.vectors = np.load(self.folder / state["vectors"])
-            self.watermark = int(state["watermark"])
+        loaded = load_committed(self.folder, POINTER, lambda state: (
+            np.load(self.folder / state["ids"]), np.load(self.folder / state["vectors"]),
+            int(state["watermark"])))
+        if loaded is not None:
+            self.ids, self.vectors, self.watermark = loaded
 
     def count(self) -> int:
         return len(self.ids)
@@ -61,6 +59,8 @@ class ExactStore:
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def commit(self, watermark: int) -> None:
+        for stale in self.folder.glob(".*.tmp"):  # left by a commit that was killed
+            stale.unlink(missing_ok=True)
         names = {"ids": f"ids-{watermark}.npy", "vectors": f"vectors-{watermark}.npy"}
         old = {p.name for p in self.folder.glob("*.npy")}
         for key, array in (("ids", self.ids), ("vectors", self.vectors)):

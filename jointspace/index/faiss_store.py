@@ -18,7 +18,6 @@ recall/speed knob, settable per query. An IVF index that has grown to
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -28,7 +27,7 @@ import numpy as np
 
 from ..fileio import atomic_write_json, fsync_dir, fsync_file, kill_point
 from ..progress import logger
-from .store import STORES, check_batch, check_queries
+from .store import STORES, check_batch, check_queries, load_committed
 
 POINTER = "store.json"
 TRAIN_POINTS_PER_LIST = 40  # faiss warns below 39 points per centroid
@@ -64,11 +63,11 @@ class FaissStore:
         self.regrow, self.seed = float(regrow), int(seed)
         self.watermark, self.trained_on = 0, 0
         faiss = _faiss()
-        pointer = self.folder / POINTER
-        if pointer.is_file():
-            state = json.loads(pointer.read_text())
-            self.index = faiss.read_index(str(self.folder / state["file"]))
-            self.watermark, self.trained_on = int(state["watermark"]), int(state["trained_on"])
+        loaded = load_committed(self.folder, POINTER, lambda state: (
+            faiss.read_index(str(self.folder / state["file"])), int(state["watermark"]),
+            int(state["trained_on"])))
+        if loaded is not None:
+            self.index, self.watermark, self.trained_on = loaded
         else:
             self.index = self._flat()
 
@@ -174,6 +173,8 @@ class FaissStore:
         faiss = _faiss()
         if self.needs_rebuild():
             self.rebuild()
+        for stale in self.folder.glob(".*.tmp"):  # left by a commit that was killed
+            stale.unlink(missing_ok=True)
         name = f"index-{int(watermark)}.faiss"
         tmp = self.folder / f".{name}.tmp"
         faiss.write_index(self.index, str(tmp))

@@ -78,8 +78,12 @@ def scan_folder(folder: Path, modalities: Sequence[str]) -> list[Candidate]:
     """Every file under ``folder`` (recursively, sorted) whose suffix one of ``modalities`` claims."""
     registry = _modalities()
     by_suffix = {s: m for m in modalities for s in registry.get(m).suffixes}
-    found, ignored = [], 0
+    found, ignored, keys = [], 0, set()
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        if str(path.resolve()) in keys:  # a link to a file already found: one item, not two
+            logger.info("%s is a link to a file indexed already; indexed once", path)
+            continue
+        keys.add(str(path.resolve()))
         modality = by_suffix.get(path.suffix.lower())
         if modality is None:
             ignored += 1
@@ -119,7 +123,7 @@ def scan_manifest(path: Path, modalities: Sequence[str], quarantine_dir: Path,
         item_path = fields[primary] if registry.get(primary).is_file else None
         found.append(Candidate(f"{source}#{r.id}", primary, fields,
                                Path(item_path).resolve() if item_path else None, r.label,
-                               {**extra.get(r.line, {}), "id": r.id, "line": r.line,
+                               {**extra.get(r.line, {}), "id": r.id,  # no line: rows move
                                 **({"group": r.group} if r.group else {})}))
     bad = [Quarantined(f"{source}#line{b.line}", source, None, b.reason) for b in data.bad_rows]
     return found, bad

@@ -12,8 +12,10 @@ look stores up by the name saved in ``collection.json``.
 """
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -56,6 +58,25 @@ def open_store(name: str, folder: str | Path, dim: int, **params: Any) -> Vector
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     return STORES.get(name)(folder, dim, **params)
+
+
+def load_committed(folder: Path, pointer: str, load: Callable[[dict], Any]) -> Any:
+    """``load(state)`` of the state the pointer file names, or None if nothing was committed.
+
+    A writer may switch the pointer and delete the files it named between our
+    reading the pointer and the files: then read the pointer again."""
+    for attempt in range(50):
+        path = Path(folder) / pointer
+        if not path.is_file():
+            return None
+        state = json.loads(path.read_text())
+        try:
+            return load(state)
+        except (FileNotFoundError, RuntimeError):  # faiss raises RuntimeError for a missing file
+            if attempt == 49:
+                raise
+            time.sleep(0.01)
+    return None
 
 
 def check_batch(ids: np.ndarray, vectors: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -104,4 +125,5 @@ def top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.n
     return out_scores, out_ids
 
 
-__all__ = ["STORES", "VectorStore", "check_batch", "check_queries", "open_store", "top_k"]
+__all__ = ["STORES", "VectorStore", "check_batch", "check_queries", "load_committed", "open_store",
+           "top_k"]

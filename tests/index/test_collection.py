@@ -278,3 +278,59 @@ def test_two_stage_matryoshka_search(shapes_dir, tmp_path, tiny_overrides):
         # 50 prefix candidates of 96 are re-ranked by full vectors: the exact top 5, same scores
         assert [h.item["key"] for h in staged] == [h.item["key"] for h in exact]
         np.testing.assert_allclose([h.score for h in staged], [h.score for h in exact], atol=1e-5)
+
+
+def test_review_fixes_ingest_sampling_filters_and_readers(trained_model_dir, shapes_dir, tmp_path):
+    import sqlite3
+    import time as _time
+    # a symlinked duplicate is one item, not a fatal repeated key
+    folder = _shapes_folder(shapes_dir, tmp_path / "imgs", n=3)
+    (folder / "alias.png").symlink_to(sorted(folder.glob("*.png"))[0])
+    assert index_source(tmp_path / "col", trained_model_dir, folder).added == 3
+    # calibration samples every modality even when their ids interleave (image, text, image …)
+    col = Collection.create(tmp_path / "mixed", trained_model_dir, modalities=["image", "text"])
+    rng = np.random.default_rng(0)
+    col.write([ItemRow(f"k{i}", "s", m, "h", {m: v / np.linalg.norm(v)}, meta={"n": i})
+               for i in range(400) for m, v in [(("image", "text")[i % 2], rng.normal(size=32))]])
+    assert len(col.catalog.sample_vectors("image", 50)) > 20
+    assert len(col.search(terms=[Term("vector", np.ones(32)), Term("vector", -np.ones(32), 0.5)],
+                          k=3)) == 3
+    # filters compare as text: the CLI's "7" finds the JSON 7, and a number finds a CSV string
+    assert [h.item["meta"]["n"] for h in col.search(vector=np.ones(32), where={"n": "8"})] == [8]
+    assert [h.item["meta"]["n"] for h in col.search(vector=np.ones(32), where={"n": 8})] == [8]
+    # a reader opens while a writer holds the lock
+    writer = sqlite3.connect(tmp_path / "mixed" / "catalog.sqlite", timeout=60)
+    writer.execute("BEGIN IMMEDIATE")
+    started = _time.perf_counter()
+    Collection.open(tmp_path / "mixed").search(vector=np.ones(32), k=1)
+    assert _time.perf_counter() - started < 3
+    writer.execute("ROLLBACK")
+
+
+def test_a_row_inserted_at_the_top_re_embeds_nothing(trained_model_dir, shapes_dir, tmp_path):
+    manifest = tmp_path / "m.csv"
+    rows = (shapes_dir / "test.csv").read_text().splitlines()
+    fixed = [rows[0]] + [r.replace("images/", f"{shapes_dir}/images/", 1) for r in rows[1:]]
+    manifest.write_text("\n".join(fixed) + "\n")
+    index_source(tmp_path / "col", trained_model_dir, manifest)
+    extra = fixed[1].replace("test-000000", "new-000000", 1)
+    manifest.write_text("\n".join([fixed[0], extra] + fixed[1:]) + "\n")
+    report = index_source(tmp_path / "col", trained_model_dir, manifest)
+    assert (report.added, report.updated, report.unchanged) == (1, 0, 12)
+
+
+def test_opening_a_store_retries_when_a_commit_switches_files(tmp_path, monkeypatch):
+    from jointspace.index import open_store
+    store = open_store("exact", tmp_path / "s", 4)
+    store.add(np.arange(2), np.eye(2, 4, dtype=np.float32))
+    store.commit(1)
+    real_load, calls = np.load, []
+
+    def flaky(path, *a, **k):  # the first read finds the named file already replaced
+        calls.append(path)
+        if len(calls) == 1:
+            raise FileNotFoundError(path)
+        return real_load(path, *a, **k)
+    monkeypatch.setattr(np, "load", flaky)
+    again = open_store("exact", tmp_path / "s", 4)
+    assert again.count() == 2 and len(calls) >= 2
