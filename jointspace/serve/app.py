@@ -1,238 +1,125 @@
 """The HTTP API and search page over a collection (FastAPI).
 
-Endpoints: ``POST /search`` (text, base64 image or audio, vectors, weighted
-terms, filters, k, offset), ``GET /items/{id}`` and its ``/file`` and
-``/thumbnail``, ``GET /healthz``, the OpenAPI docs at ``/docs``, and the
-search page at ``/``.
+Endpoints: ``POST /search`` (JSON: text, base64 image or audio, vectors, weighted
+terms, filters, k, offset), ``POST /search/upload`` (the same from a multipart
+form with a file, for ``curl -F``), ``GET /items/{id}`` and its ``/file`` and
+``/thumbnail``, ``GET /healthz``, the OpenAPI docs at ``/docs``, and the search
+page at ``/``.
 
 Safety, by default: bound to 127.0.0.1; no CORS headers (browsers refuse
-cross-origin calls) unless origins are given; request bodies and uploads
-limited in size; with an API key, every route but ``/`` (the page itself,
-which holds no data) and ``/healthz`` needs it as ``X-API-Key`` or
-``Authorization: Bearer``; a file is served only if its real path (symlinks
-resolved) lies inside a folder the collection was indexed from. Malformed
-input is answered with a 4xx and a message saying what is wrong.
+cross-origin calls) unless origins are given; request bodies, uploads, decoded
+image sizes, terms per query and result depth (``offset + k``) limited; with
+an API key, every route but ``/`` (the page itself, which holds no data) and
+``/healthz`` needs it as ``X-API-Key`` or ``Authorization: Bearer``; a file is
+served only if its real path (symlinks resolved) lies inside a folder the
+collection was indexed from. Malformed input is answered with a 4xx and a
+message saying what is wrong; the server carries on.
+
+>>> app = create_app("runs/col", api_key="secret")    # doctest: +SKIP
+>>> serve("runs/col", port=8000)                      # doctest: +SKIP
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-import hmac
-import io
+import json
 import mimetypes
+import os
 import tempfile
-import threading
 import time
-from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Callable, Sequence
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
-from PIL import Image, ImageOps
-from pydantic import BaseModel, Field
+from pydantic import ValidationError
 
 from ..errors import JointspaceError
 from ..index import Collection, Term
+from .files import Files
+from .guards import BodyLimit, KeyCheck
+from .schemas import ERRORS, Health, ItemOut, SearchIn, SearchOut
+from .uploads import Uploads
 
 PAGE = Path(__file__).with_name("static") / "index.html"
-PUBLIC = {"/", "/healthz"}
-THUMBNAIL_PX = 256
-Scalar = Union[str, int, float, bool]
-
-
-class TermIn(BaseModel):
-    """One weighted query term: text, a base64 file (image or audio) or a vector."""
-
-    modality: str = Field(description="text, image, audio, or vector")
-    text: str | None = None
-    data: str | None = Field(None, description="base64 of an image or audio file (a data: URL works)")
-    vector: list[float] | None = None
-    weight: float = 1.0
-
-
-class SearchIn(BaseModel):
-    text: str | None = None
-    image: str | None = Field(None, description="base64 of an image file")
-    audio: str | None = Field(None, description="base64 of an audio file (WAV, FLAC, OGG)")
-    vector: list[float] | None = None
-    terms: list[TermIn] = Field(default_factory=list)
-    k: int = Field(10, ge=1)
-    offset: int = Field(0, ge=0)
-    where: dict[str, Union[Scalar, list[Scalar]]] | None = None
-    target: str | None = None
-    calibrate: bool = True
-    nprobe: int | None = Field(None, ge=1, le=65536)
-
-
-class BodyLimit:
-    """Answers 413 to request bodies over ``limit`` bytes, declared or streamed.
-
-    The body is read here, up to the limit, and replayed to the app: an error
-    raised inside the app's own body parsing would be turned into a 400."""
-
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await _too_large(self.limit)(scope, receive, send)
-        body, more = bytearray(), True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.limit:
-                return await _too_large(self.limit)(scope, receive, send)
-        replayed = False
-
-        async def replay() -> dict:
-            nonlocal replayed
-            if replayed:
-                return await receive()  # waits for the disconnect, as the server would
-            replayed = True
-            return {"type": "http.request", "body": bytes(body), "more_body": False}
-        await self.app(scope, replay, send)
-
-
-def _too_large(limit: int) -> JSONResponse:
-    return JSONResponse({"detail": f"request body is larger than {limit} bytes"}, status_code=413)
-
-
-class _Thumbnails:
-    """A small in-memory LRU of JPEG thumbnails, keyed by item id and content hash."""
-
-    def __init__(self, size: int = 2048) -> None:
-        self.size, self._items, self._lock = size, OrderedDict(), threading.Lock()
-
-    def get(self, key: tuple, path: Path) -> bytes:
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im).convert("RGB")
-            im.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
-            out = io.BytesIO()
-            im.save(out, "JPEG", quality=85)
-        data = out.getvalue()
-        with self._lock:
-            self._items[key] = data
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-        return data
+PUBLIC = ("/", "/healthz")
+ITEM_ID = PathParam(ge=1, le=2**63 - 1, description="an item id, as in a hit")
+NOSNIFF = {"X-Content-Type-Options": "nosniff"}
+PAGE_HEADERS = {  # the page talks to this server only; nothing may frame it
+    "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; "
+    "style-src 'unsafe-inline'; img-src 'self' data: blob:; media-src 'self' blob:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    "Referrer-Policy": "no-referrer", **NOSNIFF}
 
 
 def create_app(collection: str | Path | Collection, *, api_key: str | None = None,
                max_upload_bytes: int = 10 << 20, max_request_bytes: int = 16 << 20,
-               cors_origins: Sequence[str] = (), max_k: int = 1000,
-               device: str | None = None) -> FastAPI:
-    """The FastAPI app serving ``collection`` (a folder or an opened :class:`Collection`)."""
+               cors_origins: Sequence[str] = (), max_k: int = 1000, max_window: int = 10_000,
+               max_image_pixels: int = 50_000_000, device: str | None = None) -> FastAPI:
+    """The FastAPI app serving ``collection`` (a folder or an opened :class:`Collection`).
+
+    ``max_window`` bounds ``offset + k``: the ranking is computed that deep, so an
+    unbounded offset would let one request exhaust memory."""
     col = collection if isinstance(collection, Collection) else Collection.open(collection, device=device)
-    roots = [Path(r).resolve() for r in col.info.get("roots", [])]
-    thumbnails = _Thumbnails()
-    app = FastAPI(title="jointspace", description=f"Search the collection {col.path.name}",
-                  version="1")
 
-    if cors_origins:
-        from fastapi.middleware.cors import CORSMiddleware
-        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins),
-                           allow_methods=["GET", "POST"], allow_headers=["*"])
-
-    @app.middleware("http")
-    async def require_key(request: Request, call_next: Any) -> Response:
-        if api_key and request.url.path not in PUBLIC:
-            given = request.headers.get("x-api-key") or ""
-            bearer = request.headers.get("authorization", "")
-            if bearer.lower().startswith("bearer "):
-                given = given or bearer[7:]
-            if not given:
-                return JSONResponse({"detail": "an API key is required: send it as X-API-Key"},
-                                    status_code=401)
-            if not hmac.compare_digest(given.encode(), api_key.encode()):
-                return JSONResponse({"detail": "wrong API key"}, status_code=401)
-        return await call_next(request)
+    def roots() -> list[str]:
+        col.reload_info()  # cheap: one stat; rereads collection.json only if a writer changed it
+        return col.info.get("roots", [])
+    files = Files(roots)
+    uploads = Uploads(max_upload_bytes, max_image_pixels)
+    app = FastAPI(title="jointspace", version="1",
+                  description=f"Search the collection {col.path.name} by text, image, audio, "
+                              "vectors and weighted mixes of them.")
 
     @app.exception_handler(JointspaceError)
     async def user_error(request: Request, e: JointspaceError) -> JSONResponse:
         return JSONResponse({"detail": str(e)}, status_code=400)
-
-    def decode(field: str, value: str) -> bytes:
-        if value.startswith("data:") and "," in value:
-            value = value.split(",", 1)[1]  # a data: URL from a browser's FileReader
-        if len(value) > max_upload_bytes * 4 // 3 + 4:
-            raise HTTPException(413, f"{field} is larger than {max_upload_bytes} bytes")
-        try:
-            data = base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            raise HTTPException(400, f"{field} is not valid base64") from None
-        if len(data) > max_upload_bytes:
-            raise HTTPException(413, f"{field} is larger than {max_upload_bytes} bytes")
-        if not data:
-            raise HTTPException(400, f"{field} is empty")
-        return data
-
-    def image_of(field: str, value: str) -> Image.Image:
-        try:
-            with Image.open(io.BytesIO(decode(field, value))) as im:
-                im.load()
-                return ImageOps.exif_transpose(im).convert("RGB")
-        except HTTPException:
-            raise
-        except Exception as e:  # PIL raises many types for bad data
-            raise HTTPException(400, f"{field} is not a decodable image ({type(e).__name__})") from None
-
-    def audio_of(field: str, value: str, folder: Path) -> Path:
-        from ..data.audio import check_audio
-        path = folder / f"{field.replace(' ', '-')}.audio"
-        path.write_bytes(decode(field, value))
-        problem = check_audio(path).problem
-        if problem:
-            raise HTTPException(400, f"{field} is not usable audio: {problem.replace(str(path), 'upload')}")
-        return path
 
     def need(modality: str, where: str) -> None:  # before decoding an upload for nothing
         if modality not in col.model_modalities():
             raise JointspaceError(f"{where}: the model has no {modality!r} tower; it encodes "
                                   f"{', '.join(col.model_modalities())}")
 
+    def file_term(where: str, modality: str, data: bytes, weight: float, folder: Path) -> Term:
+        if modality == "image":
+            return Term("image", uploads.image(where, data), weight)
+        if modality == "audio":
+            return Term("audio", uploads.audio(where, data, folder), weight)
+        raise HTTPException(400, f"{where}: a file is an image or audio, not {modality!r}")
+
     def terms_of(body: SearchIn, folder: Path) -> list[Term]:
         for modality in ("image", "audio"):
             if getattr(body, modality) is not None:
                 need(modality, modality)
         for i, t in enumerate(body.terms, 1):
+            if sum(x is not None for x in (t.text, t.data, t.vector)) != 1:
+                raise HTTPException(400, f"term {i}: give exactly one of text, data, vector")
             if t.data is not None:
                 need(t.modality, f"term {i}")
         terms = []
         if body.text is not None:
             terms.append(Term("text", body.text))
-        if body.image is not None:
-            terms.append(Term("image", image_of("image", body.image)))
-        if body.audio is not None:
-            terms.append(Term("audio", audio_of("audio", body.audio, folder)))
+        for modality in ("image", "audio"):
+            if getattr(body, modality) is not None:
+                data = uploads.decode(modality, getattr(body, modality))
+                terms.append(file_term(modality, modality, data, 1.0, folder))
         if body.vector is not None:
             terms.append(Term("vector", body.vector))
         for i, t in enumerate(body.terms, 1):
-            where = f"term {i}"
-            given = [x is not None for x in (t.text, t.data, t.vector)]
-            if sum(given) != 1:
-                raise HTTPException(400, f"{where}: give exactly one of text, data, vector")
+            # a request string never becomes a path on this machine: files come as data
+            if t.modality != "vector":
+                need(t.modality, f"term {i}")  # an unknown modality is named as such
+            takes = {"text": "text", "vector": "vector"}.get(t.modality, "data")
+            if getattr(t, takes) is None:
+                raise HTTPException(400, f"term {i}: a {t.modality!r} term takes {takes!r}")
             if t.text is not None:
-                terms.append(Term(t.modality, t.text, t.weight))
+                terms.append(Term("text", t.text, t.weight))
             elif t.vector is not None:
                 terms.append(Term("vector", t.vector, t.weight))
-            elif t.modality == "image":
-                terms.append(Term("image", image_of(where, t.data), t.weight))
-            elif t.modality == "audio":
-                terms.append(Term("audio", audio_of(where, t.data, folder), t.weight))
             else:
-                raise HTTPException(400, f"{where}: data is for image or audio terms, not {t.modality!r}")
+                data = uploads.decode(f"term {i}", t.data)
+                terms.append(file_term(f"term {i}", t.modality, data, t.weight, folder))
         return terms
 
     def hit_json(hit: Any) -> dict:
@@ -246,23 +133,66 @@ def create_app(collection: str | Path | Collection, *, api_key: str | None = Non
                 out["thumbnail"] = f"/items/{item['id']}/thumbnail"
         return out
 
-    @app.post("/search")
-    def search(body: SearchIn) -> JSONResponse:
-        """Search by any mix of text, image, audio, vectors and weighted terms."""
+    def run(body: SearchIn, build: Callable[[Path], list[Term]], audio: bool) -> JSONResponse:
         if body.k > max_k:
             raise HTTPException(422, f"k must be at most {max_k}, got {body.k}")
+        if body.offset + body.k > max_window:
+            raise HTTPException(422, f"offset + k must be at most {max_window} (got "
+                                     f"{body.offset + body.k}); narrow the query with where instead")
         started = time.perf_counter()
-        uploads_audio = body.audio is not None or any(t.modality == "audio" and t.data is not None
-                                                      for t in body.terms)
         # audio is decoded from a file: only such queries pay for a temporary folder
-        with (tempfile.TemporaryDirectory(prefix="jointspace-query-") if uploads_audio
+        with (tempfile.TemporaryDirectory(prefix="jointspace-query-") if audio
               else contextlib.nullcontext("")) as tmp:
-            terms = terms_of(body, Path(tmp))
+            terms = build(Path(tmp))
             hits = col.search(terms=terms, k=body.k, offset=body.offset, where=body.where,
                               target=body.target, calibrate=body.calibrate, nprobe=body.nprobe)
         # a JSONResponse of plain data skips FastAPI's generic encoder (a measurable cost per hit)
         return JSONResponse({"hits": [hit_json(h) for h in hits], "k": body.k, "offset": body.offset,
                              "took_ms": round((time.perf_counter() - started) * 1000, 2)})
+
+    @app.post("/search", response_model=SearchOut, responses=ERRORS)
+    def search(body: SearchIn) -> JSONResponse:
+        """Search by any mix of text, image, audio, vectors and weighted terms."""
+        audio = body.audio is not None or any(t.modality == "audio" and t.data is not None
+                                              for t in body.terms)
+        return run(body, lambda tmp: terms_of(body, tmp), audio)
+
+    @app.post("/search/upload", response_model=SearchOut, responses=ERRORS)
+    def search_upload(
+            file: UploadFile | None = File(None, description="an image or audio file"),
+            modality: str | None = Form(None, description="image or audio (default: from the "
+                                                          "file's content type)"),
+            weight: float = Form(1.0, description="the file's weight"),
+            text: str | None = Form(None), text_weight: float = Form(1.0),
+            k: int = Form(10), offset: int = Form(0),
+            where: str | None = Form(None, description='filters as JSON: {"label": "red circle"}'),
+            target: str | None = Form(None), calibrate: bool = Form(True)) -> JSONResponse:
+        """Search with an uploaded file (``curl -F file=@q.png -F text=red -F text_weight=0.5``)."""
+        try:
+            filters = json.loads(where) if where else None
+            body = SearchIn(terms=[{"modality": "text", "text": text, "weight": text_weight}]
+                            if text is not None else [], k=k, offset=offset, where=filters,
+                            target=target, calibrate=calibrate)
+        except json.JSONDecodeError as e:
+            raise HTTPException(400, f"where is not JSON: {e}") from None
+        except ValidationError as e:
+            raise RequestValidationError(e.errors(include_url=False, include_context=False)) from None
+        kind = None
+        if file is not None:
+            kind = modality or (file.content_type or "").split("/")[0]
+            if kind not in ("image", "audio"):
+                raise HTTPException(400, f"{file.filename}: say modality=image or modality=audio "
+                                         f"(its content type is {file.content_type!r})")
+            need(kind, file.filename or "file")
+            data = file.file.read(max_upload_bytes + 1)
+            uploads.check_size(file.filename or "file", len(data))
+            if not data:
+                raise HTTPException(400, f"{file.filename} is empty")
+
+        def build(tmp: Path) -> list[Term]:
+            found = [file_term(file.filename or "file", kind, data, weight, tmp)] if kind else []
+            return found + terms_of(body, tmp)
+        return run(body, build, kind == "audio")
 
     def item_or_404(item_id: int) -> dict:
         try:
@@ -270,63 +200,57 @@ def create_app(collection: str | Path | Collection, *, api_key: str | None = Non
         except KeyError:
             raise HTTPException(404, f"no item {item_id}") from None
 
-    def file_of(item: dict) -> Path:
-        if not item.get("path"):
-            raise HTTPException(404, f"item {item['id']} has no file")
-        try:
-            path = Path(item["path"]).resolve(strict=True)
-        except (OSError, RuntimeError):
-            raise HTTPException(404, f"the file of item {item['id']} no longer exists") from None
-        if not any(path.is_relative_to(root) for root in roots):
-            raise HTTPException(403, f"the file of item {item['id']} is outside the collection's folders")
-        return path
-
-    @app.get("/items/{item_id}")
-    def item(item_id: int) -> dict:
-        """An item's metadata."""
+    @app.get("/items/{item_id}", response_model=ItemOut, responses={404: ERRORS[400] | {
+        "description": "no such item"}})
+    def item(item_id: int = ITEM_ID) -> dict:
+        """An item's metadata (not where its file lives on the server)."""
         found = item_or_404(item_id)
         return {k: v for k, v in found.items() if k not in ("path", "source")} | {
             "name": Path(found["path"]).name if found.get("path") else None}
 
-    @app.get("/items/{item_id}/file")
-    def item_file(item_id: int) -> FileResponse:
-        """The item's original file (image or audio)."""
-        path = file_of(item_or_404(item_id))
-        return FileResponse(path, media_type=mimetypes.guess_type(path.name)[0] or
-                            "application/octet-stream")
+    @app.get("/items/{item_id}/file", response_class=FileResponse)
+    def item_file(item_id: int = ITEM_ID) -> FileResponse:
+        """The item's original file (image or audio); 403 if it lies outside the
+        collection's folders."""
+        path = files.path(item_or_404(item_id))
+        return FileResponse(path, headers=NOSNIFF,
+                            media_type=mimetypes.guess_type(path.name)[0] or "application/octet-stream")
 
-    @app.get("/items/{item_id}/thumbnail")
-    def item_thumbnail(item_id: int) -> Response:
+    @app.get("/items/{item_id}/thumbnail", response_class=Response)
+    def item_thumbnail(item_id: int = ITEM_ID) -> Response:
         """A JPEG of the item's image, at most 256 px a side."""
-        found = item_or_404(item_id)
-        if found["modality"] != "image":
-            raise HTTPException(404, f"item {item_id} is {found['modality']}, not an image")
-        path = file_of(found)
-        try:
-            data = thumbnails.get((item_id, found.get("content_hash")), path)
-        except Exception as e:  # the file changed since it was indexed
-            raise HTTPException(404, f"the image of item {item_id} cannot be read ({type(e).__name__})") from None
-        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+        data = files.thumbnail(item_or_404(item_id))
+        return Response(data, media_type="image/jpeg",
+                        headers={"Cache-Control": "private, max-age=3600", **NOSNIFF})
 
-    @app.get("/healthz")
+    @app.get("/healthz", response_model=Health)
     def healthz() -> dict:
         return {"status": "ok", "items": len(col)}
 
-    @app.get("/", response_class=HTMLResponse)
-    def page() -> str:
-        return PAGE.read_text(encoding="utf-8")
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> HTMLResponse:
+        return HTMLResponse(PAGE.read_text(encoding="utf-8"), headers=PAGE_HEADERS)
 
     app.state.collection = col
-    app.add_middleware(BodyLimit, limit=max_request_bytes)  # outermost: before the key check
+    # outermost last: CORS answers preflights (which carry no key) and labels every
+    # answer, 413 and 401 included; then the body limit; then the key
+    if api_key:
+        app.add_middleware(KeyCheck, key=api_key, public=PUBLIC)
+    app.add_middleware(BodyLimit, limit=max_request_bytes)
+    if cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins),
+                           allow_methods=["GET", "POST"], allow_headers=["*"])
     return app
 
 
-def serve(collection: str | Path, host: str = "127.0.0.1", port: int = 8000,
+def serve(collection: str | Path | Collection, host: str = "127.0.0.1", port: int = 8000,
           api_key: str | None = None, **kwargs: Any) -> None:
-    """Run the app with uvicorn until interrupted."""
+    """Run the app with uvicorn until interrupted; the key defaults to ``$JOINTSPACE_API_KEY``."""
     import uvicorn
 
     from ..progress import logger
+    api_key = api_key or os.environ.get("JOINTSPACE_API_KEY") or None
     app = create_app(collection, api_key=api_key, **kwargs)
     where = f"http://{host}:{port}"
     logger.info("serving %s at %s (API docs: %s/docs)%s", collection, where, where,

@@ -2,8 +2,10 @@
 bad input is a 4xx with a message while the server stays healthy."""
 import base64
 import io
+import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,15 +13,16 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from jointspace.index import Collection, Term, index_source
-from jointspace.serve import create_app
+from jointspace.serve import create_app, serve
 
 
 @pytest.fixture(scope="module")
 def col_dir(trained_model_dir, shapes_dir, tmp_path_factory):
+    """12 images with texts and labels, from a folder this module owns (its root)."""
     folder = tmp_path_factory.mktemp("serve")
-    images = folder / "images"
-    shutil.copytree(shapes_dir / "images" / "test", images)
-    index_source(folder / "col", trained_model_dir, shapes_dir / "test.csv")
+    shutil.copytree(shapes_dir / "images" / "test", folder / "data" / "images" / "test")
+    shutil.copy(shapes_dir / "test.csv", folder / "data" / "test.csv")
+    index_source(folder / "col", trained_model_dir, folder / "data" / "test.csv")
     return folder / "col"
 
 
@@ -127,6 +130,8 @@ def test_size_limits(col):
     big = b64(b"\x89PNG" + os.urandom(5000))
     r = client.post("/search", json={"image": big})
     assert r.status_code == 413 and "image is larger than 1000 bytes" in r.json()["detail"]
+    r = client.post("/search", json={"terms": [{"modality": "image", "data": big}]})
+    assert r.status_code == 413 and "term 1 is larger than 1000 bytes" in r.json()["detail"]
     r = client.post("/search", json={"text": "a", "vector": [0.0] * 20_000})
     assert r.status_code == 413 and "request body is larger than 50000 bytes" in r.json()["detail"]
 
@@ -134,35 +139,120 @@ def test_size_limits(col):
         for _ in range(100):
             yield b" " * 1000
     r = client.post("/search", content=chunks(), headers={"Content-Type": "application/json"})
-    assert r.status_code == 413
+    assert r.status_code == 413 and "larger than 50000 bytes" in r.json()["detail"]
     healthy(client)
 
 
-def test_only_files_inside_the_roots_are_served(col_dir, tmp_path, shapes_dir):
-    col = Collection.open(col_dir)
-    client = TestClient(create_app(col))
-    outside = tmp_path / "secret.png"
-    Image.new("RGB", (8, 8)).save(outside)
-    root = col.info["roots"][0]
-    link = os.path.join(root, "images", "test", "link-to-secret.png")
-    os.symlink(outside, link)
+def test_depth_pixels_and_terms_are_bounded(col):
+    """What one small request could otherwise make the server compute: a ranking
+    ``offset + k`` deep (offset 10**9 exhausted memory), a picture of many pixels
+    in a small file, thousands of terms."""
+    client = TestClient(create_app(col, max_window=20, max_image_pixels=50 * 50))
+    r = client.post("/search", json={"text": "a", "k": 5, "offset": 16})
+    assert r.status_code == 422 and "offset + k must be at most 20 (got 21)" in r.json()["detail"]
+    assert len(client.post("/search", json={"text": "a", "k": 5, "offset": 7}).json()["hits"]) == 5
+    default = TestClient(create_app(col))
+    r = default.post("/search", json={"text": "a", "k": 1, "offset": 10_000})
+    assert r.status_code == 422 and "at most 10000" in r.json()["detail"]
+    wide = io.BytesIO()
+    Image.new("RGB", (60, 50)).save(wide, "PNG")
+    r = client.post("/search", json={"image": b64(wide.getvalue())})
+    assert r.status_code == 413 and "image is 60×50 pixels; at most 2500" in r.json()["detail"]
+    r = client.post("/search", json={"terms": [{"modality": "text", "text": "a"}] * 33})
+    assert r.status_code == 422 and "at most 32 items" in r.text
+    healthy(client)
+
+
+def test_only_files_inside_the_roots_are_served(col, col_dir, tmp_path):
+    col.catalog.checkpoint()
+    shutil.copytree(col_dir, tmp_path / "col")  # the module's collection stays as it is
+    copy = Collection.open(tmp_path / "col")
+    client = TestClient(create_app(copy))
+    secret = tmp_path / "secret.png"
+    Image.new("RGB", (8, 8), "red").save(secret)
+    folder = col_dir.parent / "data" / "images" / "test"
+    assert str(folder) in copy.info["roots"]
+    link = folder / "link-to-secret.png"
+    os.symlink(secret, link)
     try:
-        ids = [r[0] for r in col.catalog.db.execute("SELECT id FROM items ORDER BY id LIMIT 3")]
-        with col.catalog._tx() as db:  # items whose recorded files lie outside the roots
-            db.execute("UPDATE items SET path=? WHERE id=?", (link, ids[0]))
-            db.execute("UPDATE items SET path=? WHERE id=?", (str(outside), ids[1]))
-            db.execute("UPDATE items SET path=? WHERE id=?", (root + "/../../etc/passwd", ids[2]))
+        ids = [r[0] for r in copy.catalog.db.execute("SELECT id FROM items ORDER BY id LIMIT 3")]
+        assert client.get(f"/items/{ids[0]}/file").status_code == 200
+        with copy.catalog._tx() as db:  # items whose recorded files lie outside the roots
+            db.execute("UPDATE items SET path=? WHERE id=?", (str(link), ids[0]))
+            db.execute("UPDATE items SET path=? WHERE id=?", (str(secret), ids[1]))
+            db.execute("UPDATE items SET path=? WHERE id=?", (f"{folder}{'/..' * 20}/etc/passwd", ids[2]))
         for item_id in ids:
             for route in ("file", "thumbnail"):
                 r = client.get(f"/items/{item_id}/{route}")
-                assert r.status_code in (403, 404) and r.headers["content-type"] == "application/json"
-        assert "outside the collection's folders" in client.get(f"/items/{ids[0]}/file").json()["detail"]
+                assert r.status_code == 403 and r.headers["content-type"] == "application/json"
+                assert "outside the collection's folders" in r.json()["detail"]
         for url in ("/items/../../etc/passwd", "/items/1/../../../etc/passwd", "/items/%2e%2e%2fetc",
-                    "/items/1/file/../../x"):
+                    "/items/1/file/../../x", "/items/..%2f..%2fetc%2fpasswd/file"):
             r = client.get(url)
             assert r.status_code in (404, 422) and b"root:" not in r.content
     finally:
         os.unlink(link)
+    healthy(client)
+
+
+def test_a_symlink_out_of_an_indexed_folder_is_not_served(trained_model_dir, shapes_dir, tmp_path):
+    images = sorted((shapes_dir / "images" / "test").glob("*.png"))
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "private").mkdir()
+    shutil.copy(images[0], tmp_path / "photos" / "a.png")
+    shutil.copy(images[1], tmp_path / "private" / "secret.png")
+    os.symlink(tmp_path / "private" / "secret.png", tmp_path / "photos" / "link.png")
+    index_source(tmp_path / "col", trained_model_dir, tmp_path / "photos")
+    client = TestClient(create_app(tmp_path / "col"))
+    hits = client.post("/search", json={"text": "a", "k": 10}).json()["hits"]
+    assert sorted(h["name"] for h in hits) == ["a.png", "secret.png"]  # indexed by its real path
+    for hit in hits:
+        file, thumb = client.get(hit["url"]), client.get(hit["thumbnail"])
+        if hit["name"] == "a.png":
+            assert file.content == images[0].read_bytes() and thumb.status_code == 200
+        else:
+            assert file.status_code == thumb.status_code == 403
+            assert file.content != images[1].read_bytes()
+
+
+def test_bad_ids(client):
+    for url in ("/items/99999999999999999999999", "/items/0", "/items/abc", "/items/1.5/file"):
+        r = client.get(url)
+        assert r.status_code == 422, (url, r.text)
+    assert client.get("/items/424242/thumbnail").json() == {"detail": "no item 424242"}
+    healthy(client)
+
+
+def test_multipart_upload(client, col):
+    hit = col.search(text="a blue square", k=1)[0]
+    raw = png_bytes(hit.item["path"])
+    r = client.post("/search/upload", files={"file": ("q.png", raw, "image/png")}, data={"k": "3"})
+    hits = r.json()["hits"]
+    assert len(hits) == 3 and hits[0]["id"] == hit.item["id"]
+    assert hits[0]["score"] == pytest.approx(1, abs=1e-4)
+    label = hit.item["label"]
+    r = client.post("/search/upload", files={"file": ("q", raw, "application/octet-stream")},
+                    data={"modality": "image", "text": "red", "text_weight": "-0.5", "weight": "0.8",
+                          "k": "12", "where": json.dumps({"label": [label, "red circle"]})})
+    expected = col.search(terms=[Term("image", hit.item["path"], 0.8), Term("text", "red", -0.5)],
+                          k=12, where={"label": [label, "red circle"]})
+    assert [h["id"] for h in r.json()["hits"]] == [h.item["id"] for h in expected]
+    text_only = client.post("/search/upload", data={"text": "a red circle", "k": "4"}).json()["hits"]
+    assert [h["id"] for h in text_only] == [h.item["id"] for h in col.search(text="a red circle", k=4)]
+    for files, data, status, message in [
+        ({"file": ("q", raw, "application/octet-stream")}, {}, 400, "say modality=image"),
+        ({"file": ("q.png", b"not a png", "image/png")}, {}, 400, "q.png is not a decodable image"),
+        ({"file": ("q.wav", b"RIFF", "audio/wav")}, {}, 400, "no 'audio' tower"),
+        ({"file": ("q.png", b"", "image/png")}, {}, 400, "q.png is empty"),
+        ({"file": ("q.png", raw, "image/png")}, {"where": "{label"}, 400, "where is not JSON"),
+        ({"file": ("q.png", raw, "image/png")}, {"k": "0"}, 422, "greater than or equal to 1"),
+        ({}, {}, 400, "the query is empty"),
+    ]:
+        r = client.post("/search/upload", files=files, data=data)
+        assert r.status_code == status and message in str(r.json()["detail"]), r.text
+    small = TestClient(create_app(col, max_upload_bytes=100))
+    r = small.post("/search/upload", files={"file": ("q.png", raw, "image/png")})
+    assert r.status_code == 413 and "q.png is larger than 100 bytes" in r.json()["detail"]
     healthy(client)
 
 
@@ -172,19 +262,64 @@ def test_api_key_and_cors(col):
     assert r.status_code == 401 and "API key is required" in r.json()["detail"]
     r = client.post("/search", json={"text": "a"}, headers={"X-API-Key": "wrong"})
     assert r.status_code == 401 and r.json()["detail"] == "wrong API key"
+    r = client.post("/search", json={"text": "a"}, headers={"Authorization": "Bearer wrong"})
+    assert r.status_code == 401 and r.json()["detail"] == "wrong API key"
     for url in ("/items/1", "/items/1/file", "/items/1/thumbnail", "/docs", "/openapi.json"):
         assert client.get(url).status_code == 401
+    assert client.post("/search/upload", data={"text": "a"}).status_code == 401
     assert client.get("/").status_code == 200  # the page holds no data; it asks for the key
     assert client.post("/search", json={"text": "a"}, headers={"X-API-Key": "s3cret"}).status_code == 200
     assert client.get("/items/1", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert client.get("/openapi.json", headers={"X-API-Key": "s3cret"}).status_code == 200
     healthy(client, headers={"X-API-Key": "s3cret"})
     # CORS is off unless origins are given
     open_client = TestClient(create_app(col))
     r = open_client.post("/search", json={"text": "a"}, headers={"Origin": "https://evil.example"})
+    assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+    r = open_client.options("/search", headers={"Origin": "https://evil.example",
+                                                "Access-Control-Request-Method": "POST"})
     assert "access-control-allow-origin" not in r.headers
-    cors = TestClient(create_app(col, cors_origins=["https://app.example"]))
+    cors = TestClient(create_app(col, api_key="s3cret", cors_origins=["https://app.example"]))
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "content-type,x-api-key"}
+    r = cors.options("/search", headers=preflight)  # a preflight carries no key
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://app.example"
     r = cors.post("/search", json={"text": "a"}, headers={"Origin": "https://app.example"})
-    assert r.headers["access-control-allow-origin"] == "https://app.example"
+    assert r.status_code == 401 and r.headers["access-control-allow-origin"] == "https://app.example"
+    r = cors.post("/search", json={"text": "a"}, headers={"Origin": "https://app.example",
+                                                          "X-API-Key": "s3cret"})
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://app.example"
+    r = cors.options("/search", headers={**preflight, "Origin": "https://evil.example"})
+    assert r.headers.get("access-control-allow-origin") != "https://evil.example"
+
+
+def test_page_headers_and_openapi(client):
+    page = client.get("/")
+    policy = page.headers["content-security-policy"]
+    assert "connect-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert page.headers["x-content-type-options"] == "nosniff"
+    schema = client.get("/openapi.json").json()
+    search = schema["paths"]["/search"]["post"]
+    assert search["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("SearchOut")
+    assert {"400", "413", "422"} <= set(search["responses"])
+    assert "/search/upload" in schema["paths"] and "/" not in schema["paths"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_serve_runs_uvicorn_on_loopback_with_the_key_from_the_environment(col, monkeypatch):
+    import uvicorn
+
+    ran = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: ran.update(app=app, **kw))
+    monkeypatch.setenv("JOINTSPACE_API_KEY", "from-env")
+    serve(col)
+    assert ran["host"] == "127.0.0.1" and ran["port"] == 8000
+    client = TestClient(ran["app"])
+    assert client.get("/items/1").status_code == 401
+    assert client.get("/items/1", headers={"X-API-Key": "from-env"}).status_code == 200
+    serve(col, api_key="given", port=8123)  # an explicit key wins
+    assert TestClient(ran["app"]).get("/items/1", headers={"X-API-Key": "given"}).status_code == 200
+    assert ran["port"] == 8123
 
 
 def test_files_a_manifest_names_elsewhere_are_served(trained_model_dir, shapes_dir, tmp_path):

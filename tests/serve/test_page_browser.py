@@ -1,12 +1,17 @@
-"""The search page in headless chromium against a real server: a typed query, an image
-query by upload, a composed query, pages, and the API key prompt."""
+"""The search page in headless chromium against a real server: a typed query, pages, an
+image query by upload, a composed query, the API key prompt, and audio players.
+
+The page is served with its Content-Security-Policy, so these runs also show the page
+works under it (Playwright's own ``wait_for_function`` would need ``unsafe-eval``: the
+waits below poll with ``page.evaluate`` instead)."""
 import os
-import shutil
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 import uvicorn
 
@@ -15,44 +20,75 @@ from jointspace.serve import create_app
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false")
 
 
-@pytest.fixture(scope="module")
-def server(trained_model_dir, shapes_dir, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("page")
-    index_source(folder / "col", trained_model_dir, shapes_dir / "test.csv")
-    index_source(folder / "col", trained_model_dir, shapes_dir / "val.csv")  # 24 items: 2 pages of 12
+@contextmanager
+def running(app):
+    """``app`` served by uvicorn on a free loopback port, in a thread: its base URL."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    config = uvicorn.Config(create_app(folder / "col", api_key=None), host="127.0.0.1", port=port,
-                            log_level="warning")
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", shapes_dir
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
-@pytest.fixture
-def page():
+@pytest.fixture(scope="module")
+def collection(trained_model_dir, shapes_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("page")
+    index_source(folder / "col", trained_model_dir, shapes_dir / "test.csv")
+    index_source(folder / "col", trained_model_dir, shapes_dir / "val.csv")  # 24 items: 2 pages of 12
+    return folder / "col"
+
+
+@pytest.fixture(scope="module")
+def browser():
     if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI"):
+        if IN_CI:
             pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium")
         pytest.skip(f"no {CHROMIUM} on this machine (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        if IN_CI:
+            pytest.fail("playwright is missing: pip install -e .[test]")
+        pytest.skip("playwright is not installed (pip install -e .[test])")
+    with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
                                     args=["--no-sandbox", "--disable-background-networking"])
         try:
-            yield browser.new_page(viewport={"width": 1100, "height": 900})
+            yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    page = context.new_page()
+    page.csp_errors = []
+    page.on("console", lambda m: "Content Security Policy" in m.text and page.csp_errors.append(m.text))
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+def wait_until(page, expression, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+        page.wait_for_timeout(50)
 
 
 def loaded_thumbnails(page):
@@ -64,55 +100,133 @@ def grid_texts(page):
     return page.eval_on_selector_all("#grid .card", "els => els.map(e => e.innerText)")
 
 
-def test_search_page_text_upload_composed_and_pages(server, page):
-    url, shapes_dir = server
+ALL_LOADED = "[...document.querySelectorAll('#grid img')].every(i => i.complete && i.src)"
+
+
+def test_search_page_text_upload_composed_and_pages(collection, shapes_dir, page):
     ARTIFACTS.mkdir(exist_ok=True)
-    requests = []
-    page.on("request", lambda r: requests.append(r.url))
-    page.goto(url)
-    page.wait_for_function("document.querySelector('#count').textContent.includes('24 items')")
-    page.select_option("#k", "12")
-    page.fill("#q", "a red circle")
-    page.press("#q", "Enter")
-    page.wait_for_function("document.querySelectorAll('#grid .card').length === 12")
-    page.wait_for_function("[...document.querySelectorAll('#grid img')].every(i => i.complete)")
-    assert loaded_thumbnails(page) == 12
-    first_page = grid_texts(page)
-    assert "#1 ·" in first_page[0] and "results 1–12" in page.inner_text("#page")
-    page.screenshot(path=str(ARTIFACTS / "serve-text.png"), full_page=True)
+    with running(create_app(collection)) as url:
+        requests = []
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(url)
+        wait_until(page, "document.querySelector('#count').textContent.includes('24 items')")
+        page.select_option("#k", "12")
+        page.fill("#q", "a red circle")
+        page.press("#q", "Enter")
+        wait_until(page, "document.querySelectorAll('#grid .card').length === 12")
+        wait_until(page, ALL_LOADED)
+        assert loaded_thumbnails(page) == 12
+        first_page = grid_texts(page)
+        assert "#1 ·" in first_page[0] and "results 1–12" in page.inner_text("#page")
+        page.screenshot(path=str(ARTIFACTS / "serve-text.png"), full_page=True)
 
-    page.click("#next")  # the second page: ranks 13–24, other items
-    page.wait_for_function("document.querySelector('#page').textContent.includes('13–24')")
-    assert "#13 ·" in grid_texts(page)[0] and not set(grid_texts(page)) & set(first_page)
-    page.click("#prev")
-    page.wait_for_function("document.querySelector('#page').textContent.includes('1–12')")
+        page.click("#next")  # the second page: ranks 13–24, other items
+        wait_until(page, "document.querySelector('#page').textContent.includes('13–24')")
+        assert "#13 ·" in grid_texts(page)[0] and not set(grid_texts(page)) & set(first_page)
+        page.click("#prev")
+        wait_until(page, "document.querySelector('#page').textContent.includes('1–12')")
 
-    # an image query by upload: that image is the first result, at score 1.000
-    page.fill("#q", "")
-    page.eval_on_selector("#status", "e => { e.textContent = ''; }")  # wait for the new answer
-    image = sorted((shapes_dir / "images" / "test").glob("*.png"))[3]
-    page.set_input_files("#file", str(image))
-    page.wait_for_function("document.querySelector('#status').textContent.includes('results in')")
-    page.wait_for_function("[...document.querySelectorAll('#grid img')].every(i => i.complete)")
-    assert "1.000" in grid_texts(page)[0] and loaded_thumbnails(page) == 12
-    page.screenshot(path=str(ARTIFACTS / "serve-image.png"), full_page=True)
+        # an image query by upload: that image is the first result, at score 1.000
+        page.fill("#q", "")
+        page.eval_on_selector("#status", "e => { e.textContent = ''; }")  # wait for the new answer
+        image = sorted((shapes_dir / "images" / "test").glob("*.png"))[3]
+        page.set_input_files("#file", str(image))
+        wait_until(page, "document.querySelector('#status').textContent.includes('results in')")
+        wait_until(page, ALL_LOADED)
+        assert "1.000" in grid_texts(page)[0] and loaded_thumbnails(page) == 12
+        assert page.inner_text("#file-name") == image.name
+        page.screenshot(path=str(ARTIFACTS / "serve-image.png"), full_page=True)
 
-    # a composed query: the same image plus a weighted word changes the ranking
-    before = grid_texts(page)
-    page.click("#add-term")
-    page.fill("#terms .term input[type=text]", "a big blue square")
-    page.eval_on_selector("#terms .term input[type=range]", "e => { e.value = 1; }")
-    page.click("#go")
-    page.wait_for_function(f"document.querySelector('#grid .card').innerText !== {before[0]!r}")
-    after = grid_texts(page)
-    assert after != before and len(after) == 12
-    page.screenshot(path=str(ARTIFACTS / "serve-composed.png"), full_page=True)
+        # a composed query: the same image plus a weighted word changes the ranking
+        before = grid_texts(page)
+        page.click("#add-term")
+        page.fill("#terms .term input[type=text]", "a big blue square")
+        page.eval_on_selector("#terms .term input[type=range]", "e => { e.value = 1; e.dispatchEvent(new Event('input')); }")
+        page.click("#go")
+        wait_until(page, f"document.querySelector('#grid .card').innerText !== {before[0]!r}")
+        wait_until(page, ALL_LOADED)
+        assert page.inner_text("#terms .term output") == "1"
+        after = grid_texts(page)
+        assert after != before and len(after) == 12 and loaded_thumbnails(page) == 12
+        page.screenshot(path=str(ARTIFACTS / "serve-composed.png"), full_page=True)
 
-    # a bad request shows the server's message
-    page.eval_on_selector("#terms .term input[type=text]", "e => { e.value = ''; }")
-    page.click("#file-clear")
-    page.click("#go")
-    assert "type a query" in page.inner_text("#status")
-    assert all(u.startswith(url) or u.startswith("data:") or u.startswith("blob:") for u in requests), \
+        # nothing to search for: the page says so; a server error shows the server's message
+        page.eval_on_selector("#terms .term input[type=text]", "e => { e.value = ''; }")
+        page.click("#file-clear")
+        page.click("#go")
+        assert "type a query" in page.inner_text("#status")
+        page.fill("#q", "a")
+        page.eval_on_selector("#k", "e => { e.add(new Option('5000')); e.value = '5000'; }")
+        page.click("#go")
+        wait_until(page, "document.querySelector('#status').className === 'error'")
+        assert "k must be at most 1000" in page.inner_text("#status")
+    assert all(u.startswith((url, "data:", "blob:")) for u in requests), \
         [u for u in requests if not u.startswith(url)]
+    assert page.csp_errors == []
     assert (ARTIFACTS / "serve-composed.png").stat().st_size > 10_000
+
+
+def test_search_page_with_an_api_key(collection, page):
+    with running(create_app(collection, api_key="page-key")) as url:
+        page.goto(url)
+        page.fill("#q", "a green star")
+        page.press("#q", "Enter")
+        wait_until(page, "document.querySelector('#status').textContent.includes('401')")
+        assert "type the API key below" in page.inner_text("#status")
+        assert page.evaluate("document.activeElement.id") == "key"
+        page.fill("#key", "page-key")
+        page.press("#key", "Enter")
+        wait_until(page, "document.querySelectorAll('#grid .card').length === 24")
+        wait_until(page, ALL_LOADED)
+        # <img src> cannot carry the key: thumbnails arrive by fetch() as blob URLs
+        assert loaded_thumbnails(page) == 24
+        assert page.eval_on_selector_all("#grid img", "els => els.every(e => e.src.startsWith('blob:'))")
+        page.screenshot(path=str(ARTIFACTS / "serve-key.png"), full_page=True)
+        page.reload()  # the key is kept in this browser
+        assert page.input_value("#key") == "page-key"
+        page.fill("#q", "a green star")
+        page.fill("#key", "wrong")
+        page.press("#key", "Enter")
+        wait_until(page, "document.querySelector('#status').textContent.includes('wrong API key')")
+    assert page.csp_errors == []
+
+
+@pytest.fixture(scope="module")
+def audio_collection(tmp_path_factory):
+    """Six tones indexed by an untrained image+audio model: the page's mechanics need
+    audio items, not a good model."""
+    import torch
+
+    from jointspace.config import ModelConfig, PairSpec, TowerSpec
+    from jointspace.data.sounds import write_wav
+    from jointspace.model import JointModel
+
+    folder = tmp_path_factory.mktemp("page-audio")
+    config = ModelConfig(embed_dim=16, towers={
+        "image": TowerSpec("convnet", {"image_size": 16, "widths": [8]}),
+        "audio": TowerSpec("audio_conv", {"widths": [8, 16], "layers": 1, "heads": 2, "n_mels": 32,
+                                          "clip_seconds": 0.5})},
+        pairs=[PairSpec("audio", "image")])
+    torch.manual_seed(0)
+    model = JointModel(config).save(folder / "model")
+    (folder / "sounds").mkdir()
+    t = np.arange(8000) / 16_000
+    for hz in (220, 330, 440, 550, 660, 880):
+        write_wav(folder / "sounds" / f"tone-{hz}.wav", (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32))
+    index_source(folder / "col", model, folder / "sounds")
+    return folder
+
+
+def test_audio_results_get_players_that_load(audio_collection, page):
+    with running(create_app(audio_collection / "col")) as url:
+        page.goto(url)
+        page.set_input_files("#file", str(audio_collection / "sounds" / "tone-440.wav"))
+        wait_until(page, "document.querySelectorAll('#grid .card audio').length === 6")
+        assert "tone-440.wav" in grid_texts(page)[0] and "1.000" in grid_texts(page)[0]
+        assert page.eval_on_selector_all("#grid img", "els => els.length") == 0
+        page.eval_on_selector("#grid audio", "a => a.load()")  # players fetch nothing until asked
+        wait_until(page, "document.querySelector('#grid audio').readyState >= 1")
+        duration = page.eval_on_selector("#grid audio", "a => a.duration")
+        page.screenshot(path=str(ARTIFACTS / "serve-audio.png"), full_page=True)
+    assert duration == pytest.approx(0.5, abs=0.01)
+    assert page.csp_errors == []

@@ -1,0 +1,88 @@
+"""The request and response bodies of the HTTP API (they also make the OpenAPI page)."""
+from __future__ import annotations
+
+from typing import Any, Union
+
+from pydantic import BaseModel, Field
+
+Scalar = Union[str, int, float, bool]
+MAX_TERMS = 32  # each term is one encoder call: a request cannot queue thousands
+
+
+class TermIn(BaseModel):
+    """One weighted query term: a text, a base64 file (image or audio) or a vector."""
+
+    modality: str = Field(description="text, image, audio, or vector")
+    text: str | None = None
+    data: str | None = Field(None, description="base64 of an image or audio file (a data: URL works)")
+    vector: list[float] | None = None
+    weight: float = Field(1.0, description="negative: push results away from this term")
+
+
+class SearchIn(BaseModel):
+    """A query: any mix of ``text``, ``image``, ``audio``, ``vector`` (each weight 1) and
+    weighted ``terms``; results ``offset`` … ``offset + k`` of the ranking."""
+
+    text: str | None = None
+    image: str | None = Field(None, description="base64 of an image file (a data: URL works)")
+    audio: str | None = Field(None, description="base64 of an audio file (WAV, FLAC, OGG)")
+    vector: list[float] | None = Field(None, description="a query vector of the collection's size")
+    terms: list[TermIn] = Field(default_factory=list, max_length=MAX_TERMS)
+    k: int = Field(10, ge=1, description="results per page (at most the server's max_k)")
+    offset: int = Field(0, ge=0, description="skip this many results (pagination)")
+    where: dict[str, Union[Scalar, list[Scalar]]] | None = Field(
+        None, description='filters on item fields or metadata keys: {"label": ["a", "b"]}')
+    target: str | None = Field(None, description="the indexed modality searched (default: the first)")
+    calibrate: bool = Field(True, description="standardise each term's scores before adding them")
+    nprobe: int | None = Field(None, ge=1, le=65536, description="IVF cells to visit")
+
+
+class HitOut(BaseModel):
+    rank: int = Field(description="1-based, counted across pages")
+    score: float
+    id: int
+    modality: str
+    text: str | None = None
+    label: str | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+    name: str | None = Field(None, description="the file's name")
+    url: str | None = Field(None, description="the item's file; absent when it has none")
+    thumbnail: str | None = Field(None, description="a JPEG of at most 256 px; images only")
+
+
+class SearchOut(BaseModel):
+    hits: list[HitOut]
+    k: int
+    offset: int
+    took_ms: float
+
+
+class ItemOut(BaseModel):
+    id: int
+    key: str
+    modality: str
+    content_hash: str
+    text: str | None = None
+    label: str | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+    name: str | None = None
+
+
+class Health(BaseModel):
+    status: str
+    items: int
+
+
+class Problem(BaseModel):
+    detail: str = Field(description="what is wrong, and what to change")
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": Problem, "description": text} for code, text in (
+        (400, "a malformed query: bad base64, a non-image, a wrong-sized vector, an unknown "
+              "modality or filter"),
+        (401, "the API key is missing or wrong"),
+        (413, "an upload or the request body is too large"))}
+
+__all__ = ["ERRORS", "Health", "HitOut", "ItemOut", "MAX_TERMS", "Problem", "SearchIn", "SearchOut",
+           "TermIn"]
