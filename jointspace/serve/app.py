@@ -205,7 +205,7 @@ def create_app(collection: str | Path | Collection, *, api_key: str | None = Non
     def item(item_id: int = ITEM_ID) -> dict:
         """An item's metadata (not where its file lives on the server)."""
         found = item_or_404(item_id)
-        return {k: v for k, v in found.items() if k not in ("path", "source")} | {
+        return {k: v for k, v in found.items() if k not in ("path", "source", "key")} | {
             "name": Path(found["path"]).name if found.get("path") else None}
 
     @app.get("/items/{item_id}/file", response_class=FileResponse)

@@ -58,8 +58,9 @@ class SearchOut(BaseModel):
 
 
 class ItemOut(BaseModel):
+    """An item's metadata; never where its file lives on the server."""
+
     id: int
-    key: str
     modality: str
     content_hash: str
     text: str | None = None

@@ -88,8 +88,11 @@ def test_image_query_finds_itself_and_composition_pages_filters(client, col):
 def test_items_files_and_thumbnails(client, col):
     hit = col.search(text="a", k=1)[0]
     item_id = hit.item["id"]
-    meta = client.get(f"/items/{item_id}").json()
+    r = client.get(f"/items/{item_id}")
+    meta = r.json()
     assert meta["id"] == item_id and meta["label"] == hit.item["label"] and "path" not in meta
+    assert meta["name"] == Path(hit.item["path"]).name and meta["content_hash"] == hit.item["content_hash"]
+    assert str(col.path.parent) not in r.text  # nothing says where files live on the server
     file = client.get(f"/items/{item_id}/file")
     assert file.status_code == 200 and file.content == png_bytes(hit.item["path"])
     assert file.headers["content-type"] == "image/png"
