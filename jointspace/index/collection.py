@@ -336,7 +336,9 @@ class Collection:
         vectors = self.encode_terms(terms)
         cal = self.calibration(target) if calibrate and len(terms) > 1 else None
         query, shift = compose(vectors, [t.weight for t in terms], cal)
-        want = offset + k
+        want = min(offset + k, store.count())  # never deeper than the store: a huge offset
+        if offset >= want:                     # must not allocate its size
+            return []
         allowed = None if where is None else self.catalog.filter_ids(where)
         if allowed is not None and (len(allowed) <= EXACT_FILTER_MAX or getattr(store, "kind", "") == "flat"):
             ids, vecs = self.catalog.vectors(target, allowed, self.dim)

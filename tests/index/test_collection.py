@@ -66,6 +66,8 @@ def test_pages_and_filters(trained_model_dir, shapes_dir, tmp_path):
         col.search(text="a", where={"meta'); DROP TABLE items; --": 1})
     with pytest.raises(JointspaceError, match="k must be"):
         col.search(text="a", k=0)
+    assert col.search(text="a", k=5, offset=10 ** 12) == []  # past the end: empty, and cheap
+    assert [h.rank for h in col.search(text="a", k=5, offset=94)] == [95, 96]
 
 
 def _shapes_folder(shapes_dir, folder, n=10):
