@@ -108,7 +108,13 @@ def percentiles(latencies: list[float]) -> str:
             f"p99 {np.percentile(ms, 99):.1f} ms, max {ms.max():.1f} ms")
 
 
-def loaded(port: int, pool: list[str], clients: int, args: argparse.Namespace) -> None:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def loaded(port: int, pool: list[str], clients: int, args: argparse.Namespace, server_pid: int) -> None:
     """``clients`` closed-loop clients for ``args.seconds``: throughput, latency, errors."""
     results: list[tuple[int, float]] = []
     failures: list[str] = []
@@ -132,16 +138,22 @@ def loaded(port: int, pool: list[str], clients: int, args: argparse.Namespace) -
             results.extend(mine)
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    server_cpu, own_cpu = cpu_seconds(server_pid), cpu_seconds(os.getpid())
     t0 = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
+    server_cpu, own_cpu = cpu_seconds(server_pid) - server_cpu, cpu_seconds(os.getpid()) - own_cpu
     errors = sum(status != 200 for status, _ in results) + len(failures)
     print(f"{clients} clients × {args.seconds:.0f} s: {len(results)} requests, "
           f"{len(results) / wall:.0f} requests/s, {percentiles([t for _, t in results])}; "
           f"errors {errors}" + (f" (first: {failures[0]})" if failures else ""))
+    # the clients share the cores: how much each side used says what bounds the throughput
+    n = max(len(results), 1)
+    print(f"  CPU per request: server {server_cpu / n * 1000:.2f} ms, clients {own_cpu / n * 1000:.2f} ms; "
+          f"cores busy: server {server_cpu / wall:.2f}, clients {own_cpu / wall:.2f} (of {os.cpu_count()})")
 
 
 def main() -> None:
@@ -184,7 +196,7 @@ def main() -> None:
         print(f"1 client, {len(seq)} requests: {percentiles([t for _, t in seq])}; errors {seq_errors}")
 
         for clients in args.clients:
-            loaded(port, pool, clients, args)
+            loaded(port, pool, clients, args, server.pid)
         health = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         health.request("GET", "/healthz")
         print(f"healthz after the load: {health.getresponse().status}")
