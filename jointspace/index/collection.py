@@ -197,6 +197,8 @@ class Collection:
     @property
     def model(self) -> JointModel:
         """The model that made the vectors, loaded on first use (its fingerprint checked)."""
+        if self._model is not None:  # no lock once loaded: searches hold it meanwhile
+            return self._model
         with self._lock:
             if self._model is None:
                 folder = Path(self.info["model"])
