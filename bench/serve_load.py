@@ -4,7 +4,8 @@ Builds (or reuses, with ``--work``) a collection of ``--n`` clustered vectors
 owned by a model whose text tower is the pretrained all-MiniLM-L6-v2 (with an
 untrained projection: the vectors are synthetic, the query path is real —
 tokenise, encode, search, look up items, serialise), starts the server in a
-subprocess, then:
+subprocess (``jointspace serve --workers N``, for each N of ``--workers``:
+default 1 and 2), then:
 
 1. one client, ``--sequential`` requests one after another: the service time;
 2. for each of ``--clients`` (default 4 and 32), that many concurrent clients
@@ -124,10 +125,18 @@ def percentiles(latencies: list[float]) -> str:
             f"p99 {np.percentile(ms, 99):.1f} ms, max {ms.max():.1f} ms")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pid: int, children: bool = True) -> float:
+    """User + system CPU time so far of a process and (``children``) its live children
+    (Linux ``/proc``: a server with workers is their parent)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or (children and int(fields[1]) == pid):
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def loaded(port: int, pool: list[str], clients: int, args: argparse.Namespace, server_pid: int) -> None:
@@ -154,14 +163,14 @@ def loaded(port: int, pool: list[str], clients: int, args: argparse.Namespace, s
             results.extend(mine)
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    server_cpu, own_cpu = cpu_seconds(server_pid), cpu_seconds(os.getpid())
+    server_cpu, own_cpu = cpu_seconds(server_pid), cpu_seconds(os.getpid(), children=False)
     t0 = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    server_cpu, own_cpu = cpu_seconds(server_pid) - server_cpu, cpu_seconds(os.getpid()) - own_cpu
+    server_cpu, own_cpu = cpu_seconds(server_pid) - server_cpu, cpu_seconds(os.getpid(), children=False) - own_cpu
     errors = sum(status != 200 for status, _ in results) + len(failures)
     print(f"{clients} clients × {args.seconds:.0f} s: {len(results)} requests, "
           f"{len(results) / wall:.0f} requests/s, {percentiles([t for _, t in results])}; "
@@ -182,6 +191,8 @@ def main() -> None:
     p.add_argument("--max-requests", type=int, default=2000, help="per client (bounds the test)")
     p.add_argument("--sequential", type=int, default=200)
     p.add_argument("--work", type=Path, help="keep the collection here and reuse it")
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                   help="server processes of each run (jointspace serve --workers)")
     args = p.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-serve-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -191,9 +202,21 @@ def main() -> None:
     print(f"the text tower alone (no HTTP, no search) encodes {ceiling:.0f} queries/s in batches "
           f"of 32: {max(args.clients)} closed-loop clients cannot see a p50 below "
           f"{max(args.clients) / ceiling * 1000:.0f} ms (Little's law) however lean the server")
+    try:
+        for workers in args.workers:
+            run_server(col_dir, pool, workers, args)
+    finally:
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run_server(col_dir: Path, pool: list[str], workers: int, args: argparse.Namespace) -> None:
+    """Start ``jointspace serve --workers N``, measure it alone, then under each load."""
     port = free_port()
+    print(f"\n== jointspace serve --workers {workers}")
     server = subprocess.Popen([sys.executable, "-m", "jointspace.cli", "serve", "--collection",
-                               str(col_dir), "--port", str(port), "--device", "cpu"],
+                               str(col_dir), "--port", str(port), "--device", "cpu",
+                               "--workers", str(workers)],
                               env={**os.environ, "JOINTSPACE_QUIET": "1"},
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -209,8 +232,9 @@ def main() -> None:
             if server.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"server did not start: {server.stderr.read()}")
             time.sleep(0.5)
+        for i in range(4 * workers):  # warm up every worker (fresh connections spread over them)
+            request(http.client.HTTPConnection("127.0.0.1", port, timeout=60), {"text": pool[i], "k": 10})
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        request(conn, {"text": "warm up", "k": 10})
         seq = [request(conn, {"text": pool[i % len(pool)], "k": 10}) for i in range(args.sequential)]
         seq_errors = sum(status != 200 for status, _ in seq)
         print(f"1 client, {len(seq)} requests: {percentiles([t for _, t in seq])}; errors {seq_errors}")
@@ -222,10 +246,7 @@ def main() -> None:
         print(f"healthz after the load: {health.getresponse().status}")
     finally:
         server.terminate()
-        server.wait(timeout=30)
-        if not args.work:
-            shutil.rmtree(work, ignore_errors=True)
-
+        server.wait(timeout=60)
 
 if __name__ == "__main__":
     main()

@@ -67,6 +67,11 @@ def add_verbs(verb: Callable[[str, str, str], argparse.ArgumentParser],
     v.add_argument("--api-key", help="require this key on every request (default: "
                                      "$JOINTSPACE_API_KEY; none: open)")
     v.add_argument("--device", default="auto", help="device that embeds queries")
+    v.add_argument("--workers", type=int, default=1,
+                   help="processes sharing the port, each with its own index and model "
+                        "(more text queries/s; memory × N)")
+    v.add_argument("--threads", type=int,
+                   help="math threads per process (default: all cores ÷ workers)")
 
 
 def parse_term(spec: str) -> Any:
@@ -139,4 +144,5 @@ def run(args: argparse.Namespace, columns: dict[str, str] | None) -> None:
         from .serve import serve
 
         serve(args.collection, host=args.host, port=args.port,
-              api_key=args.api_key or os.environ.get("JOINTSPACE_API_KEY"), device=args.device)
+              api_key=args.api_key or os.environ.get("JOINTSPACE_API_KEY"), device=args.device,
+              workers=args.workers, threads=args.threads)

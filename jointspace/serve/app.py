@@ -16,14 +16,14 @@ collection was indexed from. Malformed input is answered with a 4xx and a
 message saying what is wrong; the server carries on.
 
 >>> app = create_app("runs/col", api_key="secret")    # doctest: +SKIP
->>> serve("runs/col", port=8000)                      # doctest: +SKIP
+
+:func:`jointspace.serve.serve` runs it (:mod:`jointspace.serve.run`).
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import mimetypes
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -244,20 +244,4 @@ def create_app(collection: str | Path | Collection, *, api_key: str | None = Non
     return app
 
 
-def serve(collection: str | Path | Collection, host: str = "127.0.0.1", port: int = 8000,
-          api_key: str | None = None, **kwargs: Any) -> None:
-    """Run the app with uvicorn until interrupted; the key defaults to ``$JOINTSPACE_API_KEY``."""
-    import uvicorn
-
-    from ..progress import logger
-    api_key = api_key or os.environ.get("JOINTSPACE_API_KEY") or None
-    app = create_app(collection, api_key=api_key, **kwargs)
-    where = f"http://{host}:{port}"
-    logger.info("serving %s at %s (API docs: %s/docs)%s", collection, where, where,
-                "; an API key is required" if api_key else "")
-    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
-        logger.warning("listening on %s without an API key: anyone who can reach it can search", host)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
-
-
-__all__ = ["create_app", "serve"]
+__all__ = ["create_app"]

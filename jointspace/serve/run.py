@@ -1,0 +1,95 @@
+"""Running the app: one process, or several worker processes behind one port.
+
+Throughput of text search is bound by the text tower. In one process the
+tower's batches share the interpreter lock with the HTTP and search threads,
+and its math threads spin on a core the rest of the server wants; worker
+processes with one math thread each answer more requests under load, at a
+little more latency for a lone query (``bench/serve_load.py`` measures both;
+the README has the figures). Each worker holds its own copy of the index and the
+model (memory × workers); the collection is read-only to them, so they need no
+coordination. Workers are started by uvicorn (its supervisor restarts one that
+dies) and build the app from an environment variable, as spawned processes
+must.
+
+>>> serve("runs/col", port=8000)                         # doctest: +SKIP
+>>> serve("runs/col", workers=2, threads=1)              # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+
+from ..errors import JointspaceError
+from ..index import Collection
+from .app import create_app
+
+#: how the parent hands the app's settings to spawned workers
+SETTINGS_ENV = "JOINTSPACE_SERVE_SETTINGS"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def set_threads(threads: int | None) -> None:
+    """Math threads of this process (PyTorch's pool, and faiss's)."""
+    if not threads:
+        return
+    import faiss
+    import torch
+
+    torch.set_num_threads(threads)
+    faiss.omp_set_num_threads(threads)
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one worker process, from the settings its parent put in the environment."""
+    raw = os.environ.get(SETTINGS_ENV)
+    if not raw:
+        raise JointspaceError(f"${SETTINGS_ENV} is not set: start workers with jointspace serve --workers N")
+    settings = json.loads(raw)
+    set_threads(settings.pop("threads", None))
+    collection = settings.pop("collection")
+    api_key = os.environ.get("JOINTSPACE_API_KEY") or None
+    return create_app(collection, api_key=api_key, **settings)
+
+
+def serve(collection: str | Path | Collection, host: str = "127.0.0.1", port: int = 8000,
+          api_key: str | None = None, workers: int = 1, threads: int | None = None,
+          **kwargs: Any) -> None:
+    """Serve ``collection`` with uvicorn until interrupted.
+
+    ``workers`` processes share the port; ``threads`` is each one's math threads
+    (default: all cores for one worker, cores ÷ workers for several). The key
+    defaults to ``$JOINTSPACE_API_KEY``; ``kwargs`` go to :func:`create_app`."""
+    import uvicorn
+
+    from ..progress import logger
+    if not isinstance(workers, int) or workers < 1:
+        raise JointspaceError(f"workers must be an integer ≥ 1, got {workers!r}")
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise JointspaceError(f"threads must be an integer ≥ 1, got {threads!r}")
+    api_key = api_key or os.environ.get("JOINTSPACE_API_KEY") or None
+    where = f"http://{host}:{port}"
+    logger.info("serving %s at %s with %d worker%s (API docs: %s/docs)%s", collection, where, workers,
+                "s" if workers > 1 else "", where, "; an API key is required" if api_key else "")
+    if host not in LOOPBACK and not api_key:
+        logger.warning("listening on %s without an API key: anyone who can reach it can search", host)
+    if workers == 1:
+        set_threads(threads)
+        app = create_app(collection, api_key=api_key, **kwargs)
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+        return
+    if isinstance(collection, Collection):
+        collection = collection.path  # each worker opens its own
+    Collection.open(collection)  # a wrong folder fails here, once, not in every worker
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    os.environ[SETTINGS_ENV] = json.dumps({"collection": str(collection), "threads": threads, **kwargs})
+    if api_key:
+        os.environ["JOINTSPACE_API_KEY"] = api_key  # the workers' environment; never on a command line
+    uvicorn.run("jointspace.serve.run:app_from_environment", factory=True, workers=workers,
+                host=host, port=port, log_level="warning")
+
+
+__all__ = ["app_from_environment", "serve"]
