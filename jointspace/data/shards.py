@@ -153,9 +153,26 @@ def _read_tar(path: str) -> Iterator[RawSample]:
         raise ShardError(f"shard is broken after {index} samples ({type(e).__name__}: {e}): "
                          f"{path}") from None
     finally:
+        end = archive.offset  # where the member that could not be read would have begun
         archive.close()
     if sample is not None:
         yield sample
+    if not _ends_cleanly(path, end):
+        # streaming tarfile stops quietly at a truncated or garbled header: a shard cut at
+        # a member boundary would otherwise lose its tail without a word
+        raise ShardError(f"shard is broken after {index + (sample is not None)} samples (no "
+                         f"end-of-archive marker at byte {end}: truncated or corrupt): {path}")
+
+
+def _ends_cleanly(path: str, end: int) -> bool:
+    """Whether an uncompressed tar has its end-of-archive marker (a zero block) at ``end``;
+    a compressed one is checked by its decompressor, which raises on a cut stream."""
+    with open(path, "rb") as f:
+        head = f.read(6)
+        if head[:2] == b"\x1f\x8b" or head[:3] == b"BZh" or head == b"\xfd7zXZ\x00":
+            return True
+        f.seek(end)
+        return f.read(512) == bytes(512)
 
 
 def _add(sample: RawSample, ext: str, data: bytes) -> None:

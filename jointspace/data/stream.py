@@ -5,7 +5,12 @@ DataLoader worker): ``slot = rank × workers + worker``. Each epoch, the shard
 list is permuted by ``(seed, epoch)`` and slot ``s`` of ``S`` takes shards
 ``s, s+S, s+2S …``; with fewer shards than slots, every slot reads every
 shard and keeps samples ``s, s+S …`` of the epoch's sequence instead. Either
-way every sample is seen once per epoch across all processes.
+way each slot's epoch holds every one of its samples once, and the slots'
+epochs together hold the dataset once. Slots advance independently: where
+they hold unequal numbers of samples (shards that do not divide evenly among
+them, or shards of unequal sizes), a slot that finishes its share starts its
+next epoch while the others finish theirs (a warning says so when the shard
+count is not a multiple of the slots).
 
 **Shuffling** is deterministic and in blocks: a slot reads ``block_shards``
 of its shards at a time (memory holds one block, never the dataset), and
@@ -24,8 +29,10 @@ uninterrupted one.
 
 **Bad samples** (a missing or undecodable field, text too long, a broken tar
 member) are quarantined with their shard and key, to
-``quarantine-stream-<slot>.jsonl`` in the run folder, and the stream goes on;
-a shard that cannot be opened is reported once and skipped.
+``quarantine-stream-<slot>.jsonl`` in the run folder (once per process, however
+many epochs meet it), and the stream goes on; a shard that cannot be read is
+reported once and skipped. A slot stops with an error only when it has read
+every shard of the source without one valid sample.
 """
 from __future__ import annotations
 
@@ -128,7 +135,8 @@ class ShardStream(IterableDataset):
                  towers: Mapping[str, Any] | None = None, rank: int = 0, world_size: int = 1,
                  block_shards: int = 4, start: Mapping[int, Position] | None = None,
                  epochs: int | None = None, quarantine_dir: str | Path | None = None,
-                 max_text_chars: int = 1000, rotation: int = 0) -> None:
+                 max_text_chars: int = 1000, rotation: int = 0,
+                 quarantine_prefix: str = "quarantine-stream") -> None:
         if not shards:
             raise DataError("a stream needs at least one shard")
         self.shards, self.fields, self.seed = list(shards), list(fields), seed
@@ -140,7 +148,10 @@ class ShardStream(IterableDataset):
         # resumed after s batches must start with the slot that batch s would have come from
         self.rotation = rotation
         self.quarantine_dir = Path(quarantine_dir) if quarantine_dir else None
-        self._skipped: set[str] = set()  # shards reported as unreadable (once each)
+        self.quarantine_prefix = quarantine_prefix
+        self._reported: set[tuple[str, str]] = set()  # (shard, key) quarantined by this process
+        self._read: set[str] = set()  # shards this slot has read …
+        self._fruitful: set[str] = set()  # … and those that gave it a valid sample
 
     # -- which shards and samples a slot reads -----------------------------------
     def slot(self) -> tuple[int, int]:
@@ -162,6 +173,7 @@ class ShardStream(IterableDataset):
                     slot: int) -> list[RawSample]:
         samples = []
         for shard in shards:
+            self._read.add(shard)
             try:
                 for sample in read_shard(shard):
                     if counter[0] % every == offset:
@@ -174,8 +186,12 @@ class ShardStream(IterableDataset):
     # -- the stream ---------------------------------------------------------------
     def __iter__(self) -> Iterator[Any]:
         slot, slots = self.slot()
+        if slot == 0 and slots < len(self.shards) and len(self.shards) % slots:
+            logger.warning("%d shards split unevenly over %d readers (processes × loader workers): "
+                           "some read one shard more per epoch, so some samples come round again "
+                           "before others have come once; use a multiple of %d shards for exact "
+                           "epochs", len(self.shards), slots, slots)
         epoch, first_block, first_index = self.start.get(slot, (0, 0, 0))
-        partial = slot in self.start  # a resumed epoch may rightly have nothing left
         while self.epochs is None or epoch < self.epochs:
             counter = [0]  # the epoch's running sample count (for the fewer-shards split)
             yielded = 0
@@ -195,12 +211,15 @@ class ShardStream(IterableDataset):
                         continue
                     item[POSITION_KEY] = (slot, epoch, b, i + 1)
                     yielded += 1
+                    self._fruitful.add(sample.shard)
                     yield item
                 first_index = 0
-            if not yielded and not partial:  # an endless stream would spin forever
-                raise DataError(f"a whole epoch of {len(self.shards)} shard(s) gave slot {slot} no "
-                                "valid sample; see the quarantine-stream files")
-            first_block, partial = 0, False
+            if not yielded and not self._fruitful and self._read >= set(self.shards):
+                # every shard read and none gave a valid sample: an endless stream would spin
+                raise DataError(f"none of the {len(self.shards)} shard(s) gave slot {slot} a valid "
+                                f"sample (or the source has fewer valid samples than the {slots} readers); "
+                                f"see the {self.quarantine_prefix} files")
+            first_block = 0
             epoch += 1
 
     def _prepare(self, sample: DecodedSample) -> Any:
@@ -208,16 +227,22 @@ class ShardStream(IterableDataset):
             return {"sample": sample}
         return {f: self.towers[modality_of(f)].preprocess_one(v) for f, v in sample.fields.items()}
 
+    def reported(self) -> tuple[int, int]:
+        """``(bad samples, unreadable shards)`` this process has quarantined so far."""
+        shards = sum(key == "*" for _, key in self._reported)
+        return len(self._reported) - shards, shards
+
     def _quarantine(self, slot: int, shard: str, key: str, reason: str) -> None:
+        if (shard, key) in self._reported:  # met again in a later epoch
+            return
+        self._reported.add((shard, key))
         if key == "*":
-            if shard in self._skipped:
-                return
-            self._skipped.add(shard)
             logger.warning("shard skipped: %s", reason)
         if self.quarantine_dir is None:
             return
         self.quarantine_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.quarantine_dir / f"quarantine-stream-{slot}.jsonl", "a", encoding="utf-8") as f:
+        path = self.quarantine_dir / f"{self.quarantine_prefix}-{slot}.jsonl"
+        with open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"shard": shard, "key": key, "reason": reason}) + "\n")
 
 
@@ -235,20 +260,22 @@ def collate_stream(collate: Any) -> Any:
     return wrapped
 
 
-def stream_summary(folder: str | Path) -> tuple[int, int]:
-    """``(bad samples, skipped shards)`` written to a run folder's stream quarantine files."""
-    samples = shards = 0
-    for path in Path(folder).glob("quarantine-stream-*.jsonl"):
+def stream_summary(folder: str | Path, prefix: str = "quarantine-stream") -> tuple[int, int]:
+    """``(bad samples, skipped shards)`` in a run folder's stream quarantine files, each
+    counted once (several loader workers, or a resumed run, may each have reported it)."""
+    samples: set[tuple[str, str]] = set()
+    shards: set[str] = set()
+    for path in Path(folder).glob(f"{prefix}-*.jsonl"):
         for line in path.read_text(encoding="utf-8").splitlines():
             try:
                 entry = json.loads(line)
             except ValueError:  # a line cut by a kill
                 continue
             if entry.get("key") == "*":
-                shards += 1
+                shards.add(entry.get("shard"))
             else:
-                samples += 1
-    return samples, shards
+                samples.add((entry.get("shard"), entry.get("key")))
+    return len(samples), len(shards)
 
 
 __all__ = ["DecodedSample", "POSITION_KEY", "Position", "ShardStream", "collate_stream",

@@ -29,6 +29,7 @@ from .interrupt import ignore_stop_signals
 
 PREPARE_SAMPLES = 20_000  # texts a from-scratch tokenizer learns from, taken from the stream's start
 PEEK_SAMPLES = 64
+VAL_QUARANTINE = "quarantine-val-stream"  # apart from training's, which the run summary counts
 
 
 @dataclass
@@ -82,11 +83,16 @@ def prepare_items(source: StreamSource, field: str, limit: int = PREPARE_SAMPLES
 def read_all(spec: str | Path, fields: list[str], run: RunConfig, out: Path) -> Manifest:
     """A small shard source (validation) read whole into records, bad samples quarantined."""
     stream = ShardStream(list_shards(spec), fields, epochs=1, quarantine_dir=out,
-                         max_text_chars=run.train.max_text_chars)
+                         max_text_chars=run.train.max_text_chars, quarantine_prefix=VAL_QUARANTINE)
     records = []
     for i, item in enumerate(stream):
         sample = item["sample"]
         records.append(Record(sample.key, i + 1, sample.fields, sample.label, sample.group))
+    bad, skipped = stream.reported()
+    if bad or skipped:
+        logger.warning("%s: %d valid sample(s); %d bad sample(s) and %d unreadable shard(s) "
+                       "quarantined to %s/%s-0.jsonl", spec, len(records), bad, skipped, out,
+                       VAL_QUARANTINE)
     if not records:
         raise DataError(f"no valid sample in {spec}")
     return Manifest(Path(str(spec)), records)

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from jointspace.cli import main
 from jointspace.data.export import export_manifest
 from jointspace.data.manifest import read_manifest
-from jointspace.data.shards import list_shards, read_shard
+from jointspace.data.shards import ShardError, list_shards, read_shard
 from jointspace.data.stream import POSITION_KEY, ShardStream, collate_stream, stream_summary
 from jointspace.errors import DataError
 
@@ -174,7 +174,69 @@ def test_bad_samples_and_shards_are_quarantined_and_the_stream_goes_on(shapes_di
     assert set(skipped) == {"00001.tar", "00002.tar", "00003.tar"}  # each reported once in 2 epochs
     assert "broken after 2 samples" in skipped["00001.tar"]
     assert "cannot be opened as a tar file" in skipped["00002.tar"] and "not found" in skipped["00003.tar"]
-    assert stream_summary(tmp_path / "run") == (2 * 5, 3)
+    assert len(entries) == 5 + 3  # two epochs met each of them: reported once all the same
+    # another process (a loader worker, a resumed run) reporting the same again counts once
+    shutil.copy(tmp_path / "run" / "quarantine-stream-0.jsonl", tmp_path / "run" / "quarantine-stream-1.jsonl")
+    assert stream_summary(tmp_path / "run") == (5, 3)
+
+
+def test_a_tar_cut_at_a_member_boundary_is_reported_not_silently_short(shapes_dir, tmp_path):
+    """Streaming tarfile ends quietly at a missing or garbled header; the reader must not."""
+    png = (shapes_dir / "images" / "train" / "train-000000.png").read_bytes()
+    _tar(tmp_path / "whole.tar", [(f"k{i}.{ext}", png if ext == "png" else b"a red circle")
+                                  for i in range(4) for ext in ("png", "txt")])
+    assert [s.key for s in read_shard(str(tmp_path / "whole.tar"))] == ["k0", "k1", "k2", "k3"]
+    with tarfile.open(tmp_path / "whole.tar") as tar:
+        boundary = tar.getmember("k2.png").offset  # the header of sample k2's first member
+    data = (tmp_path / "whole.tar").read_bytes()
+    (tmp_path / "cut.tar").write_bytes(data[:boundary])
+    (tmp_path / "garbled.tar").write_bytes(data[:boundary] + b"garbage!" * 64 + data[boundary + 512:])
+    for name in ("cut.tar", "garbled.tar"):
+        got = []
+        with pytest.raises(ShardError, match="broken after 2 samples .*end-of-archive"):
+            for sample in read_shard(str(tmp_path / name)):
+                got.append(sample.key)
+        assert got == ["k0", "k1"]  # what came before is kept
+
+
+def test_a_missing_shard_does_not_stop_the_slot_that_owns_it(shapes_dir, tmp_path):
+    """Two readers, two shards, one missing: the reader owning it goes on to its next
+    epoch's shard; only a source with no valid sample anywhere is an error."""
+    png = (shapes_dir / "images" / "train" / "train-000000.png").read_bytes()
+    _tar(tmp_path / "00000.tar", [(f"k{i}.{ext}", png if ext == "png" else b"a red circle")
+                                  for i in range(3) for ext in ("png", "txt")])
+    shards = list_shards(f"{tmp_path}/{{00000..00001}}.tar")  # 00001 does not exist
+    seen = 0
+    for rank in (0, 1):
+        stream = ShardStream(shards, ["image", "text"], rank=rank, world_size=2, epochs=6,
+                             quarantine_dir=tmp_path / "q")
+        keys = [item["sample"].key for item in stream]
+        assert len(keys) % 3 == 0 and set(keys) <= {"k0", "k1", "k2"}
+        assert stream.reported() == (0, 1)
+        seen += len(keys)
+    assert seen == 6 * 3  # each epoch one of the two readers owns 00000 and reads it whole
+    _tar(tmp_path / "bad.tar", [("x.png", png[:40]), ("x.txt", b"a square")])
+    stream = ShardStream([str(tmp_path / "bad.tar"), str(tmp_path / "gone.tar")], ["image", "text"],
+                         rank=1, world_size=2)
+    with pytest.raises(DataError, match="none of the 2 shard"):
+        next(iter(stream))  # an endless stream of nothing would spin forever
+
+
+def test_an_uneven_split_is_warned_about(exported):
+    stream = ShardStream(list_shards(f"{exported}/webdataset/{{00000..00002}}.tar"), ["image", "text"],
+                         world_size=2, epochs=1)
+    import logging
+
+    logger = logging.getLogger("jointspace")
+    monkey = logging.Handler()
+    seen = []
+    monkey.emit = lambda record: seen.append(record.getMessage())
+    logger.addHandler(monkey)
+    try:
+        next(iter(stream))
+    finally:
+        logger.removeHandler(monkey)
+    assert any("3 shards split unevenly over 2 readers" in m for m in seen)
 
 
 def test_cli_export(shapes_dir, tmp_path, capsys):
@@ -209,5 +271,5 @@ def test_audio_in_shards_is_decoded_and_checked(tmp_path):
 def test_a_stream_with_no_valid_sample_stops_instead_of_spinning(tmp_path):
     (tmp_path / "00000.tar").write_bytes(b"not a tar" * 100)
     stream = ShardStream(list_shards(tmp_path / "00000.tar"), ["image", "text"])  # endless
-    with pytest.raises(DataError, match="gave slot 0 no valid sample"):
+    with pytest.raises(DataError, match="none of the 1 shard"):
         next(iter(stream))

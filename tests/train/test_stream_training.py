@@ -34,7 +34,7 @@ def test_stream_training_resumes_to_the_same_weights(shards, tiny_overrides, tmp
                                      f"train.num_workers={workers}"])
     spec = f"{shards}/wds/{{00000..00010}}.tar"
     whole = train(run, spec, tmp_path / "whole", val_data=shards / "val")
-    assert whole.steps == 9 and whole.quarantined >= 1  # the corrupt sample, at least once
+    assert whole.steps == 9 and whole.quarantined == 1  # the corrupt sample, once however often met
     assert whole.validation["val_loss"] > 0
     part = train(run, spec, tmp_path / "part", val_data=shards / "val", stop_after=5)
     assert part.steps == 5 and not part.finished
