@@ -4,7 +4,11 @@ Files are copied byte for byte (a corrupt image stays corrupt, so a stream
 quarantines exactly what the manifest reader would); a row whose file is
 missing cannot be exported and is listed in ``export-quarantine.jsonl`` with
 its reason. Keys are the manifest ids with ``.`` and ``/`` replaced (WebDataset
-splits a member name at its first dot); the original id is kept as metadata.
+splits a member name at its first dot), made unique with a suffix where two
+ids would meet (``a.b`` and ``a_b``); the original id is kept as metadata. A
+file whose extension the shard readers do not know (``.gif``, ``.bmp``,
+``.mp3`` …) is stored as ``KEY.image`` / ``KEY.audio``, which they do. The
+output folder must hold no shards yet: old ones would be read with the new.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from typing import Mapping
 from ..errors import DataError
 from ..progress import logger, progress
 from .manifest import manifest_columns, read_manifest
-from .shards import ShardWriter
+from .shards import MODALITY_KEYS, SHARD_SUFFIXES, ShardWriter
 
 EXPORT_MODALITIES = ("image", "audio", "text")
 
@@ -39,9 +43,14 @@ def export_manifest(manifest: str | Path, out: str | Path, *, format: str = "web
         raise DataError(f"manifest {manifest} has no image, audio or text column")
     data = read_manifest(manifest, required=(present[0],), optional=tuple(present[1:]),
                          check_files=False, columns=columns)
+    old = sorted(p.name for p in out.glob("*") if p.suffix in SHARD_SUFFIXES) if out.is_dir() else []
+    if old:
+        raise DataError(f"{out} already holds shards ({', '.join(old[:3])}{' …' if len(old) > 3 else ''}): "
+                        "export into an empty folder, or delete them first")
     writer = ShardWriter(out, format, shard_size)
     skipped = [(b.line, b.reason) for b in data.bad_rows]
     count = 0
+    keys: set[str] = set()
     for record in progress(data.records, desc=f"export {manifest.name}", unit="row"):
         items, problem = {}, None
         for modality in present:
@@ -54,7 +63,8 @@ def export_manifest(manifest: str | Path, out: str | Path, *, format: str = "web
             path = value if Path(value).is_absolute() or modality == present[0] \
                 else manifest.parent / value
             try:
-                items[modality] = (Path(path).suffix.lower().lstrip(".") or "bin",
+                ext = Path(path).suffix.lower().lstrip(".")
+                items[modality] = (ext if ext in MODALITY_KEYS[modality] else modality,
                                    Path(path).read_bytes())
             except OSError:
                 problem = f"{modality} file not found: {path}"
@@ -64,7 +74,13 @@ def export_manifest(manifest: str | Path, out: str | Path, *, format: str = "web
             continue
         meta = {"id": record.id, **({"label": record.label} if record.label else {}),
                 **({"group": record.group} if record.group else {})}
-        writer.add(re.sub(r"[./\\\\]", "_", record.id), items, meta)
+        key = base = re.sub(r"[./\\\\]", "_", record.id)
+        n = 1
+        while key in keys:  # two ids that differ only where the key cannot (a.b, a_b)
+            n += 1
+            key = f"{base}_{n}"
+        keys.add(key)
+        writer.add(key, items, meta)
         count += 1
     writer.flush()
     if skipped:

@@ -273,3 +273,26 @@ def test_a_stream_with_no_valid_sample_stops_instead_of_spinning(tmp_path):
     stream = ShardStream(list_shards(tmp_path / "00000.tar"), ["image", "text"])  # endless
     with pytest.raises(DataError, match="none of the 1 shard"):
         next(iter(stream))
+
+
+@pytest.mark.parametrize("fmt", ["webdataset", "parquet"])
+def test_export_keeps_clashing_ids_and_unknown_extensions_and_refuses_a_used_folder(shapes_dir, tmp_path, fmt):
+    from PIL import Image
+
+    png = shapes_dir / "images" / "train" / "train-000000.png"
+    folder = tmp_path / "m"
+    folder.mkdir()
+    Image.open(png).convert("RGB").save(folder / "pic.gif")  # an extension shards do not name
+    shutil.copy(png, folder / "pic.png")
+    with open(folder / "m.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["id", "image", "text"], ["a.b", "pic.png", "a red circle"],
+                                 ["a_b", "pic.gif", "a blue star"], ["c", "pic.png", "a square"]])
+    report = export_manifest(folder / "m.csv", tmp_path / "out", format=fmt)
+    assert report.samples == 3
+    stream = ShardStream(list_shards(str(report.shards[0])), ["image", "text"], epochs=1,
+                         quarantine_dir=tmp_path / "q")
+    got = {item["sample"].fields["text"]: item["sample"].key for item in stream}
+    assert set(got) == {"a red circle", "a blue star", "a square"}  # none merged, none quarantined
+    assert len(set(got.values())) == 3 and not (tmp_path / "q").exists()
+    with pytest.raises(DataError, match="already holds shards"):
+        export_manifest(folder / "m.csv", tmp_path / "out", format=fmt)
