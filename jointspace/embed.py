@@ -20,7 +20,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -67,52 +67,81 @@ def units_of(source: str | Path, modality: str, part_size: int) -> tuple[list[di
                    for b in manifest.bad_rows]
 
 
-def _items(unit: dict[str, Any], modality: str) -> tuple[list[dict], list[Any], list[dict]]:
-    """``(metadata rows, items to encode, problems)`` of one unit."""
+def units_signature(units: Sequence[dict[str, Any]]) -> str:
+    """A hash of what each part holds: its shard (path and size) or its manifest rows."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for unit in units:
+        size = Path(unit["input"]).stat().st_size if unit["kind"] == "shard" and \
+            Path(unit["input"]).is_file() else None
+        digest.update(json.dumps([unit["part"], unit["input"], size,
+                                  [[r["key"], r["item"], r["text"], r["label"]] for r in unit["rows"]]],
+                                 ensure_ascii=False).encode())
+    return digest.hexdigest()[:32]
+
+
+def _items(unit: dict[str, Any], modality: str) -> Iterator[tuple[dict | None, Any, dict | None]]:
+    """``(metadata, item to encode, None)`` or ``(None, None, problem)`` per input of one
+    unit, decoded one at a time (a shard's images never all sit in memory at once)."""
     from .data.shards import ShardError, read_shard
     from .data.stream import decode_sample
     from .towers import MODALITIES
 
-    meta, items, problems = [], [], []
     if unit["kind"] == "shard":
         try:
             for sample in read_shard(unit["input"]):
                 try:
                     decoded = decode_sample(sample, [modality])
                 except DataError as e:
-                    problems.append({"key": sample.key, "reason": str(e)})
+                    yield None, None, {"key": sample.key, "reason": str(e)}
                     continue
                 text = sample.items.get("text")
-                meta.append({"key": sample.key, "label": sample.label,
-                             "text": text if isinstance(text, str) else None, "source": unit["input"]})
-                items.append(decoded.fields[modality])
+                yield ({"key": sample.key, "label": sample.label,
+                        "text": text if isinstance(text, str) else None, "source": unit["input"]},
+                       decoded.fields[modality], None)
         except ShardError as e:
-            problems.append({"key": "*", "reason": str(e)})
-        return meta, items, problems
+            yield None, None, {"key": "*", "reason": str(e)}
+        return
     spec = MODALITIES.get(modality)
     for row in unit["rows"]:
         if spec.check is not None:
             found = spec.check(row["item"])
             problem = getattr(found, "problem", found)
             if problem:
-                problems.append({"key": row["key"], "reason": problem})
+                yield None, None, {"key": row["key"], "reason": problem}
                 continue
-        meta.append({"key": row["key"], "label": row["label"], "text": row["text"],
-                     "source": row["item"] if spec.is_file else unit["input"]})
-        items.append(row["item"])
-    return meta, items, problems
+        yield ({"key": row["key"], "label": row["label"], "text": row["text"],
+                "source": row["item"] if spec.is_file else unit["input"]}, row["item"], None)
 
 
 def embed_unit(model: Any, unit: dict[str, Any], modality: str, out: Path, batch_size: int) -> dict:
-    """Embed one unit and write its part (atomically); returns its counts."""
+    """Embed one unit, ``batch_size`` inputs at a time, and write its part (atomically);
+    returns its counts."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     started = time.perf_counter()
-    meta, items, problems = _items(unit, modality)
-    vectors = (model.encode(modality, items, batch_size=batch_size) if items
-               else np.zeros((0, model.config.embed_dim), np.float32))
-    dim = vectors.shape[1]
+    meta: list[dict] = []
+    problems: list[dict] = []
+    chunks: list[np.ndarray] = []
+    pending: list[Any] = []
+
+    def encode() -> None:
+        if pending:
+            chunks.append(np.asarray(model.encode(modality, pending, batch_size=batch_size), np.float32))
+            pending.clear()
+    for row, item, problem in _items(unit, modality):
+        if problem is not None:
+            problems.append(problem)
+            continue
+        meta.append(row)
+        pending.append(item)
+        if len(pending) >= batch_size:
+            encode()
+    encode()
+    dim = model.config.embed_dim
+    vectors = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
     strings = {k: pa.array([m[k] for m in meta], pa.string())  # typed: empty parts too
                for k in ("key", "label", "text", "source")}
     table = pa.table({
@@ -161,6 +190,8 @@ def embed(model_dir: str | Path, source: str | Path, out: str | Path, *, modalit
     if modality not in config.towers:
         raise JointspaceError(f"the model has no {modality!r} tower; it has {', '.join(config.towers)}")
     fingerprint = folder_fingerprint(model_dir)
+    units, rejected = units_of(source, modality, part_size)
+    signature = units_signature(units)
     out.mkdir(parents=True, exist_ok=True)
     info_file = out / INFO_FILE
     if info_file.is_file():
@@ -168,10 +199,15 @@ def embed(model_dir: str | Path, source: str | Path, out: str | Path, *, modalit
         if info["fingerprint"] != fingerprint or info["modality"] != modality:
             raise JointspaceError(f"{out} holds {info['modality']} embeddings of another model "
                                   f"(fingerprint {info['fingerprint']}); use a new --out")
+        if info.get("units", signature) != signature:
+            # parts are matched to units by number: other units would keep stale parts
+            raise JointspaceError(
+                f"{out} holds parts of other input (it was made from {info.get('source')}; the "
+                "shards, the manifest's rows or --part-size differ now): use a new --out, or "
+                "delete its part-*.parquet to start over")
     atomic_write_json(info_file, {"model": str(model_dir), "fingerprint": fingerprint,
                                   "modality": modality, "dim": config.embed_dim,
-                                  "source": str(source)})
-    units, rejected = units_of(source, modality, part_size)
+                                  "source": str(source), "units": signature})
     if rejected:
         with open(out / "quarantine-manifest.jsonl", "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r) + "\n" for r in rejected)
@@ -215,6 +251,27 @@ def _run_on_ray(units: Sequence[dict], model_dir: Path, modality: str, out: Path
     return results, startup
 
 
+def embedding_batches(folder: str | Path, rows: int = 5_000) -> Iterator[tuple[list[dict], np.ndarray]]:
+    """``(metadata rows, float32 vectors [n, dim])`` of an embed output folder, part by part
+    and ``rows`` at a time: memory does not grow with the folder."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for part in sorted(Path(folder).glob("part-*.parquet")):
+        for batch in pq.ParquetFile(part).iter_batches(batch_size=rows):
+            column = batch.column("vector")
+            vectors = np.asarray(column.flatten().to_numpy(zero_copy_only=False), np.float32)
+            meta = pa.Table.from_batches([batch]).drop_columns(["vector"]).to_pylist()
+            yield meta, vectors.reshape(len(batch), column.type.list_size)
+
+
+def embedding_count(folder: str | Path) -> int:
+    """Rows in an embed output folder's parts (from their footers; nothing else is read)."""
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in Path(folder).glob("part-*.parquet"))
+
+
 def read_embeddings(folder: str | Path) -> tuple[dict[str, Any], Any]:
     """``(embed.json, one Arrow table of every part)`` of an embed output folder."""
     import pyarrow as pa
@@ -228,4 +285,5 @@ def read_embeddings(folder: str | Path) -> tuple[dict[str, Any], Any]:
     return info, pa.concat_tables([pq.read_table(p) for p in parts]) if parts else None
 
 
-__all__ = ["EmbedReport", "embed", "embed_unit", "read_embeddings", "units_of"]
+__all__ = ["EmbedReport", "embed", "embed_unit", "embedding_batches", "embedding_count", "read_embeddings",
+           "units_of", "units_signature"]

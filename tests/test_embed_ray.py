@@ -76,3 +76,33 @@ def test_manifest_source_and_another_model(local_ray, shapes_dir, trained_model_
         index_source(tmp_path / "col", other, out)
     with pytest.raises(JointspaceError, match="no 'audio' tower"):
         embed(trained_model_dir, shapes_dir / "test.csv", tmp_path / "e2", modality="audio")
+
+
+def test_a_rerun_on_other_input_is_refused(local_ray, shards, shapes_dir, trained_model_dir, tmp_path):
+    """Parts are matched to units by number: other units must not inherit stale parts."""
+    out = tmp_path / "emb"
+    embed(trained_model_dir, f"{shards}/{{00000..00002}}.tar", out, workers=2)
+    with pytest.raises(JointspaceError, match="holds parts of other input"):
+        embed(trained_model_dir, f"{shards}/{{00001..00003}}.tar", out, workers=2)
+    manifest = tmp_path / "m"
+    embed(trained_model_dir, shapes_dir / "test.csv", manifest, workers=2, part_size=5)
+    with pytest.raises(JointspaceError, match="holds parts of other input"):
+        embed(trained_model_dir, shapes_dir / "test.csv", manifest, workers=2, part_size=4)
+    assert embed(trained_model_dir, shapes_dir / "test.csv", manifest, workers=2, part_size=5).written == 0
+
+
+def test_the_same_key_in_two_shards_makes_two_items(local_ray, shapes_dir, trained_model_dir, tmp_path):
+    """img2dataset's keys are unique within a shard only."""
+    pngs = sorted((shapes_dir / "images" / "train").glob("*.png"))[:2]
+    (tmp_path / "s").mkdir()
+    for i, png in enumerate(pngs):
+        with tarfile.open(tmp_path / "s" / f"{i:05d}.tar", "w") as tar:
+            for name, data in (("000000.png", png.read_bytes()), ("000000.txt", f"caption {i}".encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    embed(trained_model_dir, f"{tmp_path}/s/*.tar", tmp_path / "emb", workers=2)
+    report = index_source(tmp_path / "col", trained_model_dir, tmp_path / "emb")
+    col = Collection.open(tmp_path / "col")
+    assert len(col) == 2 and report.added == 2
+    assert sorted(col.get(i)["text"] for i in (1, 2)) == ["caption 0", "caption 1"]

@@ -1,9 +1,11 @@
 """Ingest vectors made elsewhere: the Parquet parts of ``jointspace embed`` (no encoding).
 
 The parts must come from the collection's model (``embed.json`` records its
-fingerprint). Each row becomes an item keyed by the folder and its key; its
-content hash is that of its vector and metadata, so a re-run skips unchanged
-rows and updates changed ones, as a folder ingest does.
+fingerprint). Each row becomes an item keyed by the folder, its shard (keys of
+img2dataset shards are unique only within one) and its key; its content hash
+is that of its vector and metadata, so a re-run skips unchanged rows and
+updates changed ones, as a folder ingest does. The parts are read a batch at
+a time, so memory does not grow with the folder.
 """
 from __future__ import annotations
 
@@ -11,8 +13,6 @@ import hashlib
 import json
 from pathlib import Path
 from typing import Callable
-
-import numpy as np
 
 from ..errors import JointspaceError
 from ..progress import progress
@@ -30,9 +30,11 @@ def embed_info(folder: Path) -> dict | None:
 
 def ingest_embeddings(col: Collection, folder: Path, report: object, delete_missing: bool,
                       on_commit: Callable[[list[str]], None] | None = None) -> None:
-    from ..embed import read_embeddings
+    from ..embed import embedding_batches, embedding_count
 
-    info, table = read_embeddings(folder)
+    info = embed_info(folder)
+    if info is None:
+        raise JointspaceError(f"not an embed output folder (no embed.json): {folder}")
     if info["fingerprint"] != col.info["fingerprint"]:
         raise JointspaceError(f"{folder} holds embeddings of another model (fingerprint "
                               f"{info['fingerprint']}, {info['model']}); {col.path} is for "
@@ -40,7 +42,6 @@ def ingest_embeddings(col: Collection, folder: Path, report: object, delete_miss
     modality, source = info["modality"], str(folder)
     known, indexed = col.catalog.hashes(source), col.catalog.keys(source)
     seen: set[str] = set()
-    rows = [] if table is None else table.to_pylist()
     pending: list[ItemRow] = []
 
     def flush() -> None:
@@ -54,22 +55,26 @@ def ingest_embeddings(col: Collection, folder: Path, report: object, delete_miss
         if on_commit is not None:
             on_commit([row.key for row in pending])
         pending.clear()
-    for row in progress(rows, desc=f"index {folder.name}", unit="vector"):
-        key = f"{source}#{row['key']}"
-        seen.add(key)
-        vector = np.asarray(row["vector"], dtype=np.float32)
-        digest = hashlib.blake2b(vector.tobytes() + json.dumps(
-            [row.get("label"), row.get("text"), row.get("source")]).encode(), digest_size=16).hexdigest()
-        if known.get(key) == digest:
-            report.unchanged += 1
-            continue
-        item_path = row.get("source")
-        is_file = item_path and Path(item_path).is_file() and not item_path.endswith((".tar", ".parquet"))
-        pending.append(ItemRow(key, source, modality, digest, {modality: vector},
-                               path=item_path if is_file else None, text=row.get("text"),
-                               label=row.get("label"), meta={"key": row["key"]}))
-        if len(pending) >= BATCH:
-            flush()
+    bar = progress(desc=f"index {folder.name}", total=embedding_count(folder), unit="vector")
+    for rows, vectors in embedding_batches(folder, BATCH):
+        for row, vector in zip(rows, vectors):
+            item_path = row.get("source") or ""
+            in_shard = item_path.endswith((".tar", ".parquet"))
+            key = f"{source}#{Path(item_path).name}#{row['key']}" if in_shard else f"{source}#{row['key']}"
+            seen.add(key)
+            digest = hashlib.blake2b(vector.tobytes() + json.dumps(
+                [row.get("label"), row.get("text"), item_path]).encode(), digest_size=16).hexdigest()
+            if known.get(key) == digest:
+                report.unchanged += 1
+                continue
+            is_file = bool(item_path) and not in_shard and Path(item_path).is_file()
+            pending.append(ItemRow(key, source, modality, digest, {modality: vector.copy()},
+                                   path=item_path if is_file else None, text=row.get("text"),
+                                   label=row.get("label"), meta={"key": row["key"]}))
+            if len(pending) >= BATCH:
+                flush()
+        bar.update(len(rows))
+    bar.close()
     if pending:
         flush()
     if delete_missing:

@@ -74,6 +74,9 @@ class Tower(nn.Module):
 
     Config: type = object
     modality: str = ""
+    #: whether :meth:`prepare` learns from the training items (a from-scratch tokenizer):
+    #: a streamed run reads items for it only then
+    learns_from_data: bool = False
     proj: nn.Module
 
     def __init__(self, config: Any, embed_dim: int) -> None:

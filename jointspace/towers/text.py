@@ -65,6 +65,8 @@ class TextTransformerTower(Tower):
         self.norm = nn.LayerNorm(config.width)
         self.proj = nn.Linear(config.width, embed_dim, bias=False)
 
+    learns_from_data = True  # its tokenizer is trained on the training texts
+
     # -- preprocessing -------------------------------------------------------
     def prepare(self, items: Sequence[Any]) -> None:
         texts = [t for t in items if isinstance(t, str)]

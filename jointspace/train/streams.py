@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch.distributed as dist
 from torch.utils.data import DataLoader
@@ -41,17 +41,16 @@ class StreamSource:
     fields: list[str]
 
 
-def _peek(shards: list[str], limit: int) -> list[Any]:
-    found: list[Any] = []
+def _samples(shards: list[str]) -> Iterator[Any]:
     for shard in shards:
         try:
-            for sample in read_shard(shard):
-                found.append(sample)
-                if len(found) >= limit:
-                    return found
+            yield from read_shard(shard)
         except ShardError as e:
             logger.warning("shard skipped: %s", e)
-    return found
+
+
+def _peek(shards: list[str], limit: int) -> list[Any]:
+    return list(itertools.islice(_samples(shards), limit))
 
 
 def open_stream(spec: str | Path, run: RunConfig) -> StreamSource:
@@ -76,8 +75,9 @@ def open_stream(spec: str | Path, run: RunConfig) -> StreamSource:
 
 def prepare_items(source: StreamSource, field: str, limit: int = PREPARE_SAMPLES) -> list[Any]:
     """The first ``limit`` items of a field (a from-scratch tokenizer learns from them)."""
-    modality = modality_of(field)
-    return [s.items[modality] for s in _peek(source.shards, limit) if modality in s.items][:limit]
+    modality = modality_of(field)  # one item per sample kept, not the whole samples
+    return list(itertools.islice((s.items[modality] for s in _samples(source.shards)
+                                  if modality in s.items), limit))
 
 
 def read_all(spec: str | Path, fields: list[str], run: RunConfig, out: Path) -> Manifest:

@@ -170,9 +170,9 @@ def train(run: RunConfig, data: str | Path | Sequence[str | Path], out: str | Pa
         for m, tower in model.towers.items():
             if m in taken:
                 continue
-            if stream is not None:
+            if stream is not None:  # items are read from the stream only for a tower that learns
                 tower.prepare([x for f in stream.fields if modality_of(f) == m
-                               for x in prepare_items(stream, f)])
+                               for x in prepare_items(stream, f)] if tower.learns_from_data else [])
             else:
                 tower.prepare([r.fields[f] for s in sources for f in s.fields
                                if modality_of(f) == m for r in s.manifest.records])
