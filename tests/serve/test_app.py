@@ -17,16 +17,6 @@ from jointspace.serve import create_app, serve
 
 
 @pytest.fixture(scope="module")
-def col_dir(trained_model_dir, shapes_dir, tmp_path_factory):
-    """12 images with texts and labels, from a folder this module owns (its root)."""
-    folder = tmp_path_factory.mktemp("serve")
-    shutil.copytree(shapes_dir / "images" / "test", folder / "data" / "images" / "test")
-    shutil.copy(shapes_dir / "test.csv", folder / "data" / "test.csv")
-    index_source(folder / "col", trained_model_dir, folder / "data" / "test.csv")
-    return folder / "col"
-
-
-@pytest.fixture(scope="module")
 def col(col_dir):
     return Collection.open(col_dir)
 

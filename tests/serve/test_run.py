@@ -2,7 +2,6 @@
 import http.client
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -13,18 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from jointspace.errors import JointspaceError
-from jointspace.index import Collection, index_source
+from jointspace.index import Collection
 from jointspace.serve import serve
 from jointspace.serve.run import SETTINGS_ENV, app_from_environment
-
-
-@pytest.fixture(scope="module")
-def col_dir(trained_model_dir, shapes_dir, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("serve-run")
-    shutil.copytree(shapes_dir / "images" / "test", folder / "data" / "images" / "test")
-    shutil.copy(shapes_dir / "test.csv", folder / "data" / "test.csv")
-    index_source(folder / "col", trained_model_dir, folder / "data" / "test.csv")
-    return folder / "col"
 
 
 def test_workers_get_their_settings_from_the_environment(col_dir, monkeypatch):
