@@ -8,8 +8,9 @@ One run, one process per measured query engine for memory, the same data for all
 * jointspace: ingest through ``Collection.write`` (catalog + vectors, in batches
   of 20,000), then ``sync`` (the automatic IVF build and the index write);
   bytes per vector on disk; queries through the Python API, one at a time
-  with items looked up (``Collection.search``) and ids only (``search_vectors``),
-  and batched (``search_vectors``);
+  with items looked up (``Collection.search``; a first pass reads the
+  catalog's pages from disk, the second, reported, finds them cached) and ids
+  only (``search_vectors``), and batched (``search_vectors``);
 * raw faiss: ``IndexIVFFlat`` with the same lists, training sample and nprobe,
   built and queried directly (single and batched);
 * exact: ``IndexFlatIP``, the ground truth for recall@10 (its speed reported too).
@@ -74,10 +75,13 @@ col = Collection.open({col!r})
 store = col.store("image")
 col.search_vectors(q[:5], 10, nprobe={nprobe})
 loaded = rss_now()
-t = time.perf_counter()
-for v in q:
-    hits = col.search(vector=v, k=10, nprobe={nprobe})
-single = time.perf_counter() - t
+rounds = []
+for _ in range(2):  # the first pass reads the catalog's pages from disk; the second is warm
+    t = time.perf_counter()
+    for v in q:
+        hits = col.search(vector=v, k=10, nprobe={nprobe})
+    rounds.append(time.perf_counter() - t)
+cold, single = rounds
 t = time.perf_counter()
 for v in q:
     col.search_vectors(v, 10, nprobe={nprobe})
@@ -86,7 +90,8 @@ t = time.perf_counter()
 scores, ids = col.search_vectors(q, 10, nprobe={nprobe})
 batch = time.perf_counter() - t
 np.save({ids_out!r}, ids)
-print(json.dumps({{"single_qps": len(q) / single, "single_ids_qps": len(q) / single_ids,
+print(json.dumps({{"single_qps": len(q) / single, "single_cold_qps": len(q) / cold,
+                  "single_ids_qps": len(q) / single_ids,
                   "batch_qps": len(q) / batch,
                   "open_rss": loaded - base, "kind": store.kind}}))
 """
@@ -183,10 +188,13 @@ def main() -> None:
     raw = {"build_s": time.perf_counter() - t}
     for nprobe in nprobes:
         ivf.nprobe = nprobe
-        t = time.perf_counter()
-        for v in q:
-            ivf.search(v[None, :], 10)
-        single = len(q) / (time.perf_counter() - t)
+        passes = []
+        for _ in range(2):  # as for jointspace: the second pass counts
+            t = time.perf_counter()
+            for v in q:
+                ivf.search(v[None, :], 10)
+            passes.append(time.perf_counter() - t)
+        single = len(q) / passes[-1]
         t = time.perf_counter()
         _, found = ivf.search(q, 10)
         raw[f"nprobe={nprobe}"] = {"single_qps": single, "batch_qps": len(q) / (time.perf_counter() - t),
@@ -203,9 +211,9 @@ def main() -> None:
               f"{a['single_ids_qps']:8.0f} {a['batch_qps']:10.0f} {js['build_s']:8.0f}")
         print(f"{'faiss IVFFlat nprobe=' + str(nprobe):<28} {b['recall@10']:9.3f} {'':>11} "
               f"{b['single_qps']:8.0f} {b['batch_qps']:10.0f} {raw['build_s']:8.0f}")
-        print(f"  ratio jointspace/faiss: one query {a['single_ids_qps'] / b['single_qps']:.2f}× "
-              f"(with item lookup {a['single_qps'] / b['single_qps']:.2f}×), batch "
-              f"{a['batch_qps'] / b['batch_qps']:.2f}×")
+        print(f"  ratio jointspace/faiss: one query with item lookup {a['single_qps'] / b['single_qps']:.2f}× "
+              f"(first, cold pass {a['single_cold_qps'] / b['single_qps']:.2f}×; ids only "
+              f"{a['single_ids_qps'] / b['single_qps']:.2f}×), batch {a['batch_qps'] / b['batch_qps']:.2f}×")
     print(f"memory of a query process holding the collection: "
           f"{js[f'nprobe={nprobes[0]}']['memory_bytes_per_vector']:,.0f} bytes/vector (the vectors "
           f"alone: {4 * args.dim:,}); on disk {js['disk_bytes_per_vector']:,.0f} (catalog + index)")
