@@ -192,6 +192,7 @@ class ShardStream(IterableDataset):
                            "before others have come once; use a multiple of %d shards for exact "
                            "epochs", len(self.shards), slots, slots)
         epoch, first_block, first_index = self.start.get(slot, (0, 0, 0))
+        partial = slot in self.start  # a resumed epoch may rightly have nothing left
         while self.epochs is None or epoch < self.epochs:
             counter = [0]  # the epoch's running sample count (for the fewer-shards split)
             yielded = 0
@@ -214,12 +215,12 @@ class ShardStream(IterableDataset):
                     self._fruitful.add(sample.shard)
                     yield item
                 first_index = 0
-            if not yielded and not self._fruitful and self._read >= set(self.shards):
+            if not yielded and not partial and not self._fruitful and self._read >= set(self.shards):
                 # every shard read and none gave a valid sample: an endless stream would spin
                 raise DataError(f"none of the {len(self.shards)} shard(s) gave slot {slot} a valid "
                                 f"sample (or the source has fewer valid samples than the {slots} readers); "
                                 f"see the {self.quarantine_prefix} files")
-            first_block = 0
+            first_block, partial = 0, False
             epoch += 1
 
     def _prepare(self, sample: DecodedSample) -> Any:

@@ -132,6 +132,20 @@ def test_resume_mid_epoch_repeats_and_skips_nothing(exported):
     assert sorted(whole) == sorted(first + rest)
 
 
+def test_resume_at_the_end_of_a_share_goes_on_to_the_next_epoch(exported):
+    """Fewer shards than readers: each reader reads every shard and keeps its share; one
+    stopped right after its share's last sample resumes into the next epoch (nothing left
+    in the resumed epoch is not an error)."""
+    shards = list_shards(f"{exported}/webdataset/{{00000..00002}}.tar")  # 30 samples, 4 readers
+    items = list(ShardStream(shards, ["image", "text"], rank=1, world_size=4, epochs=2))
+    per_epoch = [i for i in items if i[POSITION_KEY][1] == 0]
+    assert 0 < len(per_epoch) < len(items)
+    slot, *end = per_epoch[-1][POSITION_KEY]
+    resumed = list(ShardStream(shards, ["image", "text"], rank=1, world_size=4, epochs=2,
+                               start={slot: tuple(end)}))
+    assert [i["sample"].key for i in resumed] == [i["sample"].key for i in items[len(per_epoch):]]
+
+
 def _tar(path, members):
     with tarfile.open(path, "w") as tar:
         for name, data in members:
