@@ -176,11 +176,13 @@ class TrainConfig:
     cache_features: bool = True
     #: where cached features live; "": $JOINTSPACE_CACHE or ~/.cache/jointspace
     feature_cache_dir: str = ""
+    #: shards a streaming reader holds and shuffles at once (more: a wider shuffle, more memory)
+    stream_block_shards: int = 4
 
     def __post_init__(self) -> None:
         # nonsense values fail here, with the key, not later as a traceback
         for name in ("batch_size", "accum_steps", "max_steps", "eval_every", "checkpoint_every",
-                     "log_every", "max_text_chars"):
+                     "log_every", "max_text_chars", "stream_block_shards"):
             _require(getattr(self, name) >= 1, f"train.{name}", getattr(self, name), "must be at least 1")
         for name in ("weight_decay", "warmup_steps", "grad_clip", "num_workers"):
             _require(getattr(self, name) >= 0, f"train.{name}", getattr(self, name), "must not be negative")

@@ -88,6 +88,7 @@ def test_a_tower_can_be_removed(tmp_path):
     ("train.lr=.nan", "train.lr must be a positive finite number"),
     ("train.max_steps=0", "train.max_steps must be at least 1, got 0"),
     ("train.accum_steps=0", "train.accum_steps must be at least 1"),
+    ("train.stream_block_shards=0", "train.stream_block_shards must be at least 1"),
     ("train.warmup_steps=-5", "train.warmup_steps must not be negative"),
     ("model.embed_dim=0", "model.embed_dim must be at least 1"),
 ])

@@ -113,6 +113,7 @@ def stream_loader(model: JointModel, source: StreamSource, run: RunConfig, out: 
         positions = {int(k): tuple(v) for k, v in start["positions"].items()}
     stream = ShardStream(source.shards, source.fields, seed=cfg.seed, towers=model.towers,
                          rank=info.rank, world_size=info.world_size, start=positions,
+                         block_shards=cfg.stream_block_shards,
                          quarantine_dir=out, max_text_chars=cfg.max_text_chars,
                          rotation=(cfg.max_steps - steps) % max(1, workers))  # steps done so far
     collate = collate_stream(PairDataset([], model.towers, source.fields).collate)

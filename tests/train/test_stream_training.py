@@ -61,3 +61,15 @@ def test_streams_cannot_be_mixed_with_manifests(shards, shapes_dir, tiny_overrid
     run = load_run_config(overrides=tiny_overrides)
     with pytest.raises(ConfigError, match="only --data source"):
         train(run, [f"{shards}/wds/*.tar", shapes_dir / "train.csv"], tmp_path / "m")
+
+
+def test_the_shuffle_block_is_set_from_the_run_config(shards, tiny_overrides, tmp_path):
+    """Position (epoch, block, index) after 80 samples of 10-sample shards: block 7 or 8
+    with one shard per block, block 1 or 2 with the default four."""
+    blocks = {}
+    for size in (1, 4):
+        run = load_run_config(overrides=[*tiny_overrides, f"train.stream_block_shards={size}"])
+        train(run, f"{shards}/wds/*.tar", tmp_path / str(size), stop_after=5)
+        state = torch.load(tmp_path / str(size) / "checkpoint.pt", weights_only=False)
+        blocks[size] = state["stream"]["positions"]["0"][1]
+    assert blocks[1] >= 6 and blocks[4] <= 2
