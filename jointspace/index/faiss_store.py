@@ -39,9 +39,9 @@ MAX_LISTS = 4096  # k-means for more centroids costs minutes on a laptop's cores
 def default_lists(n: int) -> int:
     """About 16·√n inverted lists, a power of two, at most 4,096 (reached at 65,536 vectors).
 
-    Many lists make each one short: on clustered data of 50,000–200,000 vectors,
-    1,024 lists gave recall@10 ≈ 0.88 at nprobe 32 where 4,096 gave ≥ 0.996,
-    and queries were faster too (bench/search.py, BASELINES.md)."""
+    Many lists make each one short: on clustered data, fewer lists than the data
+    has clusters cost recall at the same nprobe, and queries were no faster
+    (bench/search.py; the README has the figures)."""
     return min(MAX_LISTS, max(16, 2 ** round(math.log2(16 * math.sqrt(max(n, 1))))))
 
 
@@ -62,6 +62,8 @@ class FaissStore:
         self.exact_below, self.lists, self.nprobe = int(exact_below), lists, int(nprobe)
         self.regrow, self.seed = float(regrow), int(seed)
         self.watermark, self.trained_on = 0, 0
+        self._ivf_of: tuple[Any, Any] | None = None  # (index, its IVF view): downcast once
+        self._params: dict[int, Any] = {}  # nprobe → unfiltered IVF search parameters, reused
         faiss = _faiss()
         loaded = load_committed(self.folder, POINTER, lambda state: (
             faiss.read_index(str(self.folder / state["file"])), int(state["watermark"]),
@@ -81,9 +83,11 @@ class FaissStore:
         return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
 
     def _ivf(self) -> Any:
-        faiss = _faiss()
-        index = faiss.downcast_index(self.index)
-        return index if isinstance(index, faiss.IndexIVF) else None
+        if self._ivf_of is None or self._ivf_of[0] is not self.index:
+            faiss = _faiss()
+            index = faiss.downcast_index(self.index)
+            self._ivf_of = (self.index, index if isinstance(index, faiss.IndexIVF) else None)
+        return self._ivf_of[1]
 
     def count(self) -> int:
         return int(self.index.ntotal)
@@ -108,7 +112,12 @@ class FaissStore:
         sel = None if allowed is None else faiss.IDSelectorBatch(
             np.ascontiguousarray(allowed, dtype=np.int64))
         if self._ivf() is not None:
-            params = faiss.SearchParametersIVF(sel=sel, nprobe=int(nprobe or self.nprobe))
+            probes = int(nprobe or self.nprobe)
+            if sel is None:  # read-only during a search: one object serves every call
+                params = self._params.get(probes) or self._params.setdefault(
+                    probes, faiss.SearchParametersIVF(nprobe=probes))
+            else:
+                params = faiss.SearchParametersIVF(sel=sel, nprobe=probes)
         else:
             params = faiss.SearchParameters(sel=sel) if sel is not None else None
         scores, ids = self.index.search(queries, int(k), params=params)
@@ -150,6 +159,7 @@ class FaissStore:
         n = len(ids)
         if n < self.exact_below:
             self.index, self.trained_on = self._flat(), 0
+            self._ivf_of = None  # the old index's view would keep it alive
             if n:
                 self.index.add_with_ids(vectors, ids)
             return
@@ -166,6 +176,7 @@ class FaissStore:
         for start in range(0, n, 200_000):
             index.add_with_ids(vectors[start:start + 200_000], ids[start:start + 200_000])
         self.index, self.trained_on = index, n
+        self._ivf_of = None  # the old index's view would keep it alive
 
     def commit(self, watermark: int) -> None:
         """Rebuild if the size calls for it, then write the index under a new name and
