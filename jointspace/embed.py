@@ -199,6 +199,9 @@ def embed(model_dir: str | Path, source: str | Path, out: str | Path, *, modalit
         if info["fingerprint"] != fingerprint or info["modality"] != modality:
             raise JointspaceError(f"{out} holds {info['modality']} embeddings of another model "
                                   f"(fingerprint {info['fingerprint']}); use a new --out")
+        if "units" not in info and any(out.glob("part-*.parquet")):
+            raise JointspaceError(f"{out} was made before jointspace recorded what each part "
+                                  "holds, so its parts cannot be matched to this input: use a new --out")
         if info.get("units", signature) != signature:
             # parts are matched to units by number: other units would keep stale parts
             raise JointspaceError(

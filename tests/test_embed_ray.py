@@ -106,3 +106,27 @@ def test_the_same_key_in_two_shards_makes_two_items(local_ray, shapes_dir, train
     col = Collection.open(tmp_path / "col")
     assert len(col) == 2 and report.added == 2
     assert sorted(col.get(i)["text"] for i in (1, 2)) == ["caption 0", "caption 1"]
+
+
+def test_items_keyed_without_their_shard_are_rekeyed_not_duplicated(local_ray, shards, trained_model_dir,
+                                                                     tmp_path):
+    """Collections made before keys named the shard hold ``folder#key``: a re-index moves
+    them to the new keys instead of adding every item again."""
+    import json
+
+    out = tmp_path / "emb"
+    embed(trained_model_dir, f"{shards}/{{00000..00001}}.tar", out, workers=2)
+    index_source(tmp_path / "col", trained_model_dir, out)
+    col = Collection.open(tmp_path / "col")
+    n = len(col)
+    with col.catalog._tx() as db:  # as the earlier version keyed them
+        for item_id, key in db.execute("SELECT id, key FROM items").fetchall():
+            db.execute("UPDATE items SET key=? WHERE id=?", (f"{out}#{key.rsplit('#', 1)[1]}", item_id))
+    index_source(tmp_path / "col", trained_model_dir, out)
+    col = Collection.open(tmp_path / "col")
+    assert len(col) == n and all(k.count(".tar#") == 1 for k in col.catalog.keys(str(out)))
+    info = json.loads((out / "embed.json").read_text())
+    del info["units"]  # a folder from before embed.json recorded what each part holds
+    (out / "embed.json").write_text(json.dumps(info))
+    with pytest.raises(JointspaceError, match="made before jointspace recorded"):
+        embed(trained_model_dir, f"{shards}/{{00000..00001}}.tar", out, workers=2)

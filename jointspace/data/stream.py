@@ -4,7 +4,8 @@
 DataLoader worker): ``slot = rank × workers + worker``. Each epoch, the shard
 list is permuted by ``(seed, epoch)`` and slot ``s`` of ``S`` takes shards
 ``s, s+S, s+2S …``; with fewer shards than slots, every slot reads every
-shard and keeps samples ``s, s+S …`` of the epoch's sequence instead. Either
+shard and keeps samples ``r, r+S …`` of the epoch's sequence instead, with
+``r = (s + epoch) mod S`` (so over S epochs each slot meets every sample). Either
 way each slot's epoch holds every one of its samples once, and the slots'
 epochs together hold the dataset once. Slots advance independently: where
 they hold unequal numbers of samples (shards that do not divide evenly among
@@ -165,8 +166,9 @@ class ShardStream(IterableDataset):
         if len(order) >= slots:
             mine = order[slot::slots]
             return [(mine[i:i + self.block_shards], 1, 0) for i in range(0, len(mine), self.block_shards)]
-        # fewer shards than slots: everyone reads everything and keeps its share of samples
-        return [(order[i:i + self.block_shards], slots, slot)
+        # fewer shards than slots: everyone reads everything and keeps its share of samples,
+        # a different share each epoch (a share that happens to be all bad is not the end)
+        return [(order[i:i + self.block_shards], slots, (slot + epoch) % slots)
                 for i in range(0, len(order), self.block_shards)]
 
     def _read_block(self, shards: list[str], every: int, offset: int, counter: list[int],
@@ -193,6 +195,7 @@ class ShardStream(IterableDataset):
                            "epochs", len(self.shards), slots, slots)
         epoch, first_block, first_index = self.start.get(slot, (0, 0, 0))
         partial = slot in self.start  # a resumed epoch may rightly have nothing left
+        barren = 0  # whole epochs in a row with no valid sample
         while self.epochs is None or epoch < self.epochs:
             counter = [0]  # the epoch's running sample count (for the fewer-shards split)
             yielded = 0
@@ -215,11 +218,12 @@ class ShardStream(IterableDataset):
                     self._fruitful.add(sample.shard)
                     yield item
                 first_index = 0
-            if not yielded and not partial and not self._fruitful and self._read >= set(self.shards):
-                # every shard read and none gave a valid sample: an endless stream would spin
+            barren = 0 if yielded or partial else barren + 1
+            shares = slots if len(self.shards) < slots else 1  # epochs to meet every sample
+            if barren >= shares and not self._fruitful and self._read >= set(self.shards):
+                # every sample met and none was valid: an endless stream would spin
                 raise DataError(f"none of the {len(self.shards)} shard(s) gave slot {slot} a valid "
-                                f"sample (or the source has fewer valid samples than the {slots} readers); "
-                                f"see the {self.quarantine_prefix} files")
+                                f"sample; see the {self.quarantine_prefix} files")
             first_block, partial = 0, False
             epoch += 1
 

@@ -63,7 +63,7 @@ class FaissStore:
         self.regrow, self.seed = float(regrow), int(seed)
         self.watermark, self.trained_on = 0, 0
         self._ivf_of: tuple[Any, Any] | None = None  # (index, its IVF view): downcast once
-        self._params: dict[int, Any] = {}  # nprobe → unfiltered IVF search parameters, reused
+        self._params: dict[int, Any] = {}  # the default nprobe's unfiltered search parameters
         faiss = _faiss()
         loaded = load_committed(self.folder, POINTER, lambda state: (
             faiss.read_index(str(self.folder / state["file"])), int(state["watermark"]),
@@ -113,10 +113,10 @@ class FaissStore:
             np.ascontiguousarray(allowed, dtype=np.int64))
         if self._ivf() is not None:
             probes = int(nprobe or self.nprobe)
-            if sel is None:  # read-only during a search: one object serves every call
+            if sel is None and probes == self.nprobe:  # read-only in a search: made once
                 params = self._params.get(probes) or self._params.setdefault(
                     probes, faiss.SearchParametersIVF(nprobe=probes))
-            else:
+            else:  # a caller's own nprobe is not cached (any value would stay for good)
                 params = faiss.SearchParametersIVF(sel=sel, nprobe=probes)
         else:
             params = faiss.SearchParameters(sel=sel) if sel is not None else None

@@ -1,8 +1,8 @@
 """Ingest vectors made elsewhere: the Parquet parts of ``jointspace embed`` (no encoding).
 
 The parts must come from the collection's model (``embed.json`` records its
-fingerprint). Each row becomes an item keyed by the folder, its shard (keys of
-img2dataset shards are unique only within one) and its key; its content hash
+fingerprint). Each row becomes an item keyed by the folder, its shard's path
+(keys of img2dataset shards are unique only within one) and its key; its content hash
 is that of its vector and metadata, so a re-run skips unchanged rows and
 updates changed ones, as a folder ingest does. The parts are read a batch at
 a time, so memory does not grow with the folder.
@@ -42,6 +42,7 @@ def ingest_embeddings(col: Collection, folder: Path, report: object, delete_miss
     modality, source = info["modality"], str(folder)
     known, indexed = col.catalog.hashes(source), col.catalog.keys(source)
     seen: set[str] = set()
+    legacy: set[str] = set()
     pending: list[ItemRow] = []
 
     def flush() -> None:
@@ -60,8 +61,10 @@ def ingest_embeddings(col: Collection, folder: Path, report: object, delete_miss
         for row, vector in zip(rows, vectors):
             item_path = row.get("source") or ""
             in_shard = item_path.endswith((".tar", ".parquet"))
-            key = f"{source}#{Path(item_path).name}#{row['key']}" if in_shard else f"{source}#{row['key']}"
+            key = f"{source}#{item_path}#{row['key']}" if in_shard else f"{source}#{row['key']}"
             seen.add(key)
+            if in_shard and f"{source}#{row['key']}" in indexed:  # keyed without its shard before
+                legacy.add(f"{source}#{row['key']}")
             digest = hashlib.blake2b(vector.tobytes() + json.dumps(
                 [row.get("label"), row.get("text"), item_path]).encode(), digest_size=16).hexdigest()
             if known.get(key) == digest:
@@ -77,6 +80,10 @@ def ingest_embeddings(col: Collection, folder: Path, report: object, delete_miss
     bar.close()
     if pending:
         flush()
+    if legacy:  # the same rows now stand under keys that name their shard
+        col.delete(sorted(legacy))
+        for key in legacy:
+            known.pop(key, None)
     if delete_missing:
         gone = [k for k in known if k not in seen]
         if gone:

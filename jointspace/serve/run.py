@@ -81,8 +81,9 @@ def serve(collection: str | Path | Collection, host: str = "127.0.0.1", port: in
         app = create_app(collection, api_key=api_key, **kwargs)
         uvicorn.run(app, host=host, port=port, log_level="warning")
         return
-    if isinstance(collection, Collection):
-        collection = collection.path  # each worker opens its own
+    if isinstance(collection, Collection):  # its model and device would not reach the workers
+        raise JointspaceError("with workers > 1 pass the collection's folder: each worker opens "
+                              "it (and the model it names) itself")
     Collection.open(collection)  # a wrong folder fails here, once, not in every worker
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     os.environ[SETTINGS_ENV] = json.dumps({"collection": str(collection), "threads": threads, **kwargs})

@@ -236,6 +236,24 @@ def test_a_missing_shard_does_not_stop_the_slot_that_owns_it(shapes_dir, tmp_pat
         next(iter(stream))  # an endless stream of nothing would spin forever
 
 
+def test_a_share_that_is_all_bad_is_not_the_end_with_fewer_shards_than_readers(shapes_dir, tmp_path):
+    """One shard of 4 samples, 4 readers, one sample bad: the reader whose share it is
+    gets a share of other samples the next epoch; no reader stops."""
+    png = (shapes_dir / "images" / "train" / "train-000000.png").read_bytes()
+    _tar(tmp_path / "00000.tar", [(f"k{i}.{ext}", png if ext == "png" else
+                                   (b"x" * 2000 if i == 2 else b"a red circle"))
+                                  for i in range(4) for ext in ("png", "txt")])
+    seen = collections.Counter()
+    for rank in range(4):
+        stream = ShardStream([str(tmp_path / "00000.tar")], ["image", "text"], rank=rank,
+                             world_size=4, epochs=4)
+        seen.update(item["sample"].key for item in stream)  # raises if a reader gives up
+    assert seen == {"k0": 4, "k1": 4, "k3": 4}  # each epoch the readers share the samples out
+    _tar(tmp_path / "bad.tar", [(f"b{i}.png", png[:40]) for i in range(3)])
+    with pytest.raises(DataError, match="none of the 1 shard"):
+        next(iter(ShardStream([str(tmp_path / "bad.tar")], ["image"], rank=1, world_size=4)))
+
+
 def test_an_uneven_split_is_warned_about(exported):
     stream = ShardStream(list_shards(f"{exported}/webdataset/{{00000..00002}}.tar"), ["image", "text"],
                          world_size=2, epochs=1)

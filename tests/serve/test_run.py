@@ -32,7 +32,14 @@ def test_workers_get_their_settings_from_the_environment(col_dir, monkeypatch):
                         "max_k": 5}
     assert "k" not in settings.values()  # the key travels as JOINTSPACE_API_KEY only
 
-    client = TestClient(app_from_environment())  # what each spawned worker builds
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        client = TestClient(app_from_environment())  # what each spawned worker builds
+        assert torch.get_num_threads() == settings["threads"]  # the worker's share of the cores
+    finally:
+        torch.set_num_threads(threads)
     assert client.post("/search", json={"text": "a red circle"}).status_code == 401
     key = {"X-API-Key": "k"}
     assert client.post("/search", json={"text": "a red circle", "k": 6}, headers=key).status_code == 422
@@ -51,6 +58,8 @@ def test_bad_settings_fail_before_any_worker_starts(col_dir, tmp_path, monkeypat
         serve(col_dir, threads=0)
     with pytest.raises(JointspaceError, match="not a collection"):
         serve(tmp_path, workers=2)
+    with pytest.raises(JointspaceError, match="pass the collection's folder"):
+        serve(Collection.open(col_dir), workers=2)  # its model and device would not reach them
     monkeypatch.delenv(SETTINGS_ENV, raising=False)
     with pytest.raises(JointspaceError, match="--workers"):
         app_from_environment()
