@@ -86,11 +86,20 @@ def serve(collection: str | Path | Collection, host: str = "127.0.0.1", port: in
                               "it (and the model it names) itself")
     Collection.open(collection)  # a wrong folder fails here, once, not in every worker
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
-    os.environ[SETTINGS_ENV] = json.dumps({"collection": str(collection), "threads": threads, **kwargs})
+    handed = {SETTINGS_ENV: json.dumps({"collection": str(collection), "threads": threads, **kwargs})}
     if api_key:
-        os.environ["JOINTSPACE_API_KEY"] = api_key  # the workers' environment; never on a command line
-    uvicorn.run("jointspace.serve.run:app_from_environment", factory=True, workers=workers,
-                host=host, port=port, log_level="warning")
+        handed["JOINTSPACE_API_KEY"] = api_key  # the workers' environment; never on a command line
+    before = {name: os.environ.get(name) for name in handed}
+    os.environ.update(handed)
+    try:
+        uvicorn.run("jointspace.serve.run:app_from_environment", factory=True, workers=workers,
+                    host=host, port=port, log_level="warning")
+    finally:  # a notebook that served keeps the environment it had
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 __all__ = ["app_from_environment", "serve"]

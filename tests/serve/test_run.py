@@ -20,14 +20,19 @@ from jointspace.serve.run import SETTINGS_ENV, app_from_environment
 def test_workers_get_their_settings_from_the_environment(col_dir, monkeypatch):
     import uvicorn
 
-    for name in (SETTINGS_ENV, "JOINTSPACE_API_KEY"):  # restored after the test
-        monkeypatch.setenv(name, "")
+    monkeypatch.delenv(SETTINGS_ENV, raising=False)
+    monkeypatch.setenv("JOINTSPACE_API_KEY", "the caller's own")
     ran = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: ran.update(app=app, **kw))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: ran.update(app=app, env=dict(os.environ), **kw))
     serve(col_dir, workers=2, api_key="k", max_k=5, port=8124)
     assert ran["app"] == "jointspace.serve.run:app_from_environment"
     assert ran["factory"] is True and ran["workers"] == 2 and ran["port"] == 8124
-    settings = json.loads(os.environ[SETTINGS_ENV])
+    # the workers' environment held the settings; the caller's is as it was
+    assert SETTINGS_ENV not in os.environ and os.environ["JOINTSPACE_API_KEY"] == "the caller's own"
+    settings = json.loads(ran["env"][SETTINGS_ENV])
+    assert ran["env"]["JOINTSPACE_API_KEY"] == "k"
+    monkeypatch.setenv(SETTINGS_ENV, ran["env"][SETTINGS_ENV])  # as a spawned worker sees it
+    monkeypatch.setenv("JOINTSPACE_API_KEY", "k")
     assert settings == {"collection": str(col_dir), "threads": max(1, (os.cpu_count() or 1) // 2),
                         "max_k": 5}
     assert "k" not in settings.values()  # the key travels as JOINTSPACE_API_KEY only
