@@ -151,8 +151,7 @@ class ShardStream(IterableDataset):
         self.quarantine_dir = Path(quarantine_dir) if quarantine_dir else None
         self.quarantine_prefix = quarantine_prefix
         self._reported: set[tuple[str, str]] = set()  # (shard, key) quarantined by this process
-        self._read: set[str] = set()  # shards this slot has read …
-        self._fruitful: set[str] = set()  # … and those that gave it a valid sample
+        self._read: set[str] = set()  # shards this slot has read
 
     # -- which shards and samples a slot reads -----------------------------------
     def slot(self) -> tuple[int, int]:
@@ -196,6 +195,7 @@ class ShardStream(IterableDataset):
         epoch, first_block, first_index = self.start.get(slot, (0, 0, 0))
         partial = slot in self.start  # a resumed epoch may rightly have nothing left
         barren = 0  # whole epochs in a row with no valid sample
+        found_any = False
         while self.epochs is None or epoch < self.epochs:
             counter = [0]  # the epoch's running sample count (for the fewer-shards split)
             yielded = 0
@@ -215,12 +215,12 @@ class ShardStream(IterableDataset):
                         continue
                     item[POSITION_KEY] = (slot, epoch, b, i + 1)
                     yielded += 1
-                    self._fruitful.add(sample.shard)
+                    found_any = True
                     yield item
                 first_index = 0
             barren = 0 if yielded or partial else barren + 1
             shares = slots if len(self.shards) < slots else 1  # epochs to meet every sample
-            if barren >= shares and not self._fruitful and self._read >= set(self.shards):
+            if barren >= shares and not found_any and self._read >= set(self.shards):
                 # every sample met and none was valid: an endless stream would spin
                 raise DataError(f"none of the {len(self.shards)} shard(s) gave slot {slot} a valid "
                                 f"sample; see the {self.quarantine_prefix} files")
@@ -231,11 +231,6 @@ class ShardStream(IterableDataset):
         if self.towers is None:
             return {"sample": sample}
         return {f: self.towers[modality_of(f)].preprocess_one(v) for f, v in sample.fields.items()}
-
-    def reported(self) -> tuple[int, int]:
-        """``(bad samples, unreadable shards)`` this process has quarantined so far."""
-        shards = sum(key == "*" for _, key in self._reported)
-        return len(self._reported) - shards, shards
 
     def _quarantine(self, slot: int, shard: str, key: str, reason: str) -> None:
         if (shard, key) in self._reported:  # met again in a later epoch

@@ -20,7 +20,7 @@ from ..config import RunConfig, modality_of
 from ..data.manifest import Manifest, Record
 from ..data.pairs import PairDataset
 from ..data.shards import ShardError, list_shards, read_shard
-from ..data.stream import ShardStream, collate_stream
+from ..data.stream import ShardStream, collate_stream, stream_summary
 from ..errors import ConfigError, DataError
 from ..model import JointModel
 from ..progress import logger
@@ -88,7 +88,7 @@ def read_all(spec: str | Path, fields: list[str], run: RunConfig, out: Path) -> 
     for i, item in enumerate(stream):
         sample = item["sample"]
         records.append(Record(sample.key, i + 1, sample.fields, sample.label, sample.group))
-    bad, skipped = stream.reported()
+    bad, skipped = stream_summary(out, VAL_QUARANTINE)
     if bad or skipped:
         logger.warning("%s: %d valid sample(s); %d bad sample(s) and %d unreadable shard(s) "
                        "quarantined to %s/%s-0.jsonl", spec, len(records), bad, skipped, out,
