@@ -21,7 +21,7 @@ from typing import Mapping
 from ..errors import DataError
 from ..progress import logger, progress
 from .manifest import manifest_columns, read_manifest
-from .shards import MODALITY_KEYS, SHARD_SUFFIXES, ShardWriter
+from .shards import MODALITY_KEYS, ShardWriter
 
 EXPORT_MODALITIES = ("image", "audio", "text")
 
@@ -43,10 +43,6 @@ def export_manifest(manifest: str | Path, out: str | Path, *, format: str = "web
         raise DataError(f"manifest {manifest} has no image, audio or text column")
     data = read_manifest(manifest, required=(present[0],), optional=tuple(present[1:]),
                          check_files=False, columns=columns)
-    old = sorted(p.name for p in out.glob("*") if p.suffix in SHARD_SUFFIXES) if out.is_dir() else []
-    if old:
-        raise DataError(f"{out} already holds shards ({', '.join(old[:3])}{' …' if len(old) > 3 else ''}): "
-                        "export into an empty folder, or delete them first")
     writer = ShardWriter(out, format, shard_size)
     skipped = [(b.line, b.reason) for b in data.bad_rows]
     count = 0

@@ -256,6 +256,13 @@ class ShardWriter:
         if self.shard_size < 1:
             raise DataError(f"shard size must be at least 1, got {self.shard_size}")
         self.out = Path(self.out)
+        # numbering starts at 00000: shards already there would be read along with the new
+        old = sorted(p.name for p in self.out.glob("*") if p.suffix in SHARD_SUFFIXES) \
+            if self.out.is_dir() else []
+        if old:
+            raise DataError(f"{self.out} already holds shards ({', '.join(old[:3])}"
+                            f"{' …' if len(old) > 3 else ''}): write into an empty folder, or "
+                            "delete them first")
         self.out.mkdir(parents=True, exist_ok=True)
 
     def add(self, key: str, items: dict[str, tuple[str, bytes | str]], meta: dict[str, Any]) -> None:

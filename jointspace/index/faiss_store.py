@@ -63,7 +63,7 @@ class FaissStore:
         self.regrow, self.seed = float(regrow), int(seed)
         self.watermark, self.trained_on = 0, 0
         self._ivf_of: tuple[Any, Any] | None = None  # (index, its IVF view): downcast once
-        self._params: dict[int, Any] = {}  # the default nprobe's unfiltered search parameters
+        self._default_params: Any = None  # unfiltered search parameters at the default nprobe
         faiss = _faiss()
         loaded = load_committed(self.folder, POINTER, lambda state: (
             faiss.read_index(str(self.folder / state["file"])), int(state["watermark"]),
@@ -114,8 +114,9 @@ class FaissStore:
         if self._ivf() is not None:
             probes = int(nprobe or self.nprobe)
             if sel is None and probes == self.nprobe:  # read-only in a search: made once
-                params = self._params.get(probes) or self._params.setdefault(
-                    probes, faiss.SearchParametersIVF(nprobe=probes))
+                if self._default_params is None:
+                    self._default_params = faiss.SearchParametersIVF(nprobe=probes)
+                params = self._default_params
             else:  # a caller's own nprobe is not cached (any value would stay for good)
                 params = faiss.SearchParametersIVF(sel=sel, nprobe=probes)
         else:
