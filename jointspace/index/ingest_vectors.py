@@ -61,10 +61,11 @@ def ingest_embeddings(col: Collection, folder: Path, report: object, delete_miss
         for row, vector in zip(rows, vectors):
             item_path = row.get("source") or ""
             in_shard = item_path.endswith((".tar", ".parquet"))
-            key = f"{source}#{item_path}#{row['key']}" if in_shard else f"{source}#{row['key']}"
+            plain = f"{source}#{row['key']}"
+            key = f"{source}#{item_path}#{row['key']}" if in_shard else plain
             seen.add(key)
-            if in_shard and f"{source}#{row['key']}" in indexed:  # keyed without its shard before
-                legacy.add(f"{source}#{row['key']}")
+            if in_shard and plain in indexed:  # keyed without its shard before
+                legacy.add(plain)
             digest = hashlib.blake2b(vector.tobytes() + json.dumps(
                 [row.get("label"), row.get("text"), item_path]).encode(), digest_size=16).hexdigest()
             if known.get(key) == digest:
