@@ -7,11 +7,13 @@ Listing a source opens no shard, so a run over thousands of them starts at once.
 - **WebDataset** (img2dataset's ``--output_format webdataset``): consecutive tar
   members sharing a key form a sample — ``KEY.jpg|jpeg|png|webp`` (image),
   ``KEY.txt`` (text), ``KEY.wav|flac|ogg`` (audio), ``KEY.json`` (metadata:
-  ``label``, ``group`` and anything else).
+  ``label``, ``group`` and anything else). The key is the member path up to the
+  first dot of its basename, folders included (``a/0001.jpg`` → ``a/0001``).
 - **Parquet** (img2dataset's ``--output_format parquet``): one row per sample —
   the image as bytes (a ``jpg``/``png``/``webp``/``image`` column, raw or a
-  ``{"bytes": …}`` struct) or a path, ``caption``/``text``, ``key``, ``wav``/``audio``
-  bytes, ``label``, ``group``; other columns are metadata.
+  ``{"bytes": …}`` struct) or a path (relative to the shard's folder),
+  ``caption``/``text``, ``key``, ``wav``/``audio`` bytes or path, ``label``,
+  ``group``; other columns are metadata.
 
 Samples come out *raw* (:class:`RawSample`: bytes and strings); decoding and
 checking them is :mod:`jointspace.data.stream`'s job.
@@ -124,6 +126,20 @@ def _kind(ext: str) -> str | None:
     return None
 
 
+def sample_key(member: str) -> tuple[str, str]:
+    """A tar member's ``(key, extension)`` by WebDataset's convention: the key is the
+    member path up to the first dot of its basename, folders included, so ``a/0001.jpg``
+    and ``b/0001.jpg`` are the samples ``a/0001`` and ``b/0001``. A leading ``./`` is
+    dropped; a hidden file (basename starting with a dot) gives the key ``""``."""
+    while member.startswith("./"):
+        member = member[2:]
+    folder, _, name = member.rpartition("/")
+    stem, _, ext = name.partition(".")
+    if not stem:
+        return "", ext
+    return (f"{folder}/{stem}" if folder else stem), ext
+
+
 def _read_tar(path: str) -> Iterator[RawSample]:
     try:
         archive = tarfile.open(path, "r|*")  # streaming: members in order, nothing held back
@@ -135,9 +151,8 @@ def _read_tar(path: str) -> Iterator[RawSample]:
         for member in archive:
             if not member.isfile():
                 continue
-            name = member.name.rsplit("/", 1)[-1]
-            key, _, ext = name.partition(".")
-            if not key or name.startswith("."):
+            key, ext = sample_key(member.name)
+            if not key:
                 continue
             if sample is None or key != sample.key:
                 if sample is not None:
@@ -215,6 +230,7 @@ def _read_parquet(path: str) -> Iterator[RawSample]:
     columns = {m: next((c for c in keys if c in names), None) for m, keys in MODALITY_KEYS.items()}
     key_col = next((c for c in ("key", "id") if c in names), None)
     used = {c for c in columns.values() if c} | {key_col, "label", "group"}
+    base = Path(path).parent
     index = 0
     try:
         for batch in file.iter_batches(batch_size=256):
@@ -228,8 +244,13 @@ def _read_parquet(path: str) -> Iterator[RawSample]:
                     value = row.get(column) if column else None
                     if isinstance(value, dict):  # the {"bytes", "path"} struct of HF datasets
                         value = value.get("bytes") or value.get("path")
-                    if value is not None and value != "":
-                        sample.items[modality] = value
+                    if value is None or value == "":
+                        continue
+                    if modality != "text" and isinstance(value, str):
+                        # a path, relative to the shard's folder (as a manifest's paths are
+                        # to the manifest's), not to the working directory
+                        value = str(base / value)
+                    sample.items[modality] = value
                 yield sample
                 index += 1
     except Exception as e:
@@ -317,5 +338,5 @@ def sample_count(shards: Sequence[str]) -> int | None:
     return sum(pq.ParquetFile(s).metadata.num_rows for s in shards if Path(s).is_file())
 
 
-__all__ = ["RawSample", "ShardError", "ShardWriter", "is_shard_source", "list_shards", "read_shard",
+__all__ = ["RawSample", "ShardError", "ShardWriter", "is_shard_source", "list_shards", "read_shard", "sample_key",
            "sample_count"]

@@ -6,6 +6,7 @@ import io
 import json
 import shutil
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -328,3 +329,55 @@ def test_export_keeps_clashing_ids_and_unknown_extensions_and_refuses_a_used_fol
     assert len(set(got.values())) == 3 and not (tmp_path / "q").exists()
     with pytest.raises(DataError, match="already holds shards"):
         export_manifest(folder / "m.csv", tmp_path / "out", format=fmt)
+
+
+def test_tar_keys_keep_the_member_folder_as_webdataset_does(tmp_path):
+    """``a/0001.png`` and ``b/0001.png`` are two samples, ``a/0001`` and ``b/0001`` (issue 18)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(buf, format="PNG")
+    png = buf.getvalue()
+    _tar(tmp_path / "00000.tar", [("a/0001.png", png), ("a/0001.txt", b"a red square"),
+                                  ("b/0001.png", png), ("b/0001.txt", b"another red square"),
+                                  ("./c/d/0002.png", png), ("./c/d/0002.txt", b"third"),
+                                  ("b/.hidden.txt", b"skipped")])
+    samples = list(read_shard(str(tmp_path / "00000.tar")))
+    assert [(s.key, s.items["text"]) for s in samples] == [
+        ("a/0001", "a red square"), ("b/0001", "another red square"), ("c/d/0002", "third")]
+    assert all(s.items["image"] == png and s.problem is None for s in samples)
+    stream = ShardStream(list_shards(str(tmp_path / "00000.tar")), ["image", "text"], epochs=1,
+                         quarantine_dir=tmp_path / "q")
+    assert sorted(item["sample"].key for item in stream) == ["a/0001", "b/0001", "c/d/0002"]
+    assert not (tmp_path / "q").exists()
+
+
+def test_parquet_paths_resolve_against_the_shard_folder_not_the_cwd(tmp_path, monkeypatch):
+    """A relative path in a Parquet shard's image column is relative to the shard's folder,
+    as a manifest's paths are relative to the manifest's (issue 18)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    shards = tmp_path / "data" / "shards"
+    (shards / "img").mkdir(parents=True)
+    Image.new("RGB", (8, 8), (10, 200, 10)).save(shards / "img" / "g.png")
+    pq.write_table(pa.table({"key": ["g", "gone"], "image": ["img/g.png", "img/missing.png"],
+                             "caption": ["a green square", "nothing"]}),
+                   shards / "00000.parquet")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    samples = list(read_shard(str(shards / "00000.parquet")))
+    assert samples[0].items["image"] == str(shards / "img" / "g.png")
+    assert samples[0].items["text"] == "a green square"  # text is never taken for a path
+    stream = ShardStream(list_shards(str(shards)), ["image", "text"], epochs=1,
+                         quarantine_dir=tmp_path / "q")
+    got = [item["sample"] for item in stream]
+    assert [s.key for s in got] == ["g"] and got[0].fields["image"].size == (8, 8)
+    bad = [json.loads(l) for l in (tmp_path / "q" / "quarantine-stream-0.jsonl").read_text().splitlines()]
+    assert [b["key"] for b in bad] == ["gone"]
+    assert str(shards / "img" / "missing.png") in bad[0]["reason"]  # names where it looked
+    # a shard named by a relative path: its paths are relative to that path's folder
+    monkeypatch.chdir(tmp_path / "data")
+    assert next(read_shard("shards/00000.parquet")).items["image"] == str(Path("shards/img/g.png"))
