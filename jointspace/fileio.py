@@ -1,26 +1,59 @@
 """Atomic file writes: a kill at any moment leaves the old file or the new one, never half.
 
-:func:`kill_point` marks the moments the crash tests kill a process at."""
+Each write goes to a temporary sibling with a name of its own
+(``.NAME.<pid>.<random>.tmp``), so two processes writing the same file never
+share a temporary file: the last rename wins and the file holds one writer's
+bytes whole. :func:`kill_point` marks the moments the crash tests kill a process at."""
 from __future__ import annotations
 
 import json
 import os
+import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
+
+TMP_SUFFIX = ".tmp"  # run folders and stores sweep ``.*.tmp`` left by a killed write
+
+
+def _open_unique_tmp(path: Path) -> tuple[Path, BinaryIO]:
+    """A new, empty temporary sibling of ``path`` opened for writing (created exclusively,
+    with the umask's usual permissions, unlike ``tempfile.mkstemp``'s 0600)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileExistsError:  # pragma: no cover - 32 random bits collided
+            continue
+        return tmp, os.fdopen(fd, "wb")
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+    """Call ``write(f)`` on a unique temporary sibling of ``path``, flush it to disk, then
+    rename it over ``path``; on any failure the temporary file is removed and ``path``
+    is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp, f = _open_unique_tmp(path)
+    try:
+        with f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+    fsync_dir(path.parent)
+    return path
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to a temporary sibling, flush it to disk, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-    return path
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -39,6 +39,7 @@ retrieval with the held-out-word captions.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 from dataclasses import asdict, dataclass
@@ -46,6 +47,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from ..fileio import atomic_write_text
 from ..progress import progress
 
 KINDS = ("circle", "square", "triangle", "diamond", "star", "hexagon")
@@ -318,10 +320,8 @@ def write_shapes(out_dir: str | Path, spec: ShapesSpec = ShapesSpec()) -> dict[s
 
 
 def _write_manifest(manifest: Path, header: list[str], rows: list[list[str]]) -> Path:
-    tmp = manifest.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
-    tmp.replace(manifest)
-    return manifest
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return atomic_write_text(manifest, text.getvalue())

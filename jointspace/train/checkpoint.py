@@ -1,7 +1,6 @@
 """Atomic training checkpoints: write to a temporary file, then rename."""
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import JointspaceError
-from ..fileio import fsync_dir
+from ..fileio import atomic_write
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -28,15 +27,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Save ``state`` so that a kill at any moment leaves the previous file intact."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-    return path
+    return atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
