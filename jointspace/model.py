@@ -27,7 +27,7 @@ from .towers import Tower, build_tower
 #: a batch key ``"text#features"`` carries precomputed backbone features of field ``text``
 FEATURES_SUFFIX = "#features"
 
-__all__ = ["FEATURES_SUFFIX", "JointModel", "load", "build_pair_objectives", "build_training_objective",
+__all__ = ["FEATURES_SUFFIX", "JointModel", "as_items", "load", "build_pair_objectives", "build_training_objective",
            "resolve_device", "CONFIG_FILE", "WEIGHTS_FILE"]
 
 
@@ -48,6 +48,22 @@ def build_pair_objectives(config: ModelConfig) -> dict[str, Objective]:
 def build_training_objective(config: ModelConfig) -> Objective:
     """The objective of the model's first pair (for single-pair code and benchmarks)."""
     return _objective(config, config.resolved_pairs()[0])
+
+
+def as_items(items: Any) -> list[Any]:
+    """``items`` as a list of items, one item given alone becoming a list of one: a
+    string or path (never its characters), bytes, a PIL image, or a 1-D array of numbers
+    (one audio clip's samples); anything else is iterated (a list, a generator …)."""
+    if isinstance(items, (str, bytes, os.PathLike, Image.Image)):
+        return [items]
+    if isinstance(items, (np.ndarray, torch.Tensor)) and items.ndim <= 1 \
+            and (isinstance(items, torch.Tensor) or items.dtype.kind in "biuf"):
+        return [items]
+    try:
+        return list(items)
+    except TypeError:
+        raise JointspaceError(f"expected an item or a sequence of items, got "
+                              f"{type(items).__name__}") from None
 
 
 class JointModel(nn.Module):
@@ -144,9 +160,12 @@ class JointModel(nn.Module):
 
     # -- inference -------------------------------------------------------------
     @torch.no_grad()
-    def encode(self, modality: str, items: Sequence[Any], *, batch_size: int = 256,
+    def encode(self, modality: str, items: Sequence[Any] | Any, *, batch_size: int = 256,
                dim: int | None = None, show_progress: bool = False) -> np.ndarray:
         """Embed raw items of one modality → float32 ``[N, dim]`` unit vectors.
+
+        One item given alone (a string, a path, a PIL image, one clip's samples) is one
+        item: ``encode("text", "red")`` is ``[1, dim]``, as ``encode("text", ["red"])``.
 
         ``dim`` returns the renormalised prefix of that size (one of the
         model's ``matryoshka_dims``, or the full ``embed_dim``);
@@ -156,6 +175,7 @@ class JointModel(nn.Module):
         """
         tower = self.tower(modality)
         dim = self._check_dim(dim)
+        items = as_items(items)
         keys = [tower.sort_key(item) for item in items]
         order = (sorted(range(len(items)), key=keys.__getitem__)
                  if items and None not in keys else list(range(len(items))))
@@ -183,21 +203,15 @@ class JointModel(nn.Module):
 
     def encode_text(self, texts: Sequence[str] | str, **kwargs: Any) -> np.ndarray:
         """Embed strings (one, or a sequence); see :meth:`encode`."""
-        if isinstance(texts, str):
-            texts = [texts]
-        return self.encode("text", list(texts), **kwargs)
+        return self.encode("text", texts, **kwargs)
 
     def encode_image(self, images: Any, **kwargs: Any) -> np.ndarray:
         """Embed image paths or PIL images (one, or a sequence); see :meth:`encode`."""
-        if isinstance(images, (str, os.PathLike, Image.Image)):
-            images = [images]  # one path or one PIL image, as encode_text takes one string
-        return self.encode("image", list(images), **kwargs)
+        return self.encode("image", images, **kwargs)
 
     def encode_audio(self, clips: Any, **kwargs: Any) -> np.ndarray:
-        """Embed audio files (one, or a sequence); see :meth:`encode`."""
-        if isinstance(clips, (str, os.PathLike)):
-            clips = [clips]
-        return self.encode("audio", list(clips), **kwargs)
+        """Embed audio files or mono sample arrays (one, or a sequence); see :meth:`encode`."""
+        return self.encode("audio", clips, **kwargs)
 
     def _check_dim(self, dim: int | None) -> int:
         full = self.config.embed_dim

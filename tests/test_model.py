@@ -175,3 +175,30 @@ def test_a_folder_in_the_old_layout_loads(trained_model_dir, tmp_path):
     model, reference = jointspace.load(old), jointspace.load(trained_model_dir)
     np.testing.assert_array_equal(model.encode_text("a red circle"), reference.encode_text("a red circle"))
     assert model.logit_scale.item() == reference.logit_scale.item()
+
+
+def test_encode_takes_one_item_alone_as_one_item(trained_model_dir, tmp_path, monkeypatch):
+    """``encode("text", "red")`` is one text, not three characters, and
+    ``encode("image", "a.png")`` is one image, not a file named ``a`` (issue 18)."""
+    from pathlib import Path
+    from jointspace.model import as_items
+
+    model = jointspace.load(trained_model_dir)
+    one = model.encode("text", "red")
+    assert one.shape == (1, 32)
+    np.testing.assert_array_equal(one, model.encode("text", ["red"]))
+    np.testing.assert_array_equal(model.encode_text("red"), one)
+    Image.new("RGB", (20, 12), (200, 30, 30)).save(tmp_path / "a.png")
+    monkeypatch.chdir(tmp_path)
+    image = model.encode("image", "a.png")
+    assert image.shape == (1, 32)
+    np.testing.assert_array_equal(image, model.encode("image", ["a.png"]))
+    np.testing.assert_array_equal(model.encode("image", Path("a.png")), image)
+    np.testing.assert_allclose(model.encode("image", Image.open("a.png")), image, atol=1e-6)
+    assert model.encode("text", ("red", "blue")).shape == (2, 32)  # a sequence stays many
+    # one clip's samples is one clip; a batch of clips, or a list of them, is many
+    clip = np.zeros(160, np.float32)
+    assert len(as_items(clip)) == 1 and len(as_items(torch.zeros(160))) == 1
+    assert len(as_items(np.zeros((3, 160), np.float32))) == 3 and len(as_items([clip, clip])) == 2
+    with pytest.raises(JointspaceError, match="expected an item or a sequence of items, got int"):
+        model.encode("text", 5)

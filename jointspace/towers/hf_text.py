@@ -309,17 +309,18 @@ class HFTextTower(Tower):
         return clone
 
     @torch.inference_mode()
-    def encode_features(self, texts: Sequence[str], batch_size: int = 64,
+    def encode_features(self, texts: Sequence[str] | str, batch_size: int = 64,
                         normalize: bool = True) -> torch.Tensor:
         """Pooled features of ``texts`` → float32 ``[N, hidden]`` (L2-normalised unless
         ``normalize=False``), as sentence-transformers' ``encode`` gives them for this folder.
+        One string alone is one text (``[1, hidden]``), never its characters.
 
         Tokenises all texts in one batch call of the Rust tokenizer, embeds them in batches
         of similar token length (least padding) in eval mode under ``torch.inference_mode``
         with the tower's precision options, and returns them in the order given.
         """
         self._check_ready()
-        texts = list(texts)
+        texts = [texts] if isinstance(texts, str) else list(texts)
         for t in texts:
             if not isinstance(t, str):
                 raise DataError(f"expected a string, got {type(t).__name__}")

