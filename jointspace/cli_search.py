@@ -105,10 +105,13 @@ def parse_where(specs: list[str]) -> dict[str, list[str]] | None:
 
 
 def print_hits(hits: list, as_json: bool) -> None:
+    """One hit a line (``0 results`` when there are none), or as a JSON list."""
     if as_json:
         print(json.dumps([{"rank": h.rank, "score": round(h.score, 4), **h.item} for h in hits],
                          indent=2))
         return
+    if not hits:
+        print("0 results")
     for h in hits:
         desc = h.item.get("text") or h.item.get("label") or ""
         print(f"  {h.rank:>2}. {h.score:.3f}  {h.item.get('path') or h.item.get('key')}  {desc}")

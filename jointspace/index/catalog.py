@@ -25,6 +25,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from ..errors import JointspaceError
+from .filters import UnknownFilterError, where_sql
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -50,7 +51,6 @@ CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value INTEGER NOT NULL)
 INSERT OR IGNORE INTO state VALUES ('seq', 0);
 """
 COLUMNS = ("id", "key", "source", "modality", "path", "content_hash", "text", "label", "meta")
-FILTER_COLUMNS = ("key", "source", "modality", "path", "label", "text")
 
 
 @dataclass
@@ -233,26 +233,28 @@ class Catalog:
         gone += [r[0] for r in self.db.execute("SELECT id FROM deleted WHERE seq > ?", (since,))]
         return ids, vectors, np.asarray(gone, dtype=np.int64)
 
+    def meta_keys(self) -> list[str]:
+        """Every metadata key some item has, sorted (reads every item: for error messages)."""
+        return [r[0] for r in self.db.execute(
+            "SELECT DISTINCT j.key FROM items, json_each(items.meta) AS j ORDER BY 1")]
+
+    def _has_meta_key(self, name: str) -> bool:
+        return self.db.execute("SELECT 1 FROM items WHERE json_type(meta, ?) IS NOT NULL LIMIT 1",
+                               (f"$.{name}",)).fetchone() is not None
+
     def filter_ids(self, where: Mapping[str, Any]) -> np.ndarray:
-        """Ids of the items matching every condition: ``{column or meta key: value or [values]}``."""
-        clauses, args = [], []
-        for name, value in where.items():
-            # compared as text: a CLI or CSV "7" and a JSON 7 are the same value
-            if name in FILTER_COLUMNS:
-                column = name
-            elif isinstance(name, str) and name.replace("_", "").isalnum():
-                column = "CAST(json_extract(meta, ?) AS TEXT)"
-                args.append(f"$.{name}")
-            else:
-                raise JointspaceError(f"cannot filter on {name!r}: use one of {FILTER_COLUMNS} "
-                                      "or a metadata key (letters, digits, underscores)")
-            values = list(value) if isinstance(value, (list, tuple, set)) else [value]
-            if not values or not all(isinstance(v, (str, int, float, bool)) for v in values):
-                raise JointspaceError(f"filter {name!r} needs a string or number, or a list of them")
-            clauses.append(f"{column} IN ({','.join('?' * len(values))})")
-            args += [str(int(v)) if isinstance(v, bool) else str(v) for v in values]
-        sql = "SELECT id FROM items" + (" WHERE " + " AND ".join(clauses) if clauses else "")
-        return np.fromiter((r[0] for r in self.db.execute(sql, args)), dtype=np.int64)
+        """Ids of the items matching every condition: ``{column or meta key: value or [values]}``.
+
+        A metadata key that no item has raises :class:`UnknownFilterError` (a typo would
+        otherwise read as "no matches"); it is looked for only when nothing matched."""
+        sql, args, keys = where_sql(where, self.meta_keys)
+        ids = np.fromiter((r[0] for r in self.db.execute(sql, args)), dtype=np.int64)
+        if not len(ids) and keys:  # a match has every key, so only an empty answer can hide one
+            unknown = [name for name in keys if not self._has_meta_key(name)]
+            if unknown:
+                problem = "no item has this field" if len(unknown) == 1 else "no item has these fields"
+                raise UnknownFilterError(unknown, problem, self.meta_keys())
+        return ids
 
     def quarantined(self, source: str | None = None) -> list[Quarantined]:
         sql, args = "SELECT * FROM quarantine", ()
@@ -357,4 +359,4 @@ def _chunks(values: list[Any], size: int) -> Iterator[list[Any]]:
         yield values[start:start + size]
 
 
-__all__ = ["Catalog", "ItemRow", "Quarantined"]
+__all__ = ["Catalog", "ItemRow", "Quarantined", "UnknownFilterError"]

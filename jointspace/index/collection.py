@@ -325,7 +325,8 @@ class Collection:
                where: Mapping[str, Any] | None = None, target: str | None = None,
                calibrate: bool = True, nprobe: int | None = None) -> list[Hit]:
         """Search by any mix of text, image, audio and vectors (each weight 1), plus
-        weighted ``terms``; ``where`` filters on item fields or metadata keys; results
+        weighted ``terms``; ``where`` filters on item fields or metadata keys (one no item
+        has raises :class:`~jointspace.index.filters.UnknownFilterError`); results
         ``offset`` … ``offset + k`` of the ranking; ``target`` is the indexed modality
         searched (default: the first). See :mod:`jointspace.index.query` for scoring."""
         plain = [Term(m, v) for m, v in (("text", text), ("image", image), ("audio", audio),
@@ -338,10 +339,10 @@ class Collection:
         vectors = self.encode_terms(terms)
         cal = self.calibration(target) if calibrate and len(terms) > 1 else None
         query, shift = compose(vectors, [t.weight for t in terms], cal)
+        allowed = None if where is None else self.catalog.filter_ids(where)  # unknown field: error
         want = min(offset + k, store.count())  # never deeper than the store: a huge offset
         if offset >= want:                     # must not allocate its size
             return []
-        allowed = None if where is None else self.catalog.filter_ids(where)
         if allowed is not None and (len(allowed) <= EXACT_FILTER_MAX or getattr(store, "kind", "") == "flat"):
             ids, vecs = self.catalog.vectors(target, allowed, self.dim)
             scores = vecs @ query

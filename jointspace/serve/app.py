@@ -36,7 +36,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import ValidationError
 
 from ..errors import JointspaceError
-from ..index import Collection, Term
+from ..index import Collection, Term, UnknownFilterError
 from .files import Files
 from .guards import BodyLimit, KeyCheck
 from .schemas import ERRORS, Health, ItemOut, SearchIn, SearchOut
@@ -46,6 +46,7 @@ PAGE = Path(__file__).with_name("static") / "index.html"
 PUBLIC = ("/", "/healthz")
 ITEM_ID = PathParam(ge=1, le=2**63 - 1, description="an item id, as in a hit")
 NOSNIFF = {"X-Content-Type-Options": "nosniff"}
+HIDDEN = ("key", "path", "source")  # item fields never shown to clients (they name server paths)
 PAGE_HEADERS = {  # the page talks to this server only; nothing may frame it
     "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; "
     "style-src 'unsafe-inline'; img-src 'self' data: blob:; media-src 'self' blob:; "
@@ -75,6 +76,11 @@ def create_app(collection: str | Path | Collection, *, api_key: str | None = Non
     @app.exception_handler(JointspaceError)
     async def user_error(request: Request, e: JointspaceError) -> JSONResponse:
         return JSONResponse({"detail": str(e)}, status_code=400)
+
+    @app.exception_handler(UnknownFilterError)
+    async def unknown_filter(request: Request, e: UnknownFilterError) -> JSONResponse:
+        # the fields a client may filter on, not those the server keeps to itself
+        return JSONResponse({"detail": e.describe(hidden=HIDDEN)}, status_code=400)
 
     def need(modality: str, where: str) -> None:  # before decoding an upload for nothing
         if modality not in col.model_modalities():
@@ -205,7 +211,7 @@ def create_app(collection: str | Path | Collection, *, api_key: str | None = Non
     def item(item_id: int = ITEM_ID) -> dict:
         """An item's metadata (not where its file lives on the server)."""
         found = item_or_404(item_id)
-        return {k: v for k, v in found.items() if k not in ("path", "source", "key")} | {
+        return {k: v for k, v in found.items() if k not in HIDDEN} | {
             "name": Path(found["path"]).name if found.get("path") else None}
 
     @app.get("/items/{item_id}/file", response_class=FileResponse)
