@@ -133,17 +133,6 @@ def test_init_from_refuses_a_different_tower(shapes_dir, tiny_overrides, trained
               init_from=trained_model_dir)
 
 
-def test_feature_cache_survives_a_half_written_save(tmp_path):
-    """keys.json is written after features.npy: a kill between the two leaves extra rows,
-    which are ignored, never keys pointing past the features."""
-    import numpy as np
-    (tmp_path / "fp").mkdir()
-    np.save(tmp_path / "fp" / "features.npy", np.ones((3, 4), dtype=np.float32))
-    (tmp_path / "fp" / "keys.json").write_text(json.dumps(["text:a", "text:b"]))
-    cache = feature_cache.FeatureCache(None, "fp", tmp_path)
-    assert cache.index == {"text:a": 0, "text:b": 1} and cache.features.shape == (2, 4)
-
-
 def test_two_manifests_feed_their_own_pairs(shapes_dir, tiny_overrides, tmp_path):
     """image–text from one file, image–text@paraphrase from another: each step's batch
     comes from one source, its pair's loss is logged, and resume is exact."""
