@@ -18,6 +18,8 @@ from typing import Any, Callable, TypeVar
 import torch
 import torch.distributed as dist
 
+from ..towers.sync_norm import convert_sync_batchnorm
+
 T = TypeVar("T")
 
 
@@ -62,6 +64,21 @@ def average_gradients(params: list[torch.Tensor]) -> None:
     for g in grads:
         g.copy_(flat[offset:offset + g.numel()].view_as(g))
         offset += g.numel()
+
+
+def sync_batch_norms(model: torch.nn.Module) -> None:
+    """Make every batch norm below ``model`` normalise by the statistics of the
+    whole contrastive batch, not this process's share (no-op when alone).
+
+    In place, keeping parameters, buffers and their names
+    (:func:`~jointspace.towers.sync_norm.convert_sync_batchnorm`); call it once
+    the towers are complete (after ``load_assets``) and before the optimiser
+    is built. Layers in eval mode (a frozen backbone) never communicate.
+    """
+    if not is_distributed():
+        return
+    for name, child in model.named_children():
+        model.add_module(name, convert_sync_batchnorm(child))
 
 
 def broadcast_parameters(module: torch.nn.Module) -> None:

@@ -31,7 +31,8 @@ from ..model import JointModel, resolve_device
 from ..objectives import LOCAL, Objective
 from ..progress import logger, progress
 from .checkpoint import CHECKPOINT_FILE, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .distributed import DistInfo, barrier, broadcast_parameters, init_distributed, on_main_then_share
+from .distributed import (DistInfo, barrier, broadcast_parameters, init_distributed,
+                          on_main_then_share, sync_batch_norms)
 from .init import init_from_model, model_card
 from .interrupt import ignore_stop_signals, stop_on_signal
 from .run_folder import LOG_FILE, check_fresh, repair_for_resume
@@ -184,6 +185,7 @@ def train(run: RunConfig, data: str | Path | Sequence[str | Path], out: str | Pa
         logger.info("%s: %s trainable, %s frozen parameters", m, f"{counts['trainable']:,}",
                     f"{counts['frozen']:,}")
     model.to(device)
+    sync_batch_norms(model)  # batch statistics of the whole contrastive batch
     broadcast_parameters(model)
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(

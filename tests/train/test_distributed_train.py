@@ -55,6 +55,34 @@ def test_two_processes_match_one(shapes_dir, tiny_overrides, tmp_path, extra):
         torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4, msg=name)
 
 
+def test_batch_norm_towers_match_one_process(shapes_dir, tiny_overrides, tmp_path):
+    """The default towers (a batch-norm convnet for images): under two processes
+    each normalises its half batch by the statistics of the whole one."""
+    overrides = tiny_overrides + ["train.max_steps=4", "train.log_every=1", "train.eval_every=4"]
+    _train(shapes_dir, tmp_path / "one", overrides, 1)
+    _train(shapes_dir, tmp_path / "two", overrides, 2)
+    logs = [[json.loads(l) for l in (tmp_path / d / "log.jsonl").read_text().splitlines()]
+            for d in ("one", "two")]
+    assert [r["grad_norm"] for r in logs[1]] == pytest.approx([r["grad_norm"] for r in logs[0]], rel=1e-4)
+    assert [r["loss"] for r in logs[1]] == pytest.approx([r["loss"] for r in logs[0]], rel=1e-5)
+    assert logs[1][-1]["val_loss"] == pytest.approx(logs[0][-1]["val_loss"], rel=1e-4)
+    one = load_file(str(tmp_path / "one" / "model.safetensors"))
+    two = load_file(str(tmp_path / "two" / "model.safetensors"))
+    assert one.keys() == two.keys()  # saved under the plain batch norm's names
+    assert any(k.endswith("running_var") for k in one)
+    # The stem convolution's bias (batch norm follows it) has an exactly-zero true gradient,
+    # so Adam walks it by float noise, at most lr per step each way; the running mean of
+    # the batch norm after it carries that walk.
+    walk = 2 * 0.003 * 4  # both ways, lr 0.003, 4 steps
+    drifting = {"towers.image.trunk.0.bias": walk, "towers.image.trunk.1.running_mean": walk}
+    for name in one:
+        a, b = one[name], two[name]
+        if name.endswith("in_proj_bias"):  # the key bias: see test_two_processes_match_one
+            width = a.shape[0] // 3
+            a, b = torch.cat([a[:width], a[2 * width:]]), torch.cat([b[:width], b[2 * width:]])
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=drifting.get(name, 1e-4), msg=name)
+
+
 def _read_worker(rank, init_file, manifest, out_dir, results):
     """Process 1's image check would reject every row: with the manifest read on
     process 0 only, both train on process 0's rows and process 1 decodes nothing."""
