@@ -6,6 +6,9 @@ BIN    := $(VENV)/bin
 # OpenCLIP is a test-only reference for the losses. --no-deps: its dependencies
 # would replace the CPU torch with a multi-GB CUDA build; the tests load only its loss.py.
 OPEN_CLIP := open-clip-torch==3.3.0
+# CLIP_benchmark: the test-only reference of the multi-caption retrieval protocol (its
+# metrics/zeroshot_retrieval.py is loaded by file path; --no-deps for the same reason).
+CLIP_BENCHMARK := clip-benchmark==1.6.2
 
 .PHONY: demo test install clean
 
@@ -13,7 +16,7 @@ $(BIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
-	$(BIN)/pip install --quiet --no-deps $(OPEN_CLIP)
+	$(BIN)/pip install --quiet --no-deps $(OPEN_CLIP) $(CLIP_BENCHMARK)
 	touch $@
 
 install: $(BIN)/.installed

@@ -187,17 +187,19 @@ def _print_directions(block: dict, pair: list[str], extra=lambda d: "") -> None:
 def _print_results(results: dict) -> None:
     r = results["retrieval"]
     pair = results.get("pair", ["image", "text"])
-    print(f"{pair[0]}↔{pair[1]} retrieval on {r['n']} pairs, a hit = same {r['grouped_by']} "
-          f"({r['n_groups']} groups; chance R@1 {r['chance']['R@1']:.4f}):")
-    _print_directions(r, pair, lambda d: f"  median rank {r[d]['median_rank']:.1f}")
+    gallery = r.get("gallery", {})
+    print(f"{pair[0]}↔{pair[1]} retrieval on {r['n']} pairs ({gallery.get(pair[0], r['n'])} distinct "
+          f"{pair[0]}s), a hit = same {r['grouped_by']} ({r['n_groups']} groups):")
+    _print_directions(r, pair, lambda d: f"  median rank {r[d]['median_rank']:.1f}"
+                                         f"  (chance R@1 {r['chance'][d]['R@1']:.4f})")
     strict = r.get("strict")
     if strict:
         print("strict (only the paired row counts), with the best any model could score:")
         _print_directions(strict, pair, lambda d: f"  (ceiling {_recalls(strict['ceiling'][d])})")
     by_label = results.get("retrieval_by_label")
     if by_label:
-        print(f"by label (a hit = same label; chance R@1 {by_label['chance']['R@1']:.4f}):")
-        _print_directions(by_label, pair)
+        print("by label (a hit = same label):")
+        _print_directions(by_label, pair, lambda d: f"  (chance R@1 {by_label['chance'][d]['R@1']:.4f})")
     words = results.get("test_words_retrieval")
     if words:
         print("with words training never used (test_words.csv), grouped:")

@@ -131,7 +131,7 @@ def summary(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             for direction in (f"{a}_to_{b}", f"{b}_to_{a}"):
                 rows.append({"model": model_name, "direction": direction, "hit": grouped,
                              **{m: block[direction][m] for m in ("R@1", "R@5", "R@10")},
-                             "chance R@1": block["chance"]["R@1"]})
+                             "chance R@1": block["chance"][direction]["R@1"]})
     return rows
 
 

@@ -24,27 +24,29 @@ from typing import Sequence
 
 import numpy as np
 
-from .retrieval import Keys, score_blocks, group_ids
+from .ranks import Keys, Positives, rank_summary, ranks_of, score_blocks
+from .retrieval import directions
 
 
 def mean_average_precision(queries: np.ndarray, gallery: np.ndarray, query_groups: Keys | None = None,
                            gallery_groups: Keys | None = None, k: int = 10,
-                           block: int = 256) -> float:
-    """mAP@k of queries against a gallery (module docstring); strict pairing without groups."""
+                           block: int = 256, *, positives: Positives | None = None) -> float:
+    """mAP@k of queries against a gallery (module docstring): strict pairing without
+    groups, group-aware with them, or any relation given as ``positives``."""
     queries, gallery = np.asarray(queries), np.asarray(gallery)
-    if query_groups is None:
+    if positives is None and query_groups is None:
         if len(queries) != len(gallery):
             raise ValueError(f"paired retrieval needs equal sizes, got {len(queries)} and {len(gallery)}")
-        qg = gg = np.arange(len(queries))
-    else:
-        qg, gg = group_ids(query_groups, gallery_groups)
-    n_pos = np.bincount(gg, minlength=int(max(qg.max(initial=-1), gg.max(initial=-1))) + 1)[qg]
+        positives = Positives.paired(len(queries))
+    elif positives is None:
+        positives = Positives.from_groups(query_groups, gallery_groups)
+    n_pos = positives.counts()
     if (n_pos == 0).any():
         raise ValueError("every query needs at least one gallery item in its group")
     k = min(k, len(gallery))
     total = 0.0
     for idx, sims in score_blocks(queries, gallery, block):
-        positive = gg[None, :] == qg[idx, None]
+        positive = positives.mask(idx)
         # sort by score descending, negatives first at equal score (pessimistic ties)
         order = np.lexsort((positive, -sims), axis=-1)[:, :k]
         hits = np.take_along_axis(positive, order, axis=1).astype(np.float64)
@@ -73,18 +75,17 @@ def csls_embeddings(queries: np.ndarray, gallery: np.ndarray, k: int = 10,
 
 def retrieval_extras(a_emb: np.ndarray, b_emb: np.ndarray, groups: Keys | None,
                      names: tuple[str, str], ks: Sequence[int] = (1, 5, 10),
-                     map_k: int = 10, csls_k: int = 10) -> dict[str, dict[str, float]]:
-    """Per direction (``a_to_b``, ``b_to_a``): ``mAP@k`` with plain scoring, and
-    Recall@K, median rank and mAP@k with CSLS scoring."""
-    from .retrieval import positive_ranks, rank_summary
-
-    a, b = names
+                     map_k: int = 10, csls_k: int = 10, *,
+                     image_keys: Keys | None = None) -> dict[str, dict[str, float]]:
+    """Per direction (``a_to_b``, ``b_to_a``), under the protocol of :mod:`.retrieval`
+    (``image_keys`` marks rows naming the same ``a`` item): ``mAP@k`` with plain
+    scoring, and Recall@K, median rank and mAP@k with CSLS scoring."""
     out: dict[str, dict[str, float]] = {}
-    for direction, (q, g) in {f"{a}_to_{b}": (a_emb, b_emb), f"{b}_to_{a}": (b_emb, a_emb)}.items():
-        cq, cg = csls_embeddings(q, g, csls_k)
-        ranks = (positive_ranks(cq, cg) if groups is None
-                 else positive_ranks(cq, cg, groups, groups))
-        out[direction] = {f"mAP@{map_k}": mean_average_precision(q, g, groups, groups, map_k),
-                          **{f"csls_{key}": value for key, value in rank_summary(ranks, ks).items()},
-                          f"csls_mAP@{map_k}": mean_average_precision(cq, cg, groups, groups, map_k)}
+    for d in directions(a_emb, b_emb, groups, image_keys, names):
+        cq, cg = csls_embeddings(d.queries, d.gallery, csls_k)
+        ranks = ranks_of(cq, cg, d.positives)
+        out[d.name] = {
+            f"mAP@{map_k}": mean_average_precision(d.queries, d.gallery, k=map_k, positives=d.positives),
+            **{f"csls_{key}": value for key, value in rank_summary(ranks, ks).items()},
+            f"csls_mAP@{map_k}": mean_average_precision(cq, cg, k=map_k, positives=d.positives)}
     return out

@@ -59,8 +59,9 @@ def recall_bars(retrieval: dict[str, Any], names: Sequence[str]) -> str:
         values = [retrieval[direction].get(scoring + k, np.nan) for k in ks]
         label = direction.replace("_to_", "→") + (" (CSLS)" if scoring else "")
         ax.bar(np.arange(len(ks)) + (i - 1.5) * width, values, width, label=label)
-    ax.plot(np.arange(len(ks)), [retrieval["chance"][k] for k in ks], "k_", markersize=25,
-            label="chance")
+    for i, direction in enumerate(directions):  # chance differs by direction (gallery sizes)
+        ax.plot(np.arange(len(ks)) + (2 * i - 1) * width, [retrieval["chance"][direction][k] for k in ks],
+                "k_", markersize=12, label="chance" if i == 0 else None)
     ax.set_xticks(np.arange(len(ks)), ks)
     ax.set_ylim(0, 1)
     ax.set_ylabel("recall")
@@ -69,13 +70,17 @@ def recall_bars(retrieval: dict[str, Any], names: Sequence[str]) -> str:
 
 
 def similarity_histogram(a_emb: np.ndarray, b_emb: np.ndarray, groups: Sequence[Any],
-                         max_items: int = 2000) -> str:
-    """Cosine similarities of positive pairs (same group) against negative ones."""
+                         max_items: int = 2000, a_ids: Sequence[Any] | None = None) -> str:
+    """Cosine similarities of positive pairs (same group, or the same ``a`` item on
+    another row) against negative ones."""
     plt = _plt()
     n = min(len(a_emb), max_items)
     sims = a_emb[:n] @ b_emb[:n].T
     _, gid = np.unique(np.array([str(g) for g in groups[:n]]), return_inverse=True)
     same = gid[:, None] == gid[None, :]
+    if a_ids is not None:  # another caption of the same image is a positive too
+        _, aid = np.unique(np.array([str(x) for x in a_ids[:n]]), return_inverse=True)
+        same |= aid[:, None] == aid[None, :]
     fig, ax = plt.subplots(figsize=(5, 3))
     bins = np.linspace(float(sims.min()), float(sims.max()), 60)
     ax.hist(sims[~same], bins=bins, density=True, alpha=0.6, label="negatives")
@@ -181,8 +186,9 @@ def html_table(rows: list[list[Any]], header: list[str]) -> str:
 
 def write_report(out_dir: str | Path, results: dict[str, Any], a_emb: np.ndarray, b_emb: np.ndarray,
                  groups: Sequence[Any], items: dict[str, list[str]] | None = None,
-                 log_path: str | Path | None = None) -> Path:
-    """Write ``out_dir/report.html`` for one pair's results (see :func:`.run.evaluate`)."""
+                 log_path: str | Path | None = None, a_ids: Sequence[Any] | None = None) -> Path:
+    """Write ``out_dir/report.html`` for one pair's results (see :func:`.run.evaluate`);
+    ``a_ids`` marks rows naming the same ``a`` item."""
     names = tuple(results.get("pair", ("image", "text")))
     a, b = names
     r = results["retrieval"]
@@ -197,7 +203,7 @@ def write_report(out_dir: str | Path, results: dict[str, Any], a_emb: np.ndarray
                                             ("R@1", "R@5", "R@10", "mAP@10", "median_rank")]
             for d in (f"{b}_to_{a}", f"{a}_to_{b}")]
     parts.append(html_table(rows, ["direction", "R@1", "R@5", "R@10", "mAP@10", "median rank"]))
-    parts.append(_img(similarity_histogram(a_emb, b_emb, groups), "similarity histogram",
+    parts.append(_img(similarity_histogram(a_emb, b_emb, groups, a_ids=a_ids), "similarity histogram",
                       "cosine similarity of positive and negative pairs"))
     parts.append(_img(gap_projection(a_emb, b_emb, names), "modality gap projection",
                       f"{a} and {b} embeddings on their first two principal axes"))

@@ -6,10 +6,12 @@ the default pair image:text; for a pair ``a:b`` the directions are ``b_to_a`` an
 
     {"manifest": …, "pair": ["image", "text"], "n": 700, "quarantined": 0, "device": "cpu",
      "retrieval": {"grouped_by": "text", "n": 700, "n_groups": 586,
-                   "text_to_image": {"R@1", "R@5", "R@10", "median_rank"}, "image_to_text": {…},
-                   "chance": {…}, "strict": {"text_to_image": {…}, "image_to_text": {…},
-                                             "ceiling": {…}, "chance": {…}}},
-     "retrieval_by_label": {"grouped_by": "label", "n", "n_groups", "text_to_image",
+                   "gallery": {"image": 700, "text": 700},     # distinct images, caption rows
+                   "text_to_image": {"R@1", "R@5", "R@10", "median_rank", "mAP@10", "csls_…"},
+                   "image_to_text": {…}, "chance": {"text_to_image": {…}, "image_to_text": {…}},
+                   "strict": {"text_to_image": {…}, "image_to_text": {…},
+                              "ceiling": {<direction>: {…}}, "chance": {<direction>: {…}}}},
+     "retrieval_by_label": {"grouped_by": "label", "n", "n_groups", "gallery", "text_to_image",
                             "image_to_text", "chance"},                # if every row has a label
      "zero_shot": {"top1", "top5", "chance_top1", "n_classes", "n", "per_class_top1", "templates"},
      "zero_shot_<subset>": {…}, "retrieval_<subset>": {…}, "retrieval_by_label_<subset>": {…},
@@ -35,7 +37,7 @@ from .geometry import geometry_metrics
 from .probe import knn_accuracy, linear_probe
 from .ranking import retrieval_extras
 from .report import write_report
-from .retrieval import group_field, group_keys, retrieval_metrics
+from .retrieval import group_field, group_keys, item_identity, retrieval_metrics
 from .zeroshot import DEFAULT_TEMPLATES, class_embeddings, zero_shot_metrics
 
 RESULTS_FILE = "results.json"
@@ -58,17 +60,20 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
     ``pair`` names the two fields evaluated against each other, ``("image", "text")``
     by default; any two of the model's modalities work (``("audio", "text")``,
     also written ``"audio:text"``), whether or not the model was trained on
-    that pair. Retrieval is reported in three views (layout in :mod:`.retrieval`;
-    the directions are named ``<a>_to_<b>`` and ``<b>_to_<a>``):
+    that pair. Retrieval follows the multi-caption protocol of :mod:`.retrieval`
+    (COCO-style data: a file named on several rows is one item, whatever the
+    spelling of its path; ``<b>→<a>`` is averaged over rows, ``<a>→<b>`` over
+    distinct ``a`` items) and is reported in three views (directions
+    ``<a>_to_<b>`` and ``<b>_to_<a>``):
 
-    * ``retrieval`` (the headline): group-aware Recall@1/5/10 and median rank,
-      a hit being any item of the query's group. A row's group is its
+    * ``retrieval`` (the headline): Recall@1/5/10, median rank and mAP@10, a
+      hit being any item paired with the query's key. A row's key is its
       manifest ``group`` value when it has one, else its exact caption (the
       exact item of the pair's second field when the pair has no text), so
       identical captions are interchangeable answers.
-    * ``retrieval["strict"]``: the per-row figures (only the paired item
-      counts) with their ``ceiling``, the best any model could reach given
-      the duplicate captions, and their chance level.
+    * ``retrieval["strict"]``: only an item's own pairs count, with their
+      ``ceiling`` (the best any model could reach given identical captions)
+      and chance level.
     * ``retrieval_by_label``: a hit is any item with the query's label (only
       when every row has a label).
 
@@ -114,7 +119,6 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
     embedded = embed_manifest(source, manifest, names, batch_size=batch_size, cache_dir=out_dir,
                               on_bad_row=on_bad_row, columns=columns, quarantine_dir=out_dir)
     data, records = embedded.manifest, embedded.records
-    a_items, b_items = (embedded.items[f] for f in names)
     a_emb, b_emb = (embedded.embeddings[f] for f in names)
     keys, grouped_by = group_keys(records, group_field(names))
     labels = data.labels()
@@ -123,7 +127,8 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
                                "quarantined": len(data.bad_rows),
                                "embeddings_from_cache": embedded.from_cache,
                                "device": source.device_name}
-    views = _Views(names, keys, a_items, b_items, grouped_by)
+    a_ids, b_ids = ([item_identity(r.fields[f]) for r in records] for f in names)
+    views = _Views(names, keys, a_ids, b_ids, grouped_by)
     results.update(views(a_emb, b_emb, labels if labelled else None))
     # zero-shot classifies the pair's non-text side against text prompts
     side = 0 if names[0] != "text" else 1
@@ -161,7 +166,8 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
     if out_dir is not None:
         atomic_write_json(Path(out_dir) / RESULTS_FILE, results)
         if report:
-            write_report(out_dir, results, a_emb, b_emb, keys, embedded.items, log_path)
+            write_report(out_dir, results, a_emb, b_emb, keys, embedded.items, log_path,
+                         a_ids=a_ids)
     return results
 
 
@@ -174,28 +180,31 @@ def parse_pair(pair: tuple[str, str] | Sequence[str] | str) -> tuple[str, str]:
 
 
 class _Views:
-    """The retrieval views of one pair over some rows (see :func:`evaluate`)."""
+    """The retrieval views of one pair over some rows (see :func:`evaluate`): ``a_ids``
+    and ``b_ids`` are each row's item identities (equal ids, one item)."""
 
-    def __init__(self, names: tuple[str, str], keys: list, a_items: list[str], b_items: list[str],
+    def __init__(self, names: tuple[str, str], keys: list, a_ids: list[str], b_ids: list[str],
                  grouped_by: str) -> None:
         self.names, self.keys, self.grouped_by = names, keys, grouped_by
-        self.a_items, self.b_items = a_items, b_items
+        self.a_ids, self.b_ids = a_ids, b_ids
 
     def subset(self, rows: list[int]) -> "_Views":
         pick = lambda xs: [xs[i] for i in rows]  # noqa: E731
-        return _Views(self.names, pick(self.keys), pick(self.a_items), pick(self.b_items),
+        return _Views(self.names, pick(self.keys), pick(self.a_ids), pick(self.b_ids),
                       self.grouped_by)
 
     def __call__(self, a_emb: np.ndarray, b_emb: np.ndarray,
                  labels: list[str] | None) -> dict[str, Any]:
         views = {"retrieval": {"grouped_by": self.grouped_by, **retrieval_metrics(
-            a_emb, b_emb, self.keys, text_keys=self.b_items, image_keys=self.a_items,
+            a_emb, b_emb, self.keys, text_keys=self.b_ids, image_keys=self.a_ids,
             names=self.names)}}
-        for direction, extra in retrieval_extras(a_emb, b_emb, self.keys, self.names).items():
+        extras = retrieval_extras(a_emb, b_emb, self.keys, self.names, image_keys=self.a_ids)
+        for direction, extra in extras.items():
             views["retrieval"][direction].update(extra)  # mAP@10, and CSLS-scored figures
         if labels is not None:
             views["retrieval_by_label"] = {"grouped_by": "label", **retrieval_metrics(
-                a_emb, b_emb, labels, include_strict=False, names=self.names)}
+                a_emb, b_emb, labels, include_strict=False, image_keys=self.a_ids,
+                names=self.names)}
         return views
 
 

@@ -26,7 +26,7 @@ from ..data.shards import is_shard_source
 from ..data.stream import POSITION_KEY, stream_summary
 from ..data.pairs import PairDataset
 from ..errors import ConfigError, JointspaceError
-from ..eval.retrieval import group_field, group_keys, recall_at_k
+from ..eval.retrieval import group_field, group_keys, item_identity, retrieval_metrics
 from ..model import JointModel, resolve_device
 from ..objectives import LOCAL, Objective
 from ..progress import logger, progress
@@ -59,14 +59,16 @@ class TrainResult:
 
 @torch.no_grad()
 def validate(model: JointModel, objectives: Objectives | Objective, dataset: PairDataset,
-             batch_size: int, groups: list | None = None, max_items: int = 2048) -> dict[str, float]:
+             batch_size: int, records: Sequence[Any] | None = None,
+             max_items: int = 2048) -> dict[str, float]:
     """Loss and Recall@1 both ways for every pair, on the first ``max_items`` items,
     on this process alone.
 
     The loss is the size-weighted mean over batches (a short last batch, with
     fewer negatives and a lower ``ln B`` baseline, counts for its rows only).
-    Recall counts a hit when the result shares the query's ``groups`` key
-    (by default the item's text: identical captions are the same answer).
+    With the dataset's manifest ``records``, recall follows evaluation's
+    protocol (:mod:`jointspace.eval.retrieval`: a file on several rows is one
+    item, a row's group or exact caption is its key); without them it is strict.
     """
     model.eval()
     device = next(model.parameters()).device
@@ -89,13 +91,17 @@ def validate(model: JointModel, objectives: Objectives | Objective, dataset: Pai
             loss_rows += rows
     model.train()
     out = {"val_loss": loss_sum / loss_rows if loss_rows else float("nan")}
-    keys = None if groups is None else list(groups[:n])
+    rows = None if records is None else list(records[:n])
     for pair in model.pairs:
         if pair.a not in embs or pair.b not in embs:
             continue
         ea, eb = torch.cat(embs[pair.a]).numpy(), torch.cat(embs[pair.b]).numpy()
-        out[f"val_{pair.b}_to_{pair.a}_R@1"] = recall_at_k(eb, ea, (1,), keys, keys)["R@1"]
-        out[f"val_{pair.a}_to_{pair.b}_R@1"] = recall_at_k(ea, eb, (1,), keys, keys)["R@1"]
+        keys = None if rows is None else group_keys(rows, group_field((pair.a, pair.b)))[0]
+        a_ids = None if rows is None else [item_identity(r.fields[pair.a]) for r in rows]
+        r = retrieval_metrics(ea, eb, keys, (1,), image_keys=a_ids, include_strict=False,
+                              names=(pair.a, pair.b))
+        for direction in (f"{pair.b}_to_{pair.a}", f"{pair.a}_to_{pair.b}"):
+            out[f"val_{direction}_R@1"] = r[direction]["R@1"]
     return out
 
 
@@ -205,8 +211,6 @@ def train(run: RunConfig, data: str | Path | Sequence[str | Path], out: str | Pa
                 if stream is None else [{}])  # streamed items are not paths the cache can key
     val_dataset = (datasets(model, [val_source], features[-1:])
                    if val_source and info.is_main else None)
-    val_groups = (group_keys(val_source.manifest.records, group_field(val_source.fields))[0]
-                  if val_source else None)
     positions: dict[int, tuple] = {}  # stream slot → position of the last sample trained on
     if stream is not None:
         loader = stream_loader(model, stream, run, out, info, state.get("stream") if state else None,
@@ -263,7 +267,8 @@ def train(run: RunConfig, data: str | Path | Sequence[str | Path], out: str | Pa
                             record[f"scale_{key}"] = float(model.logit_scale_for(key).detach().exp())
                     bar.set_postfix(loss=f"{last_loss:.3f}", samples_s=f"{rate:.0f}")
                 if val_dataset is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
-                    validation = validate(model, objectives, val_dataset, cfg.batch_size, val_groups)
+                    validation = validate(model, objectives, val_dataset, cfg.batch_size,
+                                          val_source.manifest.records)
                     record = {"step": step, **record, **validation}
                     logger.info("step %d: %s", step,
                                 ", ".join(f"{k} {v:.3f}" for k, v in validation.items()))

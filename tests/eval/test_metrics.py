@@ -46,7 +46,7 @@ def test_recall_agrees_with_sklearn_top_k():
 def test_ties_count_against_the_positive():
     x = np.ones((4, 2), dtype=np.float32) / np.sqrt(2)
     assert recall_at_k(x, x, (1, 4)) == {"R@1": 0.0, "R@4": 1.0}
-    assert retrieval_metrics(x, x)["chance"]["R@1"] == 0.25
+    assert retrieval_metrics(x, x)["chance"]["text_to_image"]["R@1"] == 0.25
 
 
 def test_zero_shot_matches_sklearn():
@@ -184,22 +184,24 @@ def test_evaluate_groups_duplicate_captions(trained_model_dir, shapes_dir, tmp_p
         for k, bound in r["strict"]["ceiling"][direction].items():
             assert r["strict"][direction][k] <= bound
     # random order: a query whose caption m rows share hits at R@1 with probability m / 12
-    assert r["chance"]["R@1"] == pytest.approx((4 * 4 / 12 + 2 * 2 / 12 + 6 / 12) / 12)
+    for direction in ("text_to_image", "image_to_text"):  # one image per row: symmetric
+        assert r["chance"][direction]["R@1"] == pytest.approx((4 * 4 / 12 + 2 * 2 / 12 + 6 / 12) / 12)
 
 
-def test_evaluate_ceiling_with_an_image_captioned_twice(trained_model_dir, shapes_dir, tmp_path):
-    """COCO-style rows (one image, several captions): the two rows of image 0 tie as
-    gallery items, so strict text→image R@1 cannot reach 1 for them."""
+def test_evaluate_counts_an_image_captioned_twice_once(trained_model_dir, shapes_dir, tmp_path):
+    """COCO-style rows (one image, two captions): the image is one gallery item and one
+    query, so nothing caps the strict figures and the gallery has 11 images."""
     rows = _rows(shapes_dir / "test.csv")
     rows[1]["path"] = rows[0]["path"]  # image 0 now has rows 0 and 1, with different captions
     manifest = _write_manifest(tmp_path / "twice.csv", rows)
     results = evaluate(trained_model_dir, manifest)
-    ceiling = results["retrieval"]["strict"]["ceiling"]
-    assert ceiling["text_to_image"]["R@1"] == pytest.approx(10 / 12)  # rows 0 and 1 cannot
-    assert ceiling["text_to_image"]["R@5"] == 1.0
-    # image 0 is one query for rows 0 and 1: only one of its two captions can come first
-    assert ceiling["image_to_text"]["R@1"] == pytest.approx(11 / 12)
-    assert results["retrieval"]["strict"]["text_to_image"]["R@1"] <= 10 / 12
+    r = results["retrieval"]
+    assert r["gallery"] == {"image": 11, "text": 12}
+    for direction in ("text_to_image", "image_to_text"):
+        assert set(r["strict"]["ceiling"][direction].values()) == {1.0}
+    # text→image averages 12 caption rows over 11 images, image→text 11 images over 12 rows
+    assert r["chance"]["text_to_image"]["R@1"] == pytest.approx(1 / 11)
+    assert r["chance"]["image_to_text"]["R@1"] == pytest.approx((10 / 12 + 2 / 12) / 11)
 
 
 def test_evaluate_uses_the_group_column(trained_model_dir, shapes_dir, tmp_path):

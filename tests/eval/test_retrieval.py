@@ -68,7 +68,9 @@ def test_retrieval_metrics_match_brute_force():
                                           "R@10": np.mean(ranks < 10),
                                           "median_rank": np.median(ranks + 1)})
     assert got["n"] == 80 and got["n_groups"] == len(set(groups.tolist()))
-    assert got["strict"]["chance"] == pytest.approx({"R@1": 1 / 80, "R@3": 3 / 80, "R@10": 10 / 80})
+    for direction in ("text_to_image", "image_to_text"):
+        assert got["strict"]["chance"][direction] == pytest.approx(
+            {"R@1": 1 / 80, "R@3": 3 / 80, "R@10": 10 / 80})
     assert recall_at_k(ft, fi, (1, 3), groups, groups) == {k: got["text_to_image"][k] for k in ("R@1", "R@3")}
     # without groups the headline is the strict figure
     plain = retrieval_metrics(fi, ft, ks=(1, 3, 10))
@@ -193,28 +195,33 @@ def test_group_keys_prefer_the_group_column():
 
 
 def _ceiling_brute_force(text_keys, image_keys, k):
-    """Best strict R@k over every ranking, per query key, by trying every order of
-    the gallery groups of its paired rows (tiny cases only)."""
-    import itertools
-    n = len(text_keys)
+    """Best strict R@k over every ranking, by trying every order (tiny cases only).
 
-    def one_way(q, g):
-        size = {key: g.count(key) for key in set(g)}
-        hits = 0
-        for key in set(q):
-            rows = [r for r in range(n) if q[r] == key]
-            targets = sorted({g[r] for r in rows})
-            best = 0
-            for order in itertools.permutations(targets):
-                used, got = 0, 0
-                for target in order:
-                    used += size[target]
-                    if used <= k:  # every copy ties, the paired row ranks last among them
-                        got += sum(1 for r in rows if g[r] == target)
-                best = max(best, got)
-            hits += best
-        return hits / n
-    return one_way(list(text_keys), list(image_keys)), one_way(list(image_keys), list(text_keys))
+    text→image: the rows of one caption share one ranking of the distinct images.
+    image→text: each image ranks the caption rows; identical captions tie, so the
+    gallery is ordered by distinct caption, each caption's copies counted against
+    the image unless they are its own rows."""
+    n = len(text_keys)
+    images, texts = sorted(set(image_keys)), sorted(set(text_keys))
+    t2i = 0
+    for t in texts:
+        rows = [r for r in range(n) if text_keys[r] == t]
+        t2i += max(sum(image_keys[r] in order[:k] for r in rows)
+                   for order in itertools.permutations(images))
+    i2t = 0
+    for i in images:
+        own = {r for r in range(n) if image_keys[r] == i}
+        best = n
+        for order in itertools.permutations(texts):
+            before = 0
+            for t in order:
+                rows = [r for r in range(n) if text_keys[r] == t]
+                if own & set(rows):  # the first caption group holding one of its rows
+                    best = min(best, before + sum(r not in own for r in rows))
+                    break
+                before += len(rows)
+        i2t += best < k
+    return t2i / n, i2t / len(images)
 
 
 def test_strict_ceiling_with_repeated_images_matches_brute_force():
@@ -229,9 +236,13 @@ def test_strict_ceiling_with_repeated_images_matches_brute_force():
             t2i, i2t = _ceiling_brute_force(texts, images, k)
             assert got["text_to_image"][f"R@{k}"] == pytest.approx(t2i), (texts, images, k)
             assert got["image_to_text"][f"R@{k}"] == pytest.approx(i2t), (texts, images, k)
-    # one image with five distinct captions: text→image strict R@1 can never be a hit
+    # one image with five distinct captions is one gallery item: nothing caps it
     five = strict_ceiling([f"c{j}" for j in range(5)], (1, 5), image_keys=["img"] * 5)
-    assert five["text_to_image"] == {"R@1": 0.0, "R@5": 1.0}
+    assert five == {"text_to_image": {"R@1": 1.0, "R@5": 1.0}, "image_to_text": {"R@1": 1.0, "R@5": 1.0}}
+    # two images sharing their only caption: each caption row can find only one of them first
+    shared = strict_ceiling(["c", "c"], (1, 2), image_keys=["a", "b"])
+    assert shared["text_to_image"] == {"R@1": 0.5, "R@2": 1.0}
+    assert shared["image_to_text"] == {"R@1": 0.0, "R@2": 1.0}
 
 
 def test_any_pair_of_modalities_names_the_directions_and_keeps_the_numbers():

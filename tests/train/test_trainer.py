@@ -141,7 +141,7 @@ def test_validation_recall_counts_identical_captions_as_one_answer(trained_model
     records = [replace(r, fields={**r.fields, "text": "a red circle"})
                for r in read_manifest(shapes_dir / "train.csv").records[:12]]
     out = validate(model, training_objective(model.config), PairDataset(records, model.towers),
-                   batch_size=4, groups=[r.text for r in records])
+                   batch_size=4, records=records)
     assert out["val_image_to_text_R@1"] == 1.0
     strict = validate(model, training_objective(model.config), PairDataset(records, model.towers),
                       batch_size=4)
