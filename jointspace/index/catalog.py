@@ -164,10 +164,24 @@ class Catalog:
 
     def hashes(self, source: str) -> dict[str, str]:
         """``key → content_hash`` of the items and quarantined inputs of one source."""
-        rows = self.db.execute("SELECT key, content_hash FROM items WHERE source=? UNION ALL "
-                               "SELECT key, content_hash FROM quarantine WHERE source=?",
-                               (source, source))
+        return {**self.item_hashes(source), **self.quarantine_hashes(source)}
+
+    def item_hashes(self, source: str) -> dict[str, str]:
+        """``key → content_hash`` of the items of one source."""
+        rows = self.db.execute("SELECT key, content_hash FROM items WHERE source=?", (source,))
         return {r[0]: r[1] for r in rows}
+
+    def quarantine_hashes(self, source: str) -> dict[str, str]:
+        """``key → content_hash`` of the quarantined inputs of one source (an input that
+        went bad after it was indexed has an entry here and keeps its item)."""
+        rows = self.db.execute("SELECT key, content_hash FROM quarantine WHERE source=?", (source,))
+        return {r[0]: r[1] for r in rows}
+
+    def items_by_key(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """``key → item`` of those of ``keys`` that are items."""
+        ids = self._ids_of(self.db, list(keys))
+        found = self.items(list(ids.values()))
+        return {key: found[i] for key, i in ids.items() if i in found}
 
     def items(self, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
         out: dict[int, dict[str, Any]] = {}
@@ -296,14 +310,29 @@ class Catalog:
                     (existing[row.key], np.ascontiguousarray(row.vectors[modality], np.float32).tobytes())
                     for row in rows if modality in row.vectors])
             db.executemany("DELETE FROM quarantine WHERE key=?", [(r.key,) for r in rows])
-            gone = self._ids_of(db, [q.key for q in bad])  # an item that went bad leaves the index
-            self._drop_vectors(db, list(gone.values()))
-            for item_id in gone.values():
-                db.execute("DELETE FROM items WHERE id=?", (item_id,))
-                db.execute("INSERT OR REPLACE INTO deleted VALUES (?,?)", (item_id, seq))
+            # an input that went bad after it was indexed keeps its item (a read error may be
+            # passing); the quarantine entry says why it was not updated
             db.executemany("INSERT OR REPLACE INTO quarantine VALUES (?,?,?,?,?,?)",
                            [(q.key, q.source, q.path, q.reason, q.content_hash, seq) for q in bad])
         return seq
+
+    def release(self, keys: Sequence[str]) -> None:
+        """Drop the quarantine entries of ``keys`` (inputs that read as their indexed item
+        again). No vector changes, so no new change number."""
+        with self._tx() as db:
+            db.executemany("DELETE FROM quarantine WHERE key=?", [(k,) for k in keys])
+
+    def rekey(self, changes: Sequence[tuple[str, str, str | None, dict | None]],
+              stale: Sequence[str] = ()) -> None:
+        """Rename items ``(old key, new key, new content hash or None, new meta or None)``
+        (ids and vectors stay) and drop the quarantine entries ``stale``, in one transaction."""
+        with self._tx() as db:
+            db.executemany("UPDATE items SET key=?, content_hash=coalesce(?, content_hash), "
+                           "meta=coalesce(?, meta) WHERE key=?",
+                           [(new, digest, None if meta is None else json.dumps(
+                               meta, sort_keys=True, default=str), old)
+                            for old, new, digest, meta in changes])
+            db.executemany("DELETE FROM quarantine WHERE key=?", [(k,) for k in stale])
 
     @staticmethod
     def _ids_of(db: sqlite3.Connection, keys: list[str]) -> dict[str, int]:

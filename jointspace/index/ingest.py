@@ -27,6 +27,7 @@ from ..progress import logger, progress
 from .catalog import ItemRow, Quarantined
 from .collection import INFO_FILE, Collection, WriterLock
 from .ingest_vectors import embed_info, ingest_embeddings
+from .keys import content_key, rekey_line_keys
 
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl")
 MAX_TEXT_FILE_BYTES = 1 << 20
@@ -42,6 +43,7 @@ class Candidate:
     path: Path | None = None
     label: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    by_content: bool = False  # a manifest row without an id (see :mod:`.keys`)
 
 
 @dataclass
@@ -102,7 +104,8 @@ def scan_folder(folder: Path, modalities: Sequence[str]) -> list[Candidate]:
 def scan_manifest(path: Path, modalities: Sequence[str], quarantine_dir: Path,
                   columns: Mapping[str, str] | None = None) -> tuple[list[Candidate], list[Quarantined]]:
     """The rows of a manifest: one candidate per row with an item per modality column
-    present; rows the reader rejects are returned as quarantined."""
+    present, keyed by its id or, without one, by its content (:mod:`.keys`); rows the
+    reader rejects are returned as quarantined."""
     registry = _modalities()
     mapped = {**{m: m for m in modalities}, **(columns or {})}
     present = [m for m in modalities if mapped[m] in manifest_columns(path)]
@@ -116,15 +119,18 @@ def scan_manifest(path: Path, modalities: Sequence[str], quarantine_dir: Path,
     source = str(path.resolve())
     extra = _extra_columns(path, {mapped.get(m, m) for m in modalities} | {
         (columns or {}).get(f, f) for f in ("id", "label", "group")})
-    found = []
+    found, seen = [], {}
     for r in data.records:
         fields = {m: (path.parent / v if registry.get(m).is_file and m != primary else v)
                   for m, v in r.fields.items() if m in present}
         item_path = fields[primary] if registry.get(primary).is_file else None
-        found.append(Candidate(f"{source}#{r.id}", primary, fields,
+        own_id = r.id != f"{path.stem}:{r.line}"  # else the reader's stand-in: the line moves
+        key = f"{source}#{r.id}" if own_id else content_key(
+            source, fields, lambda m: registry.get(m).is_file, seen)
+        found.append(Candidate(key, primary, fields,
                                Path(item_path).resolve() if item_path else None, r.label,
-                               {**extra.get(r.line, {}), "id": r.id,  # no line: rows move
-                                **({"group": r.group} if r.group else {})}))
+                               {**extra.get(r.line, {}), **({"id": r.id} if own_id else {}),
+                                **({"group": r.group} if r.group else {})}, by_content=not own_id))
     bad = [Quarantined(f"{source}#line{b.line}", source, None, b.reason) for b in data.bad_rows]
     return found, bad
 
@@ -256,8 +262,12 @@ def _ingest(col: Collection, source: Path, batch_size: int, delete_missing: bool
     # (a symlink inside a folder that points out of it is still refused: paths are resolved)
     col.add_roots([source] if source.is_dir() else
                   [source.parent] + sorted({c.path.parent for c in candidates if c.path}))
-    known = col.catalog.hashes(str(source))  # items and quarantined inputs
-    indexed = col.catalog.keys(str(source))
+    if not source.is_dir():  # rows an earlier version keyed by line: renamed, not duplicated
+        rekey_line_keys(col.catalog, str(source), source.stem, candidates, content_hash)
+    held = col.catalog.item_hashes(str(source))
+    stuck = col.catalog.quarantine_hashes(str(source))  # an input that went bad may be in both
+    known = {**held, **stuck}
+    indexed = set(held)
     if rejected:
         fresh = [q for q in rejected if q.key not in known]
         if fresh:
@@ -265,11 +275,14 @@ def _ingest(col: Collection, source: Path, batch_size: int, delete_missing: bool
         report.quarantined += len(fresh)
         report.problems += rejected
     pending: list[tuple[Candidate, str]] = []
+    recovered: list[str] = []
     bar = progress(candidates, desc=f"index {source.name}", unit="item")
     for candidate in bar:
         digest = content_hash(candidate)
-        if known.get(candidate.key) == digest:
+        if digest in (held.get(candidate.key), stuck.get(candidate.key)):
             report.unchanged += 1
+            if stuck.get(candidate.key, digest) != digest:  # reads as its indexed item again
+                recovered.append(candidate.key)
             continue
         pending.append((candidate, digest))
         if len(pending) >= batch_size:
@@ -277,6 +290,8 @@ def _ingest(col: Collection, source: Path, batch_size: int, delete_missing: bool
             pending = []
     if pending:
         _write_batch(col, str(source), pending, known, indexed, report, on_commit)
+    if recovered:
+        col.catalog.release(recovered)
     if delete_missing:
         seen = {c.key for c in candidates} | {q.key for q in rejected}
         gone = [k for k in known if k not in seen]
@@ -292,7 +307,10 @@ def _write_batch(col: Collection, source: str, pending: list[tuple[Candidate, st
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         problems = list(pool.map(lambda pair: check_candidate(pair[0]), pending))
     good = [(c, d) for (c, d), p in zip(pending, problems) if p is None]
-    bad = [Quarantined(c.key, source, str(c.path) if c.path else None, p, d)
+    # an item indexed before stays as it was: a read error may pass, and a bad version
+    # must not take away a good one; the quarantine entry says why it was not updated
+    bad = [Quarantined(c.key, source, str(c.path) if c.path else None,
+                       f"{p} (the version indexed before is kept)" if c.key in indexed else p, d)
            for (c, d), p in zip(pending, problems) if p is not None]
     vectors: dict[int, dict[str, Any]] = {i: {} for i in range(len(good))}
     for modality in col.modalities:
@@ -315,7 +333,6 @@ def _write_batch(col: Collection, source: str, pending: list[tuple[Candidate, st
             report.added += 1
         known[c.key] = d
         indexed.add(c.key)
-    indexed.difference_update(q.key for q in bad)
     for q in bad:
         logger.warning("quarantined %s: %s", q.path or q.key, q.reason)
     report.quarantined += len(bad)

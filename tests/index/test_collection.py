@@ -128,11 +128,11 @@ def test_bad_files_are_quarantined_not_fatal(trained_model_dir, shapes_dir, tmp_
     shutil.copy(sorted((shapes_dir / "images" / "val").glob("*.png"))[0], folder / "broken.png")
     fixed = index_source(tmp_path / "col", trained_model_dir, folder)
     assert fixed.added == 1 and len(Collection.open(tmp_path / "col").quarantined()) == 2
-    # a good file that goes bad leaves the index, with its reason
+    # a good file that goes bad is quarantined with its reason; its item stays as indexed
     (folder / "broken.png").write_bytes(b"\x89PNG truncated")
     index_source(tmp_path / "col", trained_model_dir, folder)
     col = Collection.open(tmp_path / "col")
-    assert len(col) == 5 and len(col.quarantined()) == 3
+    assert len(col) == 6 and len(col.quarantined()) == 3
 
 
 def test_manifest_bad_rows_are_quarantined(trained_model_dir, shapes_dir, tmp_path):
