@@ -282,9 +282,9 @@ def test_two_stage_matryoshka_search(shapes_dir, tmp_path, tiny_overrides):
         np.testing.assert_allclose([h.score for h in staged], [h.score for h in exact], atol=1e-5)
 
 
-def test_review_fixes_ingest_sampling_filters_and_readers(trained_model_dir, shapes_dir, tmp_path):
+def test_review_fixes_ingest_sampling_filters_and_readers(trained_model_dir, shapes_dir, tmp_path,
+                                                          monkeypatch):
     import sqlite3
-    import time as _time
     # a symlinked duplicate is one item, not a fatal repeated key
     folder = _shapes_folder(shapes_dir, tmp_path / "imgs", n=3)
     (folder / "alias.png").symlink_to(sorted(folder.glob("*.png"))[0])
@@ -300,12 +300,21 @@ def test_review_fixes_ingest_sampling_filters_and_readers(trained_model_dir, sha
     # filters compare as text: the CLI's "7" finds the JSON 7, and a number finds a CSV string
     assert [h.item["meta"]["n"] for h in col.search(vector=np.ones(32), where={"n": "8"})] == [8]
     assert [h.item["meta"]["n"] for h in col.search(vector=np.ones(32), where={"n": 8})] == [8]
-    # a reader opens while a writer holds the lock
+    # a reader opens and searches while a writer holds the lock, never waiting for it: its
+    # connections get no busy timeout, so a lock it asked for would fail at once
+    # ("database is locked") instead of waiting the catalog's 60 s
     writer = sqlite3.connect(tmp_path / "mixed" / "catalog.sqlite", timeout=60)
     writer.execute("BEGIN IMMEDIATE")
-    started = _time.perf_counter()
-    Collection.open(tmp_path / "mixed").search(vector=np.ones(32), k=1)
-    assert _time.perf_counter() - started < 3
+    real_connect, opened = sqlite3.connect, []
+
+    def impatient(*args, **kwargs):
+        opened.append(args[0])
+        return real_connect(*args, **{**kwargs, "timeout": 0})
+
+    monkeypatch.setattr(sqlite3, "connect", impatient)
+    hits = Collection.open(tmp_path / "mixed").search(vector=np.ones(32), k=1)
+    monkeypatch.undo()
+    assert len(hits) == 1 and opened  # the reader's catalog connection was the impatient one
     writer.execute("ROLLBACK")
 
 
