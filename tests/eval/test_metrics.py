@@ -1,12 +1,9 @@
-import inspect
-
 import numpy as np
 import pytest
 from sklearn.metrics import top_k_accuracy_score
 
 from jointspace.eval import evaluate
 from jointspace.eval.retrieval import positive_ranks, recall_at_k, retrieval_metrics
-from jointspace.data.manifest import read_manifest
 from jointspace.eval.zeroshot import DEFAULT_TEMPLATES, zero_shot_metrics
 
 
@@ -224,8 +221,6 @@ def test_evaluate_uses_the_group_column(trained_model_dir, shapes_dir, tmp_path)
     assert set(results["retrieval"]["strict"]["ceiling"]["image_to_text"].values()) == {1.0}
 
 
-@pytest.mark.skipif("columns" not in inspect.signature(read_manifest).parameters,
-                    reason="the manifest reader cannot map columns yet")
 def test_evaluate_maps_column_names(trained_model_dir, shapes_dir, tmp_path):
     import csv
     rows = _rows(shapes_dir / "test.csv")
