@@ -88,7 +88,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="modality pairs evaluated against each other (default image:text; e.g. "
                         "audio:text,audio:image); with several, each writes OUT/A-B/")
     e.add_argument("--tasks", help="comma-separated subset of retrieval, zero_shot, probe, "
-                                   "matryoshka (default: all the inputs allow)")
+                                   "geometry, matryoshka (default: all the inputs allow); a task "
+                                   "named that cannot run is an error")
     e.add_argument("--train-data", type=Path, metavar="MANIFEST",
                    help="labelled manifest to fit the linear probe and k-NN on")
     e.add_argument("--probe-c", type=float, help="the probe's C (default: chosen on a validation split)")
@@ -185,8 +186,24 @@ def _print_directions(block: dict, pair: list[str], extra=lambda d: "") -> None:
 
 
 def _print_results(results: dict) -> None:
-    r = results["retrieval"]
     pair = results.get("pair", ["image", "text"])
+    if "retrieval" in results:
+        _print_retrieval(results, pair)
+    for key in ("linear_probe", "knn"):
+        if key in results:
+            print(f"{key.replace('_', ' ')} on {results[key]['field']}: top-1 {results[key]['acc1']:.3f}")
+    for key, z in results.items():
+        if key.startswith("zero_shot"):
+            print(f"{key}: top-1 {z['top1']:.3f}, top-5 {z['top5']:.3f} over {z['n_classes']} classes "
+                  f"(chance {z['chance_top1']:.3f}), n={z['n']}")
+    if "geometry" in results:
+        g = results["geometry"]
+        print("geometry: " + ", ".join(f"{k} {v:.3f}" for k, v in g.items()
+                                       if isinstance(v, float))[:300])
+
+
+def _print_retrieval(results: dict, pair: list[str]) -> None:
+    r = results["retrieval"]
     gallery = r.get("gallery", {})
     print(f"{pair[0]}↔{pair[1]} retrieval on {r['n']} pairs ({gallery.get(pair[0], r['n'])} distinct "
           f"{pair[0]}s), a hit = same {r['grouped_by']} ({r['n_groups']} groups):")
@@ -204,13 +221,6 @@ def _print_results(results: dict) -> None:
     if words:
         print("with words training never used (test_words.csv), grouped:")
         _print_directions(words, pair)
-    for key in ("linear_probe", "knn"):
-        if key in results:
-            print(f"{key.replace('_', ' ')} on {results[key]['field']}: top-1 {results[key]['acc1']:.3f}")
-    for key, z in results.items():
-        if key.startswith("zero_shot"):
-            print(f"{key}: top-1 {z['top1']:.3f}, top-5 {z['top5']:.3f} over {z['n_classes']} classes "
-                  f"(chance {z['chance_top1']:.3f}), n={z['n']}")
 
 
 def run(args: argparse.Namespace) -> None:

@@ -51,6 +51,9 @@ def _cli(*args, cwd=None):
     (["eval", "trained", "--data", "x.csv", "--templates", "x.csv"], "has no {label}"),
     (["eval", "trained", "--data", "x.csv", "--pairs", "image:image"], "two different modalities"),
     (["eval", "trained", "--data", "x.csv", "--tasks", "vibes"], "unknown task(s) vibes"),
+    (["eval", "trained", "--data", "x.csv", "--tasks", "retrieval,probe"],
+     "probe needs a labelled training manifest"),
+    (["eval", "trained", "--data", "x.csv", "--tasks", "matryoshka"], "matryoshka needs a model"),
     (["compare", "trained", "trained", "--data", "x.csv", "--modalities", "audio"], "shared: image, text"),
 ])
 def test_errors_are_one_clear_line(tmp_path, args, message, trained_model_dir):
@@ -69,6 +72,12 @@ def test_errors_are_one_clear_line(tmp_path, args, message, trained_model_dir):
 def test_help_has_examples(verb):
     proc = _cli(verb, "--help")
     assert proc.returncode == 0 and "example:" in proc.stdout and f"jointspace {verb}" in proc.stdout
+
+
+def test_eval_help_lists_every_task():
+    from jointspace.eval.run import TASKS
+    text = " ".join(_cli("eval", "--help").stdout.split())
+    assert all(task in text for task in TASKS), text
 
 
 def test_openclip_columns_excel_bom_and_device(tmp_path, capsys, shapes_dir, trained_model_dir,

@@ -191,20 +191,21 @@ def write_report(out_dir: str | Path, results: dict[str, Any], a_emb: np.ndarray
     ``a_ids`` marks rows naming the same ``a`` item."""
     names = tuple(results.get("pair", ("image", "text")))
     a, b = names
-    r = results["retrieval"]
+    r = results.get("retrieval")
+    hit = f"; a retrieval hit = same {html.escape(r['grouped_by'])}" if r else ""
     parts = [f"<h1>jointspace evaluation: {html.escape(a)} ↔ {html.escape(b)}</h1>",
              f"<p>{results['n']} pairs from <code>{html.escape(str(results['manifest']))}</code>"
-             f" ({results['quarantined']} rows quarantined); a retrieval hit = same "
-             f"{html.escape(r['grouped_by'])}.</p>", "<h2>Headline metrics</h2>",
-             html_table([[k, v] for k, v in results.get("metrics", {}).items()], ["metric", "value"]),
-             "<h2>Retrieval</h2>", _img(recall_bars(r, names), "recall at K",
-                                        "Recall@K per direction, plain and CSLS-scored")]
-    rows = [[d.replace("_to_", " → ")] + [r[d].get(k, float("nan")) for k in
-                                            ("R@1", "R@5", "R@10", "mAP@10", "median_rank")]
-            for d in (f"{b}_to_{a}", f"{a}_to_{b}")]
-    parts.append(html_table(rows, ["direction", "R@1", "R@5", "R@10", "mAP@10", "median rank"]))
-    parts.append(_img(similarity_histogram(a_emb, b_emb, groups, a_ids=a_ids), "similarity histogram",
-                      "cosine similarity of positive and negative pairs"))
+             f" ({results['quarantined']} rows quarantined){hit}.</p>", "<h2>Headline metrics</h2>",
+             html_table([[k, v] for k, v in results.get("metrics", {}).items()], ["metric", "value"])]
+    if r:
+        rows = [[d.replace("_to_", " → ")] + [r[d].get(k, float("nan")) for k in
+                                                ("R@1", "R@5", "R@10", "mAP@10", "median_rank")]
+                for d in (f"{b}_to_{a}", f"{a}_to_{b}")]
+        parts += ["<h2>Retrieval</h2>", _img(recall_bars(r, names), "recall at K",
+                                            "Recall@K per direction, plain and CSLS-scored"),
+                  html_table(rows, ["direction", "R@1", "R@5", "R@10", "mAP@10", "median rank"]),
+                  _img(similarity_histogram(a_emb, b_emb, groups, a_ids=a_ids), "similarity histogram",
+                       "cosine similarity of positive and negative pairs")]
     parts.append(_img(gap_projection(a_emb, b_emb, names), "modality gap projection",
                       f"{a} and {b} embeddings on their first two principal axes"))
     z = results.get("zero_shot")

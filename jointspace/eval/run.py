@@ -41,7 +41,7 @@ from .retrieval import group_field, group_keys, item_identity, retrieval_metrics
 from .zeroshot import DEFAULT_TEMPLATES, class_embeddings, zero_shot_metrics
 
 RESULTS_FILE = "results.json"
-#: what ``evaluate(tasks=...)`` can run (retrieval always runs: the others build on it)
+#: what ``evaluate(tasks=...)`` can run
 TASKS = ("retrieval", "zero_shot", "probe", "geometry", "matryoshka")
 #: below this many rows the geometry measures say nothing (and a held-out split is empty)
 MIN_GEOMETRY_ROWS = 10
@@ -85,8 +85,10 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
     on its embeddings of that same side and scored on this manifest's
     (:mod:`.probe`). ``geometry`` holds the measures of :mod:`.geometry`
     (alignment, uniformity, RankMe, IsoScore, modality gap, hubness with the
-    top hubs as ``(row, count)``). ``tasks`` limits the work to some of :data:`TASKS`
-    (retrieval is always reported); default: every task the inputs allow.
+    top hubs as ``(row, count)``). ``tasks`` names the work, some of :data:`TASKS`;
+    a task named that cannot run (no labels, no training manifest for the probe,
+    no nested dims …) is a :class:`~jointspace.errors.ConfigError` saying why.
+    Default: every task the inputs allow.
     ``subsets`` maps a name to labels whose rows are also scored on their own
     (``zero_shot_<name>``, ``retrieval_<name>``, ``retrieval_by_label_<name>``;
     retrieval there searches only the subset's rows). ``device`` is where the
@@ -107,35 +109,31 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     names = parse_pair(pair)
-    tasks = set(TASKS if tasks is None else tasks)
-    if tasks - set(TASKS):
-        raise ConfigError(f"unknown task(s) {', '.join(sorted(tasks - set(TASKS)))}; "
-                          f"tasks are {', '.join(TASKS)}")
     # a folder is built only if something is not cached yet
     source = ModelSource(model, device)
     log_path = None if source.folder is None else source.folder / "log.jsonl"
     for m in names:
         source.check(m)  # a clear error before any file is read
+    side = 0 if names[0] != "text" else 1  # zero-shot and probes use the pair's non-text side
+    plan = _TaskPlan(tasks, source, train_manifest)
     embedded = embed_manifest(source, manifest, names, batch_size=batch_size, cache_dir=out_dir,
                               on_bad_row=on_bad_row, columns=columns, quarantine_dir=out_dir)
     data, records = embedded.manifest, embedded.records
     a_emb, b_emb = (embedded.embeddings[f] for f in names)
     keys, grouped_by = group_keys(records, group_field(names))
     labels = data.labels()
-    labelled = len(labels) == len(data)
+    labelled = labels is not None and len(labels) == len(data)
+    run = plan.runnable(labelled, len(data), manifest)
     results: dict[str, Any] = {"manifest": str(manifest), "pair": list(names), "n": len(data),
                                "quarantined": len(data.bad_rows),
                                "embeddings_from_cache": embedded.from_cache,
-                               "device": source.device_name}
+                               "device": source.device_name, "tasks": sorted(run)}
     a_ids, b_ids = ([item_identity(r.fields[f]) for r in records] for f in names)
     views = _Views(names, keys, a_ids, b_ids, grouped_by)
-    results.update(views(a_emb, b_emb, labels if labelled else None))
-    # zero-shot classifies the pair's non-text side against text prompts
-    side = 0 if names[0] != "text" else 1
-    zero_shot = ("zero_shot" in tasks and labelled and "text" in source.config.towers
-                 and names[side] != "text")
+    if "retrieval" in run:
+        results.update(views(a_emb, b_emb, labels if labelled else None))
     query_emb = (a_emb, b_emb)[side]
-    if zero_shot:
+    if "zero_shot" in run:
         classes = sorted(set(labels)) if classes is None else list(classes)
         class_emb = _class_embeddings(source, classes, templates, None, batch_size, out_dir)
         results["zero_shot"] = zero_shot_metrics(query_emb, labels, classes, class_emb)
@@ -145,21 +143,21 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
         rows = [i for i, label in enumerate(labels) if label in wanted]
         if not rows:
             continue
-        if zero_shot:
+        if "zero_shot" in run:
             results[f"zero_shot_{name}"] = zero_shot_metrics(
                 query_emb[rows], [labels[i] for i in rows], classes, class_emb)
-        subset = views.subset(rows)(a_emb[rows], b_emb[rows], [labels[i] for i in rows])
-        results.update({f"{view}_{name}": value for view, value in subset.items()})
-    if "geometry" in tasks and len(data) >= MIN_GEOMETRY_ROWS:
+        if "retrieval" in run:
+            subset = views.subset(rows)(a_emb[rows], b_emb[rows], [labels[i] for i in rows])
+            results.update({f"{view}_{name}": value for view, value in subset.items()})
+    if "geometry" in run:
         results["geometry"] = geometry_metrics(a_emb, b_emb, names, k=min(10, len(data)))
-    if "probe" in tasks and train_manifest is not None:
-        results.update(_probes(source, train_manifest, names[side], (a_emb, b_emb)[side],
-                               labels if labelled else None, batch_size, out_dir, on_bad_row,
-                               columns, probe_c))
-    if "matryoshka" in tasks and len(source.config.nested_dims()) > 1:
+    if "probe" in run:
+        results.update(_probes(source, train_manifest, names[side], query_emb, labels, batch_size,
+                               out_dir, on_bad_row, columns, probe_c))
+    if "matryoshka" in run:
         results["matryoshka"] = _per_size(source, views, a_emb, b_emb, query_emb, labels,
-                                          classes if zero_shot else None, templates,
-                                          geometry="geometry" in tasks, batch_size=batch_size,
+                                          classes if "zero_shot" in run else None, templates,
+                                          geometry="geometry" in run, batch_size=batch_size,
                                           cache_dir=out_dir)
     results["metrics"] = flat_metrics(results)
     results["seconds"] = round(time.perf_counter() - started, 2)
@@ -169,6 +167,43 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
             write_report(out_dir, results, a_emb, b_emb, keys, embedded.items, log_path,
                          a_ids=a_ids)
     return results
+
+
+class _TaskPlan:
+    """Which of :data:`TASKS` an evaluation runs. Without ``tasks``: every task the
+    inputs allow. A task asked for by name that cannot run is an error saying why,
+    raised as soon as it is known (before any file is read where possible)."""
+
+    def __init__(self, tasks: Sequence[str] | None, source: ModelSource,
+                 train_manifest: str | Path | None) -> None:
+        self.explicit = tasks is not None
+        asked = list(dict.fromkeys(TASKS if tasks is None else tasks))
+        unknown = [t for t in asked if t not in TASKS]
+        if unknown or not asked:
+            raise ConfigError(f"unknown task(s) {', '.join(unknown) or '(none given)'}; "
+                              f"tasks are {', '.join(TASKS)}")
+        self.asked = set(asked)
+        self._drop("zero_shot", None if "text" in source.config.towers else
+                   f"zero_shot needs a text tower; this model has {', '.join(source.config.towers)}")
+        self._drop("probe", None if train_manifest is not None else
+                   "probe needs a labelled training manifest (train_manifest=…, CLI --train-data)")
+        self._drop("matryoshka", None if len(source.config.nested_dims()) > 1 else
+                   "matryoshka needs a model trained with nested dims (model.matryoshka_dims)")
+
+    def _drop(self, task: str, reason: str | None) -> None:
+        if reason is None or task not in self.asked:
+            return
+        if self.explicit:
+            raise ConfigError(reason)
+        self.asked.discard(task)
+
+    def runnable(self, labelled: bool, n_rows: int, manifest: str | Path) -> set[str]:
+        """The tasks to run, once the manifest has been read."""
+        for task in ("zero_shot", "probe"):
+            self._drop(task, None if labelled else f"{task} needs a label on every row of {manifest}")
+        self._drop("geometry", None if n_rows >= MIN_GEOMETRY_ROWS else
+                   f"geometry needs at least {MIN_GEOMETRY_ROWS} rows; {manifest} has {n_rows}")
+        return set(self.asked)
 
 
 def parse_pair(pair: tuple[str, str] | Sequence[str] | str) -> tuple[str, str]:
@@ -245,7 +280,7 @@ def flat_metrics(results: dict[str, Any]) -> dict[str, float]:
     zero-shot ``acc1``, ``acc5``, ``mean_per_class_recall``."""
     a, b = results.get("pair", ("image", "text"))
     out: dict[str, float] = {}
-    for target, direction in ((a, f"{b}_to_{a}"), (b, f"{a}_to_{b}")):
+    for target, direction in ((a, f"{b}_to_{a}"), (b, f"{a}_to_{b}")) if "retrieval" in results else ():
         block = results["retrieval"][direction]
         for key, value in block.items():
             name = (key.replace("R@", "recall@").replace("mAP@", "map@")

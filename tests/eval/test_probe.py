@@ -58,3 +58,28 @@ def test_evaluate_fits_probes_on_the_train_manifest(trained_model_dir, shapes_di
     only = evaluate(trained_model_dir, shapes_dir / "test.csv", tasks=["retrieval"],
                     train_manifest=shapes_dir / "train.csv")
     assert "zero_shot" not in only and "linear_probe" not in only and "retrieval" in only
+
+
+def test_tasks_run_only_what_is_asked_and_refuse_what_cannot_run(trained_model_dir, shapes_dir,
+                                                                  tmp_path):
+    import csv
+    from jointspace.errors import ConfigError
+    from jointspace.eval.run import evaluate
+    zero_shot = evaluate(trained_model_dir, shapes_dir / "test.csv", tasks=["zero_shot"])
+    assert "zero_shot" in zero_shot and "retrieval" not in zero_shot
+    assert zero_shot["tasks"] == ["zero_shot"] and "acc1" in zero_shot["metrics"]
+    with pytest.raises(ConfigError, match="probe needs a labelled training manifest"):
+        evaluate(trained_model_dir, shapes_dir / "test.csv", tasks=["retrieval", "probe"])
+    # the same manifest without labels: zero-shot cannot run
+    rows = list(csv.DictReader(open(shapes_dir / "test.csv")))
+    unlabelled = tmp_path / "unlabelled.csv"
+    with open(unlabelled, "w", newline="") as f:
+        writer = csv.DictWriter(f, ["image", "text"])
+        writer.writeheader()
+        writer.writerows({"image": str(shapes_dir / r["image"]), "text": r["text"]} for r in rows)
+    with pytest.raises(ConfigError, match="zero_shot needs a label on every row"):
+        evaluate(trained_model_dir, unlabelled, tasks=["zero_shot"])
+    default = evaluate(trained_model_dir, unlabelled)  # by default: what the inputs allow
+    assert "zero_shot" not in default and "retrieval" in default
+    assert default["tasks"] == ["geometry", "retrieval"]
+
