@@ -1,7 +1,10 @@
-"""Shared fixtures: a tiny shapes dataset and a tiny run config."""
+"""Shared fixtures: a tiny shapes dataset, a tiny run config, Debian's chromium."""
 from __future__ import annotations
 
 import os
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable
 
 os.environ.setdefault("JOINTSPACE_QUIET", "1")
 
@@ -57,3 +60,49 @@ def trained_model_dir(shapes_dir, tmp_path_factory):
     train(load_run_config(overrides=TINY_OVERRIDES), shapes_dir / "train.csv", out,
           val_data=shapes_dir / "val.csv")
     return out
+
+
+# --------------------------------------------------------------------------- the browser tests
+#: Debian's chromium (Playwright never downloads a browser); another one can be named
+CHROMIUM = os.environ.get("JOINTSPACE_TEST_CHROMIUM", "/usr/bin/chromium")
+
+
+def in_ci() -> bool:
+    """Whether the ``CI`` environment variable is set to something true (CI=true, CI=1)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+@dataclass(frozen=True)
+class Chromium:
+    """What a browser test needs: the chromium executable and Playwright's ``sync_playwright``."""
+
+    executable: str
+    sync_playwright: Callable[[], Any]
+
+    def launch(self, playwright: Any) -> Any:
+        """Headless chromium, sandbox off (containers), no background requests."""
+        return playwright.chromium.launch(executable_path=self.executable, headless=True,
+                                          args=["--no-sandbox", "--disable-background-networking"])
+
+
+def _missing_browser(problem: str, fix: str) -> None:
+    """Under CI the test fails; elsewhere it skips, loudly: a warning in the summary's
+    warnings and the reason in its skip line (``-ra``)."""
+    if in_ci():
+        pytest.fail(f"{problem} under CI (CI={os.environ['CI']}): {fix}", pytrace=False)
+    message = (f"browser test NOT RUN: {problem} ({fix}); under CI=true this fails")
+    warnings.warn(pytest.PytestWarning(message), stacklevel=2)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Chromium:
+    """Debian's chromium driven by Playwright; see :func:`_missing_browser` when either is
+    missing (the one check the browser tests share)."""
+    if not os.path.exists(CHROMIUM):
+        _missing_browser(f"no {CHROMIUM} on this machine", "apt-get install chromium; .ci/run does")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing_browser("playwright is not installed", "pip install -e .[test]")
+    return Chromium(CHROMIUM, sync_playwright)

@@ -4,7 +4,6 @@ image query by upload, a composed query, the API key prompt, and audio players.
 The page is served with its Content-Security-Policy, so these runs also show the page
 works under it (Playwright's own ``wait_for_function`` would need ``unsafe-eval``: the
 waits below poll with ``page.evaluate`` instead)."""
-import os
 import socket
 import threading
 import time
@@ -18,9 +17,7 @@ import uvicorn
 from jointspace.index import index_source
 from jointspace.serve import create_app
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false")
 
 
 @contextmanager
@@ -52,20 +49,9 @@ def collection(trained_model_dir, shapes_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        if IN_CI:
-            pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium")
-        pytest.skip(f"no {CHROMIUM} on this machine (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        if IN_CI:
-            pytest.fail("playwright is missing: pip install -e .[test]")
-        pytest.skip("playwright is not installed (pip install -e .[test])")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox", "--disable-background-networking"])
+def browser(chromium):
+    with chromium.sync_playwright() as p:
+        browser = chromium.launch(p)
         try:
             yield browser
         finally:
