@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. train.max_steps=200 (repeatable)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    t.add_argument("--accept-changed-data", action="store_true",
+                   help="with --resume: continue even though the data differs from the one the "
+                        "checkpoint recorded (edited manifest, changed files); batches will differ")
     t.add_argument("--init-from", type=Path, metavar="MODEL_DIR",
                    help="start the towers this model shares with MODEL_DIR from its weights; "
                         "model.towers.<m>.trainable (all, head, adapter, none) says what trains")
@@ -260,7 +263,8 @@ def run(args: argparse.Namespace) -> None:
                 raise ConfigError("--bind NEW:ANCHOR binds to a model: give it with --init-from")
             run_config = bind_config(run_config, args.init_from, *parse_pair(args.bind))
         result = train(run_config, args.data, args.out, val_data=args.val, resume=args.resume,
-                       on_bad_row=args.on_bad_row, columns=_columns(args), init_from=args.init_from)
+                       on_bad_row=args.on_bad_row, columns=_columns(args), init_from=args.init_from,
+                       accept_changed_data=args.accept_changed_data)
         print(f"model: {result.model_dir} ({result.steps} steps, {result.seconds:.0f} s, "
               f"last loss {result.last_loss:.3f}, {result.quarantined} rows quarantined)")
     elif args.verb == "eval":

@@ -31,6 +31,7 @@ from ..model import JointModel, resolve_device
 from ..objectives import LOCAL, Objective
 from ..progress import logger, progress
 from .checkpoint import CHECKPOINT_FILE, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .data_fingerprint import check_resume_data, data_fingerprint
 from .distributed import (DistInfo, barrier, broadcast_parameters, init_distributed,
                           on_main_then_share, sync_batch_norms)
 from .init import init_from_model, model_card
@@ -131,7 +132,7 @@ def train(run: RunConfig, data: str | Path | Sequence[str | Path], out: str | Pa
           val_data: str | Path | None = None, data_weights: Sequence[float] | None = None,
           resume: bool = False, on_bad_row: OnBadRow = "skip",
           columns: dict[str, str] | None = None, init_from: str | Path | None = None,
-          stop_after: int | None = None) -> TrainResult:
+          stop_after: int | None = None, accept_changed_data: bool = False) -> TrainResult:
     """Train a joint model on paired manifests and write the model folder ``out``.
 
     ``data`` is one manifest or several; with several, each step draws its
@@ -140,6 +141,10 @@ def train(run: RunConfig, data: str | Path | Sequence[str | Path], out: str | Pa
 
     ``resume=True`` continues from ``out/checkpoint.pt`` with the run config
     saved there and reaches the same weights as an uninterrupted run (CPU).
+    The checkpoint records a fingerprint of the training data (manifest bytes,
+    each file's path, size and mtime; each shard's): resuming on data that
+    differs raises :class:`DataError` naming the change, unless
+    ``accept_changed_data=True`` (then it warns and resumes).
     ``stop_after`` ends the run after that optimiser step as if it had been
     killed right after a checkpoint (for time-boxed runs and tests).
     ``columns`` maps a field to the manifests' column that holds it
@@ -172,6 +177,10 @@ def train(run: RunConfig, data: str | Path | Sequence[str | Path], out: str | Pa
     paths = [data] if isinstance(data, (str, Path)) else list(data)
     stream = _stream_of(paths, run)
     sources = read_sources(paths, run, out, on_bad_row, columns) if stream is None else []
+    fingerprint = on_main_then_share(lambda: data_fingerprint(sources, stream))
+    if state is not None:
+        check_resume_data(state.get("data"), fingerprint, sources, checkpoint_path,
+                          accept_changed_data)
     val_source = _val_source(val_data, run, out, on_bad_row, columns, stream)
     if state is None and info.is_main:
         for m, tower in model.towers.items():
@@ -228,7 +237,7 @@ def train(run: RunConfig, data: str | Path | Sequence[str | Path], out: str | Pa
             save_checkpoint(checkpoint_path, {
                 "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "rng": rng_state(), "run": to_dict(run),
-                **({"stream": stream_state} if stream_state else {})})
+                "data": fingerprint, **({"stream": stream_state} if stream_state else {})})
 
     model.train()
     started = time.perf_counter()
