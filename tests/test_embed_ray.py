@@ -6,14 +6,13 @@ import tarfile
 
 import numpy as np
 import pytest
+import ray  # a hard dependency (pyproject.toml): these tests never skip for want of it
 
 import jointspace
 from jointspace.data.export import export_manifest
 from jointspace.embed import embed, read_embeddings
 from jointspace.errors import JointspaceError
 from jointspace.index import Collection, index_source
-
-ray = pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,13 @@ import logging
 
 import numpy as np
 import pytest
+import soundfile
 
 from jointspace.data.audio import MAX_SECONDS, SAMPLE_RATE, check_audio, decode_audio
 from jointspace.data.manifest import read_manifest
 from jointspace.errors import DataError
 
-soundfile = pytest.importorskip("soundfile")
-import jointspace.towers  # noqa: E402,F401  (registers the audio modality)
+import jointspace.towers  # noqa: F401  (registers the audio modality)
 
 
 def _tone(hz=440.0, seconds=1.0, rate=SAMPLE_RATE, amp=0.5):

@@ -3,11 +3,11 @@ import csv
 
 import numpy as np
 import pytest
+import soundfile
 
 from jointspace.data.shapes import Scene, Shape, ShapesSpec, write_shapes
 from jointspace.data.sounds import LOUDNESS, PITCHES, synthesise
 
-soundfile = pytest.importorskip("soundfile")
 SR = 16000
 
 
