@@ -25,7 +25,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from .errors import DataError, JointspaceError
-from .fileio import atomic_write_json
+from .fileio import atomic_path, atomic_write_json, atomic_write_text
 from .progress import logger
 
 INFO_FILE = "embed.json"
@@ -149,13 +149,11 @@ def embed_unit(model: Any, unit: dict[str, Any], modality: str, out: Path, batch
         "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim),
         "label": strings["label"], "text": strings["text"], "source": strings["source"]})
     final = out / f"part-{unit['part']:05d}.parquet"
-    tmp = out / f".{final.name}.{os.getpid()}.tmp"
-    pq.write_table(table, tmp)
     if problems:
-        with open(out / f"quarantine-{unit['part']:05d}.jsonl", "w", encoding="utf-8") as f:
-            for p in problems:
-                f.write(json.dumps({**p, "input": unit["input"]}) + "\n")
-    os.replace(tmp, final)  # last: a part that exists is complete, with its quarantine
+        atomic_write_text(out / f"quarantine-{unit['part']:05d}.jsonl", "".join(
+            json.dumps({**p, "input": unit["input"]}) + "\n" for p in problems))
+    with atomic_path(final) as tmp:  # last: a part that exists is complete, with its quarantine
+        pq.write_table(table, tmp)
     return {"part": unit["part"], "items": len(meta), "quarantined": len(problems),
             "seconds": time.perf_counter() - started}
 

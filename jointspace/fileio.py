@@ -6,11 +6,12 @@ share a temporary file: the last rename wins and the file holds one writer's
 bytes whole. :func:`kill_point` marks the moments the crash tests kill a process at."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Iterator
 
 TMP_SUFFIX = ".tmp"  # run folders and stores sweep ``.*.tmp`` left by a killed write
 
@@ -49,6 +50,33 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
         raise
     fsync_dir(path.parent)
     return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, sync_dir: bool = True) -> Iterator[Path]:
+    """For writers that take a file name (faiss, pyarrow, tarfile): yields a unique,
+    empty temporary sibling of ``path``; when the block ends it is flushed to disk and
+    renamed over ``path``, or removed if the block raised.
+
+    >>> with atomic_path(tmp / "index.faiss") as tmp_name:  # doctest: +SKIP
+    ...     faiss.write_index(index, str(tmp_name))
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp, f = _open_unique_tmp(path)
+    f.close()
+    try:
+        yield tmp
+        fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+    if sync_dir:
+        fsync_dir(path.parent)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from ..errors import DataError
+from ..fileio import atomic_path
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp", "image")
 TEXT_KEYS = ("txt", "caption", "text")
@@ -297,9 +298,8 @@ class ShardWriter:
             return
         suffix = ".tar" if self.format == "webdataset" else ".parquet"
         final = self.out / f"{len(self.written):05d}{suffix}"
-        tmp = final.with_name(f".{final.name}.tmp")
-        (self._write_tar if self.format == "webdataset" else self._write_parquet)(tmp)
-        tmp.replace(final)
+        with atomic_path(final) as tmp:  # a kill mid-write leaves no half shard
+            (self._write_tar if self.format == "webdataset" else self._write_parquet)(tmp)
         self.written.append(final)
         self._pending = []
 

@@ -7,12 +7,11 @@ the last committed state readable.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
-from ..fileio import atomic_write_json, fsync_dir, fsync_file
+from ..fileio import atomic_path, atomic_write_json, fsync_dir
 from .store import STORES, check_batch, check_queries, load_committed, top_k
 
 POINTER = "store.json"
@@ -64,11 +63,8 @@ class ExactStore:
         names = {"ids": f"ids-{watermark}.npy", "vectors": f"vectors-{watermark}.npy"}
         old = {p.name for p in self.folder.glob("*.npy")}
         for key, array in (("ids", self.ids), ("vectors", self.vectors)):
-            tmp = self.folder / f".{names[key]}.tmp"
-            with open(tmp, "wb") as f:
-                np.save(f, array)
-            fsync_file(tmp)
-            os.replace(tmp, self.folder / names[key])
+            with atomic_path(self.folder / names[key], sync_dir=False) as tmp, open(tmp, "wb") as f:
+                np.save(f, array)  # a file object: np.save would add ".npy" to a name
         fsync_dir(self.folder)
         atomic_write_json(self.folder / POINTER, {**names, "watermark": int(watermark),
                                                   "count": self.count()})

@@ -19,13 +19,12 @@ recall/speed knob, settable per query. An IVF index that has grown to
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..fileio import atomic_write_json, fsync_dir, fsync_file, kill_point
+from ..fileio import atomic_path, atomic_write_json, kill_point
 from ..progress import logger
 from .store import STORES, check_batch, check_queries, load_committed
 
@@ -188,11 +187,8 @@ class FaissStore:
         for stale in self.folder.glob(".*.tmp"):  # left by a commit that was killed
             stale.unlink(missing_ok=True)
         name = f"index-{int(watermark)}.faiss"
-        tmp = self.folder / f".{name}.tmp"
-        faiss.write_index(self.index, str(tmp))
-        fsync_file(tmp)
-        os.replace(tmp, self.folder / name)
-        fsync_dir(self.folder)
+        with atomic_path(self.folder / name) as tmp:
+            faiss.write_index(self.index, str(tmp))
         kill_point("store")  # the new file is in place, the pointer still names the old
         atomic_write_json(self.folder / POINTER, {
             "file": name, "watermark": int(watermark), "kind": self.kind, "count": self.count(),
