@@ -74,6 +74,9 @@ class Tower(nn.Module):
 
     Config: type = object
     modality: str = ""
+    #: whether the backbone's weights come from elsewhere (a package, a local folder);
+    #: such a tower built from a model folder needs no access to where they came from
+    pretrained: bool = False
     #: whether :meth:`prepare` learns from the training items (a from-scratch tokenizer):
     #: a streamed run reads items for it only then
     learns_from_data: bool = False

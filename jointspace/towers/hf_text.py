@@ -132,6 +132,7 @@ class HFTextTower(Tower):
 
     Config = HFTextConfig
     modality = "text"
+    pretrained = True
 
     def __init__(self, config: HFTextConfig, embed_dim: int) -> None:
         super().__init__(config, embed_dim)
