@@ -71,8 +71,6 @@ agreement with sentence-transformers.
 """
 from __future__ import annotations
 
-import contextlib
-import copy
 import json
 import warnings
 from dataclasses import dataclass
@@ -84,11 +82,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, DataError, JointspaceError
-from ..progress import logger
-from .base import TOWERS, Adapter, Tower
+from .base import TOWERS
+from .hf_backbone import HFBackboneTower
 from .hf_loading import (HF_CONFIG_FILE, POOLING_MODES, PRECISIONS, SETTINGS_FILE, TOKENIZER_FILE,
-                         FolderSource, config_signature, drop_pooler, inspect_folder, native_bf16_device,
-                         prepare_tokenizer, quiet_transformers, read_json, transformers_module)
+                         FolderSource, config_signature, drop_pooler, inspect_folder, prepare_tokenizer,
+                         quiet_transformers, read_json, transformers_module)
 
 @dataclass
 class HFTextConfig:
@@ -126,7 +124,7 @@ class MiniLMConfig(HFTextConfig):
 
 # --------------------------------------------------------------------------- the tower
 @TOWERS.register("hf")
-class HFTextTower(Tower):
+class HFTextTower(HFBackboneTower):
     """A pretrained Hugging Face text encoder with sentence-transformers pooling and a
     trainable linear projection into the joint space (see the module docstring)."""
 
@@ -136,16 +134,11 @@ class HFTextTower(Tower):
 
     def __init__(self, config: HFTextConfig, embed_dim: int) -> None:
         super().__init__(config, embed_dim)
-        self.register_module("backbone", None)
         self.tokenizer: Any = None  # a tokenizers.Tokenizer (truncating, never padding)
         self.pad_id = 0
         self.max_seq_length = 0
         self.pooling = "mean"
         self.source = ""
-        self.unavailable: str | None = None  # why the backbone could not be built from path
-        self._held: dict[str, torch.Tensor] | None = None  # weights waiting for load_assets
-        self._fast: dict[str, Any] = {}  # the inference copy and its key (not a submodule)
-        self.register_load_state_dict_pre_hook(_hold_backbone_weights)
         try:
             folder = self.resolve_path()
             src = inspect_folder(folder)
@@ -210,11 +203,7 @@ class HFTextTower(Tower):
     def _check_ready(self) -> None:
         if self.tokenizer is None:
             raise ConfigError(self.unavailable or "text tower has no tokenizer")
-        if self.backbone is None:
-            if self._held is not None:
-                raise JointspaceError("the text tower holds weights of another backbone; call "
-                                      "load_assets(folder) with the model folder they came from")
-            raise ConfigError(self.unavailable or "text tower has no backbone")
+        self._check_backbone()
 
     @property
     def hidden_size(self) -> int:
@@ -262,52 +251,6 @@ class HFTextTower(Tower):
         count = m.sum(dim=1).clamp(min=1e-9)
         total = (hidden * m).sum(dim=1)
         return total / (count if self.pooling == "mean" else count.sqrt())
-
-    def resolved_precision(self, device: torch.device) -> str:
-        if self.config.precision == "auto":
-            key = ("auto", device.type)
-            if key not in self._fast:
-                self._fast[key] = "bf16" if native_bf16_device(device) else "fp32"
-            return self._fast[key]
-        return self.config.precision
-
-    def _runner(self, device: torch.device) -> tuple[nn.Module, contextlib.AbstractContextManager]:
-        """The module to run and the context to run it in: the fp32 backbone, under bf16
-        autocast when gradients are needed, or a bf16 / int8 inference copy."""
-        backbone = self.backbone
-        precision = self.resolved_precision(device)
-        needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in backbone.parameters())
-        if backbone.training or needs_grad:
-            if precision == "bf16":
-                return backbone, torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-            return backbone, contextlib.nullcontext()
-        kind = "int8" if self.config.quantize and device.type == "cpu" else precision
-        if kind == "fp32":
-            return backbone, contextlib.nullcontext()
-        return self._inference_copy(kind), contextlib.nullcontext()
-
-    def _inference_copy(self, kind: str) -> nn.Module:
-        params = list(self.backbone.parameters())
-        key = (kind, id(self.backbone), str(params[0].device), params[0].dtype,
-               tuple((id(p), p.data_ptr(), p._version) for p in params))
-        cached = self._fast.get("copy")
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        self._fast.pop("copy", None)  # free the old copy before making the new one
-        with torch.no_grad():
-            if kind == "bf16":
-                # deepcopy with the parameters pre-copied in bf16: no transient fp32 copy
-                memo = {id(p): nn.Parameter(p.detach().to(torch.bfloat16), requires_grad=False)
-                        for p in params}
-                clone = copy.deepcopy(self.backbone, memo).to(torch.bfloat16).eval()
-            else:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice
-                    clone = torch.ao.quantization.quantize_dynamic(
-                        self.backbone, {nn.Linear}, dtype=torch.qint8, inplace=False).eval()
-                clone.requires_grad_(False)
-        self._fast["copy"] = (key, clone)
-        return clone
 
     @torch.inference_mode()
     def encode_features(self, texts: Sequence[str] | str, batch_size: int = 64,
@@ -386,57 +329,10 @@ class HFTextTower(Tower):
         self.unavailable = None
 
     def _rebuild(self, transformers: Any, hf_config: Any) -> None:
-        old = self.backbone
         with quiet_transformers():
             model = drop_pooler(transformers.AutoModel.from_config(
                 hf_config, attn_implementation="sdpa", trust_remote_code=False)).float()
-        state = self._held if self._held is not None else (old.state_dict() if old is not None else None)
-        if state is not None:
-            try:
-                model.load_state_dict(state, strict=True)
-            except RuntimeError as e:
-                raise JointspaceError(f"the text tower's weights do not fit its saved config: "
-                                      f"{str(e).splitlines()[0]}") from None
-        self.backbone = model.to(self.proj.weight.device)
-        self._held = None
-        self._fast.pop("copy", None)
-        self._fit_head(int(model.config.hidden_size))
-        self.set_trainable(self.trainable)  # new parameters: freeze what should be frozen
-        self.train(self.training)
-
-    def _fit_head(self, width: int) -> None:
-        """Give the projection (and an adapter) the backbone's width; a tower built without
-        its backbone learns the width only from the model folder."""
-        device = self.proj.weight.device
-        if self.proj.in_features != width:
-            self.proj = nn.Linear(width, self.embed_dim).to(device)
-        if isinstance(self.adapter, Adapter) and self.adapter.norm.normalized_shape[0] != width:
-            self.adapter = Adapter(width, self.adapter.down.out_features).to(device)
-
-
-def _hold_backbone_weights(module: HFTextTower, state_dict: dict[str, Any], prefix: str,
-                           *args: Any) -> None:
-    """Load-state-dict pre-hook: weights for a backbone this tower lacks (or built with
-    another architecture) are set aside for :meth:`HFTextTower.load_assets` to place."""
-    head = prefix + "backbone."
-    keys = [k for k in state_dict if k.startswith(head)]
-    if not keys:
-        return
-    if module.backbone is not None:
-        have = {k: tuple(v.shape) for k, v in module.backbone.state_dict().items()}
-        incoming = {k[len(head):]: tuple(state_dict[k].shape) for k in keys}
-        if have == incoming:
-            return  # the usual case: load into the existing backbone
-        logger.info("text tower: saved weights are for another architecture than %s; "
-                    "rebuilding from the model folder's config", module.source)
-    module._held = {k[len(head):]: state_dict.pop(k) for k in keys}
-    module.backbone = None  # registered as None: its keys are neither loaded nor "unexpected"
-    module._fast.pop("copy", None)
-    proj = state_dict.get(prefix + "proj.weight")
-    if proj is not None and proj.ndim == 2:
-        module._fit_head(int(proj.shape[1]))
-        module.set_trainable(module.trainable)
-        module.train(module.training)
+        self._adopt_backbone(model, int(model.config.hidden_size))
 
 
 def _with_lowercase(tokenizer: Any) -> Any:
