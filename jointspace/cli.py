@@ -28,6 +28,9 @@ EXAMPLES = {
              "  jointspace eval runs/bound --data data/shapes/test.csv --pair audio:text"),
     "compare": ("jointspace compare runs/a runs/b --data data/shapes/test.csv --out runs/a_vs_b\n"
                 "  jointspace compare runs/it runs/bound --data test.csv --modalities image,text"),
+    "import": ("jointspace import models/clip-vit-base-patch32 --out runs/clip\n"
+               "  jointspace import ~/.cache/huggingface/hub/models--google--siglip-base-patch16-224/"
+               "snapshots/REV --out runs/siglip"),
     "demo": ("jointspace demo --out demo_out\n  jointspace demo --out demo_scratch --text-tower transformer\n"
              "  jointspace demo --audio --out demo_audio"),
 }
@@ -118,6 +121,11 @@ def _parser() -> argparse.ArgumentParser:
     _device_options(c)
     _bad_row_option(c)
     _column_options(c)
+
+    i = verb("import", "make a jointspace model of a local CLIP or SigLIP folder (Hugging Face "
+                       "layout; nothing is downloaded)")
+    i.add_argument("folder", type=Path, help="a CLIPModel, SiglipModel or Siglip2Model folder")
+    i.add_argument("--out", required=True, type=Path, help="model folder to write")
 
     cli_search.add_verbs(verb, _device_options, _column_options)
     cli_embed.add_verb(verb)
@@ -305,6 +313,11 @@ def run(args: argparse.Namespace) -> None:
                       f"R@1 {r['procrustes']['R@1']:.3f} (chance {1 / r['procrustes']['n_test']:.4f})")
         if args.out:
             print(f"results: {args.out / 'results.json'}\nreport: {args.out / 'report.html'}")
+    elif args.verb == "import":
+        from .model_import import import_model
+        out = import_model(args.folder, args.out)
+        print(f"model: {out} (card: {out / 'README.md'})\n"
+              f"next: jointspace eval {out} --data test.csv; jointspace index {out} FOLDER --collection COL")
     elif args.verb == "embed":
         cli_embed.run(args)
     elif args.verb in ("index", "search", "serve"):

@@ -1,0 +1,97 @@
+"""``jointspace import`` / :func:`jointspace.import_model`: a CLIP or SigLIP folder becomes a
+jointspace model that embeds and scores exactly as transformers does, with no source."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from clip_folders import TEXTS, reference, reference_images, reference_text
+from PIL import Image
+
+import jointspace
+from jointspace.cli import main
+from jointspace.errors import ConfigError
+
+
+def write_images(folder, sizes, seed: int = 0) -> list:
+    """Smooth random image files of the given ``(width, height, extension)``."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, (w, h, ext) in enumerate(sizes):
+        pixels = rng.integers(0, 256, (h // 4 + 1, w // 4 + 1, 3), dtype=np.uint8)
+        paths.append(folder / f"img{i}.{ext}")
+        Image.fromarray(pixels).resize((w, h), Image.BILINEAR).save(paths[-1], quality=95)
+    return paths
+
+
+#: non-square, larger and smaller than the 32 px input; JPEGs under twice the input size
+#: (a larger one jointspace's image decoding may draft-decode at a reduced DCT scale, which
+#: transformers' processor does not do: close, not equal)
+EXACT = [(48, 40, "png"), (64, 96, "png"), (32, 32, "png"), (100, 37, "png"), (20, 28, "png"),
+         (40, 50, "jpg"), (60, 33, "jpg")]
+
+
+def test_imported_model_equals_transformers_without_the_source(family_source, tmp_path):
+    family, source = family_source
+    images = write_images(tmp_path / "images", EXACT)
+    hf, processor = reference(source)
+    text_ref = reference_text(hf, processor, TEXTS)
+    image_ref = reference_images(hf, processor, images)
+
+    siglip = family == "siglip"
+    inputs = processor(text=TEXTS, images=[Image.open(p).convert("RGB") for p in images], truncation=True,
+                       return_tensors="pt", **({"padding": "max_length", "max_length": 64} if siglip
+                                               else {"padding": True}))
+    if siglip:
+        inputs.pop("attention_mask")
+    with torch.no_grad():
+        logits_ref = hf(**inputs).logits_per_image
+
+    out = jointspace.import_model(source, tmp_path / "model")
+    shutil.rmtree(source)  # everything must now come from the model folder
+    model = jointspace.load(out)
+
+    text = torch.from_numpy(model.encode_text(TEXTS))
+    image = torch.from_numpy(model.encode_image(images))
+    torch.testing.assert_close(text, text_ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(image, image_ref, atol=1e-5, rtol=0)
+    scale = float(model.logit_scale.detach().exp())
+    bias = float(model.logit_bias.detach()) if siglip else 0.0
+    torch.testing.assert_close(scale * image @ text.T + bias, logits_ref, atol=1e-4, rtol=0)
+    # the temperature is the folder's, not jointspace's initial one
+    assert float(model.logit_scale.detach()) == pytest.approx(float(hf.logit_scale.detach()), abs=1e-6)
+    if siglip:
+        assert float(model.logit_bias.detach()) == pytest.approx(float(hf.logit_bias.detach()), abs=1e-6)
+    else:
+        assert model.logit_bias is None
+    config = model.config
+    assert config.objective.name == ("sigmoid" if siglip else "infonce")
+    assert config.embed_dim == (32 if siglip else 16)
+    assert {m: s.name for m, s in config.towers.items()} == {"image": "hf_vision", "text": "hf_clip_text"}
+    assert all(s.options["path"] == "" for s in config.towers.values())
+    card = (out / "README.md").read_text()
+    assert str(source) in card and ("SigLIP" if siglip else "CLIP") in card
+    run = json.loads((out / "run.json").read_text())
+    assert run["model"] == json.loads((out / "config.json").read_text())
+
+
+def test_cli_import_and_its_errors(clip_source, tmp_path, capsys):
+    assert main(["import", str(clip_source), "--out", str(tmp_path / "m")]) == 0
+    assert "model: " in capsys.readouterr().out
+    model = jointspace.load(tmp_path / "m")
+    assert model.encode_text("a photo of a dog").shape == (1, 16)
+    assert math.isclose(float(model.logit_scale.detach()), 3.1, abs_tol=1e-6)
+    assert main(["import", str(clip_source), "--out", str(tmp_path / "m")]) == 2
+    assert "already holds a model" in capsys.readouterr().err
+    (tmp_path / "bert").mkdir()
+    (tmp_path / "bert" / "config.json").write_text('{"model_type": "bert"}')
+    assert main(["import", str(tmp_path / "bert"), "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "opens whole clip, siglip, siglip2 models" in err[0]
+    with pytest.raises(ConfigError, match="not a Hugging Face model folder"):
+        jointspace.import_model(tmp_path, tmp_path / "c")
