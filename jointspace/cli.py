@@ -209,8 +209,8 @@ def _print_results(results: dict) -> None:
                   f"(chance {z['chance_top1']:.3f}), n={z['n']}")
     if "geometry" in results:
         g = results["geometry"]
-        print("geometry: " + ", ".join(f"{k} {v:.3f}" for k, v in g.items()
-                                       if isinstance(v, float))[:300])
+        shown = [k for k in g if k.startswith(("alignment", "rankme", "modality_gap"))]
+        print("geometry: " + ", ".join(f"{k} {g[k]:.3f}" for k in shown) + " (all: results.json)")
 
 
 def _print_retrieval(results: dict, pair: list[str]) -> None:
@@ -263,6 +263,9 @@ def run(args: argparse.Namespace) -> None:
                  "train.precision": args.precision}
         overrides = args.overrides + [f"{k}={v}" for k, v in flags.items() if v is not None]
         run_config = load_run_config(args.config, overrides)
+        if args.accept_changed_data and not args.resume:
+            from .errors import ConfigError
+            raise ConfigError("--accept-changed-data goes with --resume (a fresh run has no data to compare)")
         if args.bind:
             from .errors import ConfigError
             from .eval.run import parse_pair

@@ -21,7 +21,8 @@ def _open_unique_tmp(path: Path) -> tuple[Path, BinaryIO]:
     with the umask's usual permissions, unlike ``tempfile.mkstemp``'s 0600)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     while True:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+        # the name kept short enough for the 255-byte limit of most file systems
+        tmp = path.with_name(f".{path.name[:200]}.{os.getpid()}.{secrets.token_hex(4)}{TMP_SUFFIX}")
         try:
             fd = os.open(tmp, flags, 0o666)
         except FileExistsError:  # pragma: no cover - 32 random bits collided

@@ -27,8 +27,8 @@ from .towers import Tower, build_tower
 #: a batch key ``"text#features"`` carries precomputed backbone features of field ``text``
 FEATURES_SUFFIX = "#features"
 
-__all__ = ["FEATURES_SUFFIX", "JointModel", "as_items", "load", "build_pair_objectives", "build_training_objective",
-           "resolve_device", "CONFIG_FILE", "WEIGHTS_FILE"]
+__all__ = ["FEATURES_SUFFIX", "JointModel", "as_items", "load", "build_pair_objectives",
+           "build_training_objective", "resolve_device", "CONFIG_FILE", "WEIGHTS_FILE"]
 
 
 def _objective(config: ModelConfig, pair: PairSpec | None) -> Objective:

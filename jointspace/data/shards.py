@@ -338,5 +338,5 @@ def sample_count(shards: Sequence[str]) -> int | None:
     return sum(pq.ParquetFile(s).metadata.num_rows for s in shards if Path(s).is_file())
 
 
-__all__ = ["RawSample", "ShardError", "ShardWriter", "is_shard_source", "list_shards", "read_shard", "sample_key",
-           "sample_count"]
+__all__ = ["RawSample", "ShardError", "ShardWriter", "is_shard_source", "list_shards", "read_shard",
+           "sample_key", "sample_count"]

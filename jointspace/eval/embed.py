@@ -31,6 +31,7 @@ from ..model import JointModel, load, resolve_device
 from ..model_io import folder_fingerprint, model_fingerprint, read_config
 from ..progress import logger
 from ..towers import MODALITIES
+from .retrieval import item_identity
 
 
 class ModelSource:
@@ -156,9 +157,20 @@ def embed_manifest(model: JointModel | ModelSource, manifest: str | Path | Manif
 
 
 def _embed_distinct(model: JointModel, modality: str, items: list[str], batch_size: int) -> np.ndarray:
-    distinct, rows = np.unique(np.array(items, dtype=object), return_inverse=True)
-    emb = model.encode(modality, list(distinct), batch_size=batch_size, show_progress=True)
-    return emb[rows.reshape(-1)]
+    """Each distinct item embedded once (a file once however its path is spelled), so
+    rows naming one item carry bitwise-identical vectors."""
+    is_file = MODALITIES.get(modality).is_file
+    ids = [item_identity(Path(x)) if is_file else x for x in items]
+    first: dict[str, int] = {}  # identity → its index among the distinct items
+    distinct: list[str] = []
+    rows = np.empty(len(items), dtype=np.int64)
+    for row, (item, i) in enumerate(zip(items, ids)):
+        if i not in first:
+            first[i] = len(distinct)
+            distinct.append(item)
+        rows[row] = first[i]
+    emb = model.encode(modality, distinct, batch_size=batch_size, show_progress=True)
+    return emb[rows]
 
 
 def _content_key(data: Manifest, items: dict[str, list[str]]) -> str:

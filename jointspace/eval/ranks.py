@@ -58,6 +58,9 @@ class Positives:
 
     ``query_keys`` is ``[n_queries, n_keys]``, ``gallery_keys`` ``[n_gallery, n_keys]``
     (sparse 0/1). Build it with :meth:`paired` or :meth:`from_groups`, or directly.
+    When every gallery item has exactly one key (the usual case: caption rows,
+    labels) a block's mask is a lookup of dense key flags, ``O(block · (keys +
+    gallery))`` bytes; otherwise one sparse product per block.
 
     >>> p = Positives.from_groups(["a", "b"], ["b", "a", "a"])
     >>> p.mask(np.arange(2)).astype(int).tolist()
@@ -68,8 +71,13 @@ class Positives:
         if query_keys.shape[1] != gallery_keys.shape[1]:
             raise ValueError(f"key spaces differ: {query_keys.shape[1]} and {gallery_keys.shape[1]}")
         self.query_keys = sparse.csr_matrix(query_keys)
-        self.gallery_keys_t = sparse.csr_matrix(gallery_keys).T.tocsc()
+        gallery_keys = sparse.csr_matrix(gallery_keys)
         self.n_queries, self.n_gallery = query_keys.shape[0], gallery_keys.shape[0]
+        self.n_keys = query_keys.shape[1]
+        single = bool((np.diff(gallery_keys.indptr) == 1).all())
+        #: each gallery item's one key, when every item has exactly one
+        self.gallery_key: np.ndarray | None = gallery_keys.indices.copy() if single else None
+        self.gallery_keys_t = None if single else sparse.csr_matrix(gallery_keys.T)
         self._counts: np.ndarray | None = None
 
     @classmethod
@@ -88,14 +96,20 @@ class Positives:
 
     def mask(self, idx: np.ndarray) -> np.ndarray:
         """``bool [len(idx), n_gallery]``: which gallery items answer queries ``idx``."""
-        return (self.query_keys[idx] @ self.gallery_keys_t).toarray() > 0
+        if self.gallery_key is not None:
+            return _dense(self.query_keys[idx])[:, self.gallery_key]
+        return _dense(self.query_keys[idx] @ self.gallery_keys_t)
 
     def counts(self, block: int = 1024) -> np.ndarray:
         """The number of positives of each query."""
         if self._counts is None:
-            self._counts = np.concatenate(
-                [(self.query_keys[s:s + block] @ self.gallery_keys_t).getnnz(axis=1)
-                 for s in range(0, self.n_queries, block)] or [np.zeros(0, np.int64)])
+            if self.gallery_key is not None:  # the sizes of the query's (distinct) keys, summed
+                sizes = np.bincount(self.gallery_key, minlength=self.n_keys)
+                self._counts = (self.query_keys @ sizes).astype(np.int64)
+            else:
+                self._counts = np.concatenate(
+                    [(self.query_keys[s:s + block] @ self.gallery_keys_t).getnnz(axis=1)
+                     for s in range(0, self.n_queries, block)] or [np.zeros(0, np.int64)])
         return self._counts
 
     def check(self) -> None:
@@ -106,7 +120,14 @@ class Positives:
                              f"(first: query {missing[0]})")
 
 
-def _unique_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+def _dense(m: sparse.csr_matrix) -> np.ndarray:
+    """The nonzero pattern of a CSR matrix as a dense bool array (no int copy)."""
+    out = np.zeros(m.shape, dtype=bool)
+    out[np.repeat(np.arange(m.shape[0]), np.diff(m.indptr)), m.indices] = True
+    return out
+
+
+def unique_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """The distinct rows of ``x`` (bytewise) and each row's index among them;
     ``(x, None)`` when every row is distinct."""
     x = np.ascontiguousarray(x)
@@ -121,8 +142,8 @@ def score_blocks(queries: np.ndarray, gallery: np.ndarray, block: int):
     """Yield ``(query indices, scores [len(indices), len(gallery)])`` in blocks of at
     most ``block`` queries. Each distinct query row is scored against each distinct
     gallery row exactly once, so identical rows get bitwise identical scores."""
-    ug, ginv = _unique_rows(gallery)
-    uq, qinv = _unique_rows(queries)
+    ug, ginv = unique_rows(gallery)
+    uq, qinv = unique_rows(queries)
     if qinv is None:  # all queries distinct: plain blocks
         for start in range(0, len(queries), block):
             sims = queries[start:start + block] @ ug.T

@@ -38,7 +38,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from .ranks import (DEFAULT_KS, Keys, Positives, chance_of, chance_recall, group_ids,  # noqa: F401
-                    incidence, positive_ranks, rank_summary, ranks_of, score_blocks)
+                    unique_rows, incidence, positive_ranks, rank_summary, ranks_of,
+                    score_blocks)
 
 
 def group_field(fields: Sequence[str]) -> str:
@@ -101,7 +102,8 @@ def directions(a_emb: np.ndarray, b_emb: np.ndarray, keys: Keys | None = None,
 
     ``keys``: one key per row (``None``: each row its own key, the strict view);
     ``a_ids``: one identity per row's ``a`` item (``None``: every row a distinct
-    item). Rows of one ``a`` item must carry identical ``a`` embeddings.
+    item). An item's embedding is that of its first row; its other rows must
+    agree to 1e-4 (batches may round the same input differently).
     """
     a_emb, b_emb = np.asarray(a_emb), np.asarray(b_emb)
     n = len(a_emb)
@@ -113,7 +115,7 @@ def directions(a_emb: np.ndarray, b_emb: np.ndarray, keys: Keys | None = None,
     first = np.empty(n_items, dtype=np.int64)
     first[item[::-1]] = np.arange(n)[::-1]  # each item's first row
     items = a_emb[first]
-    if np.isfinite(a_emb).all() and not np.array_equal(items[item], a_emb):
+    if np.isfinite(a_emb).all() and not np.allclose(items[item], a_emb, rtol=0, atol=1e-4):
         raise ValueError(f"rows naming the same {names[0]} carry different {names[0]} embeddings")
     key = np.arange(n) if keys is None else group_ids(_checked(keys, n, "group keys"))[0]
     n_keys = int(key.max(initial=-1)) + 1
@@ -121,6 +123,12 @@ def directions(a_emb: np.ndarray, b_emb: np.ndarray, keys: Keys | None = None,
     items_keys = incidence(item, key, n_items, n_keys)
     return (Direction(b_to_a, b_emb, items, Positives(rows_keys, items_keys)),
             Direction(a_to_b, items, b_emb, Positives(items_keys, rows_keys)))
+
+
+def _row_identity(x: np.ndarray) -> np.ndarray:
+    """One id per row; bitwise-identical rows share it."""
+    _, inverse = unique_rows(np.asarray(x))
+    return np.arange(len(x)) if inverse is None else inverse
 
 
 def _checked(keys: Keys, n: int, what: str) -> Keys:
@@ -179,8 +187,11 @@ def retrieval_metrics(image_emb: np.ndarray, text_emb: np.ndarray, groups: Keys 
     ``groups`` (one key per row, e.g. the caption) makes the headline figures
     group-aware; without it they are the strict ones. ``image_keys`` marks rows
     naming the same image (one gallery item, one query); ``text_keys`` marks
-    rows with identical texts, for the strict ceiling (default: ``groups``, right
-    when they are exact captions). ``names`` are the two sides' modalities
+    rows with identical texts, for the strict ceiling (default: rows with
+    bitwise-identical text embeddings, which are the rows that tie). Distinct
+    images with identical embeddings (the same bytes under two paths) tie with
+    each other, which the ceiling does not model: ``identical_items`` counts
+    them when there are any. ``names`` are the two sides' modalities
     (``("audio", "text")`` gives ``text_to_audio`` and ``audio_to_text``).
     ``include_strict=False`` leaves out the strict block.
 
@@ -195,17 +206,22 @@ def retrieval_metrics(image_emb: np.ndarray, text_emb: np.ndarray, groups: Keys 
     if n == 0:
         raise ValueError("no pairs to evaluate")
     headline = directions(image_emb, text_emb, groups, image_keys, names)
-    out: dict[str, Any] = {"n": n, "n_groups": n if groups is None else len(set(group_ids(groups)[0].tolist())),
+    n_groups = n if groups is None else len(set(group_ids(groups)[0].tolist()))
+    out: dict[str, Any] = {"n": n, "n_groups": n_groups,
                            "gallery": {names[0]: len(headline[0].gallery), names[1]: n}}
     strict = directions(image_emb, text_emb, None, image_keys, names) if groups is not None else headline
+    copies = len(headline[0].gallery) - len(set(_row_identity(headline[0].gallery)))
+    if copies:  # distinct files with the same content tie with each other in every ranking
+        out["identical_items"] = {names[0]: copies}
     ranks = {d.name: ranks_of(d.queries, d.gallery, d.positives, block=block) for d in headline}
     out.update({name: rank_summary(r, ks) for name, r in ranks.items()})
     out["chance"] = {d.name: chance_of(d.positives.counts(), len(d.gallery), ks) for d in headline}
     if include_strict:
         strict_ranks = ranks if strict is headline else {
             d.name: ranks_of(d.queries, d.gallery, d.positives, block=block) for d in strict}
-        text_keys = _checked(text_keys if text_keys is not None else groups if groups is not None
-                             else np.arange(n), n, "text keys")
+        if text_keys is None:  # identical texts are the rows that tie: identical embeddings
+            text_keys = _row_identity(text_emb)
+        text_keys = _checked(text_keys, n, "text keys")
         out["strict"] = {**{name: rank_summary(r, ks) for name, r in strict_ranks.items()},
                          "ceiling": strict_ceiling(text_keys, ks, image_keys, names),
                          "chance": {d.name: chance_of(d.positives.counts(), len(d.gallery), ks)

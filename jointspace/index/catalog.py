@@ -388,4 +388,4 @@ def _chunks(values: list[Any], size: int) -> Iterator[list[Any]]:
         yield values[start:start + size]
 
 
-__all__ = ["Catalog", "ItemRow", "Quarantined", "UnknownFilterError"]
+__all__ = ["Catalog", "ItemRow", "Quarantined"]

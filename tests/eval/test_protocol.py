@@ -140,7 +140,7 @@ def test_evaluate_on_a_coco_style_manifest(trained_model_dir, shapes_dir, tmp_pa
         writer = csv.DictWriter(f, ["id", "image", "text", "label"], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    results = evaluate(trained_model_dir, manifest)
+    results = evaluate(trained_model_dir, manifest, batch_size=4)  # spellings in other batches
     r = results["retrieval"]
     assert r["gallery"] == {"image": 12, "text": len(rows)}  # one image however it is spelled
     model = jointspace.load(trained_model_dir)
@@ -163,3 +163,40 @@ def test_evaluate_on_a_coco_style_manifest(trained_model_dir, shapes_dir, tmp_pa
     for direction in ("text_to_image", "image_to_text"):
         assert {k: results["retrieval_by_label"][direction][k] for k in ("R@1", "R@5", "R@10")} == \
             pytest.approx(expected[direction])
+
+
+def test_same_content_under_two_names_is_reported_and_the_ceiling_follows_the_texts():
+    rng = np.random.default_rng(7)
+    image = rng.standard_normal((6, 8)).astype(np.float32)
+    image[5] = image[4]  # the same bytes under two paths: two items that tie
+    text = rng.standard_normal((6, 8)).astype(np.float32)
+    text[1] = text[0]  # one caption on two rows
+    groups = ["g0", "g1", "g2", "g3", "g4", "g5"]  # a group column: not the captions
+    got = retrieval_metrics(image, text, groups, (1,), image_keys=[f"i{j}" for j in range(6)])
+    assert got["identical_items"] == {"image": 1}
+    # the ceiling knows rows 0 and 1 share a caption from their embeddings, not from groups
+    assert got["strict"]["ceiling"]["image_to_text"]["R@1"] == pytest.approx(4 / 6)
+    assert got["strict"]["ceiling"]["text_to_image"]["R@1"] == pytest.approx(5 / 6)
+
+
+def test_validation_during_training_uses_the_protocol(trained_model_dir, shapes_dir):
+    """One image on rows of different validation batches: one gallery item, no error."""
+    from dataclasses import replace
+    import jointspace
+    from jointspace.data.manifest import read_manifest
+    from jointspace.data.pairs import PairDataset
+    from jointspace.train.step import training_objective
+    from jointspace.train.trainer import validate
+    model = jointspace.load(trained_model_dir)
+    records = read_manifest(shapes_dir / "val.csv").records[:10]
+    records[9] = replace(records[9], fields={**records[9].fields, "image": records[0].fields["image"]})
+    out = validate(model, training_objective(model.config), PairDataset(records, model.towers),
+                   batch_size=4, records=records)
+    image = model.encode_image([r.fields["image"] for r in records], batch_size=1)
+    text = model.encode_text([r.fields["text"] for r in records])
+    captions = [r.fields["text"] for r in records]
+    ids = [str(r.fields["image"]) for r in records]
+    expected = retrieval_metrics(image, text, captions, (1,), image_keys=ids, include_strict=False)
+    assert expected["gallery"]["image"] == 9
+    assert out["val_text_to_image_R@1"] == pytest.approx(expected["text_to_image"]["R@1"])
+    assert out["val_image_to_text_R@1"] == pytest.approx(expected["image_to_text"]["R@1"])

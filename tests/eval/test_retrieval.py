@@ -75,7 +75,10 @@ def test_retrieval_metrics_match_brute_force():
     # without groups the headline is the strict figure
     plain = retrieval_metrics(fi, ft, ks=(1, 3, 10))
     assert plain["text_to_image"] == got["strict"]["text_to_image"]
-    assert plain["strict"]["ceiling"]["image_to_text"] == {"R@1": 1.0, "R@3": 1.0, "R@10": 1.0}
+    # the ceiling knows identical texts from their embeddings, without groups
+    identical = [tuple(t) for t in texts.tolist()]
+    assert plain["strict"]["ceiling"] == strict_ceiling(identical, (1, 3, 10))
+    assert plain["strict"]["ceiling"]["image_to_text"]["R@1"] < 1
 
 
 def test_asymmetric_query_and_gallery_groups():
