@@ -105,6 +105,46 @@ def write_tiny_siglip(folder: Path, *, seed: int = 0, logit_scale: float = math.
     return folder
 
 
+def siglip2_tokenizer() -> transformers.Siglip2Tokenizer:
+    """SigLIP 2's (Gemma) tokenizer class over a byte-fallback BPE trained on :data:`SENTENCES`;
+    it pads on the left, as the class does by default."""
+    import json
+
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Replace(" ", "\u2581")
+    tok.pre_tokenizer = pre_tokenizers.Split(pattern=" ", behavior="merged_with_previous")
+    tok.train_from_iterator(SENTENCES * 3, trainers.BpeTrainer(
+        vocab_size=120, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"],
+        show_progress=False))
+    model = json.loads(tok.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    return transformers.Siglip2Tokenizer(vocab=model["vocab"], merges=merges, model_max_length=64)
+
+
+def write_tiny_siglip2(folder: Path, *, seed: int = 0) -> Path:
+    """A random ``Siglip2Model`` (hidden 32, 2 layers) with Siglip2Processor files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = siglip2_tokenizer()
+    layers = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4)
+    config = transformers.Siglip2Config(
+        text_config=dict(vocab_size=len(tok), max_position_embeddings=64, projection_size=32,
+                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                         bos_token_id=tok.bos_token_id, **layers),
+        vision_config=dict(num_patches=16, patch_size=8, **layers))
+    torch.manual_seed(seed)
+    model = transformers.Siglip2Model(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    model.save_pretrained(str(folder))
+    image = transformers.Siglip2ImageProcessor(patch_size=8, max_num_patches=16)
+    transformers.Siglip2Processor(image_processor=image, tokenizer=tok).save_pretrained(str(folder))
+    image.save_pretrained(str(folder))
+    return folder
+
+
 def reference(folder: Path) -> tuple[torch.nn.Module, object]:
     """transformers' own model and processor for a folder (offline)."""
     model = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True).eval()

@@ -5,7 +5,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from clip_folders import write_tiny_clip, write_tiny_siglip
+from clip_folders import write_tiny_clip, write_tiny_siglip, write_tiny_siglip2
 
 
 @pytest.fixture(scope="session")
@@ -16,6 +16,11 @@ def clip_source(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def siglip_source(tmp_path_factory) -> Path:
     return write_tiny_siglip(tmp_path_factory.mktemp("hf") / "tiny-siglip")
+
+
+@pytest.fixture(scope="session")
+def siglip2_source(tmp_path_factory) -> Path:
+    return write_tiny_siglip2(tmp_path_factory.mktemp("hf") / "tiny-siglip2")
 
 
 @pytest.fixture(params=["clip", "siglip"])

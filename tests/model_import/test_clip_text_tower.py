@@ -47,6 +47,15 @@ def test_text_embeddings_equal_get_text_features(family_source):
         assert (longest - embed(tower, short)).abs().max() > 1e-2  # padding matters: tested
 
 
+def test_siglip2_text_embeddings_equal_get_text_features(siglip2_source):
+    """SigLIP 2: a Gemma tokenizer that pads on the left; 64 tokens, no mask, as SigLIP."""
+    tower = build_tower(text_spec(siglip2_source), 32, "text").eval()
+    model, processor = reference(siglip2_source)
+    assert tower.padding_side == "left" and tower.collate([tower.preprocess_one("a dog")])[0, 0] == 0
+    torch.testing.assert_close(embed(tower, TEXTS), reference_text(model, processor, TEXTS),
+                               atol=1e-5, rtol=0)
+
+
 def test_one_text_alone_and_in_a_batch_agree(clip_source):
     tower = build_tower(text_spec(clip_source), 16, "text").eval()
     alone = torch.cat([embed(tower, [t]) for t in TEXTS])

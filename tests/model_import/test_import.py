@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import socket
 
 import numpy as np
 import pytest
@@ -95,3 +97,20 @@ def test_cli_import_and_its_errors(clip_source, tmp_path, capsys):
     assert len(err) == 1 and "opens whole clip, siglip, siglip2 models" in err[0]
     with pytest.raises(ConfigError, match="not a Hugging Face model folder"):
         jointspace.import_model(tmp_path, tmp_path / "c")
+
+
+def test_import_and_load_make_no_network_request(clip_source, tmp_path, monkeypatch):
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(repr(args))
+        raise OSError("network access attempted in a test")
+
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    for obj, name in ((socket.socket, "connect"), (socket.socket, "connect_ex"),
+                      (socket, "create_connection"), (socket, "getaddrinfo")):
+        monkeypatch.setattr(obj, name, refuse)
+    model = jointspace.load(jointspace.import_model(clip_source, tmp_path / "m"))
+    assert model.encode_text("a photo of a dog").shape == (1, 16)
+    assert not attempts and "HF_HUB_OFFLINE" not in os.environ
