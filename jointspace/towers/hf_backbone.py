@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,7 +22,22 @@ from torch import nn
 from ..errors import ConfigError, JointspaceError
 from ..progress import logger
 from .base import Adapter, Tower
-from .hf_loading import native_bf16_device
+from .hf_loading import PRECISIONS, native_bf16_device
+
+
+@dataclass
+class InferenceOptions:
+    """The speed options of a tower config (a base for its dataclass)."""
+
+    #: inference precision of the backbone: fp32, bf16 (a bfloat16 copy), auto (bf16 where native)
+    precision: str = "fp32"
+    #: int8 dynamic quantisation of the backbone's Linear layers for inference (CPU; it takes
+    #: precedence over precision there)
+    quantize: bool = False
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 class HFBackboneTower(Tower):

@@ -1,6 +1,7 @@
 """Reading Hugging Face and sentence-transformers folders for the ``hf`` and ``minilm``
 text towers (:mod:`.hf_text`): offline loading, which transformer, pooling and length a
-folder describes, and tokenizer preparation. Nothing here builds a tower."""
+folder describes, and tokenizer preparation; the offline loading serves ``hf_vision``
+too. Nothing here builds a tower."""
 from __future__ import annotations
 
 import contextlib
@@ -50,8 +51,8 @@ def transformers_module():
         try:
             import transformers
         except ImportError:
-            raise ConfigError("the hf and minilm text towers need the transformers package "
-                              "(pip install transformers)") from None
+            raise ConfigError("the Hugging Face towers (hf, minilm, hf_vision) need the transformers "
+                              "package (pip install transformers)") from None
     return transformers
 
 

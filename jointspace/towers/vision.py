@@ -80,24 +80,30 @@ def decode_image(path: str | Path, min_size: int | None = None) -> Image.Image:
         return rgb.copy() if rgb is im else rgb
 
 
-def load_image(item: Any, size: int) -> torch.Tensor:
-    """A path or PIL image → uint8 tensor ``[3, size, size]`` (RGB, bicubic resize).
+def open_image(item: Any, min_size: int | None = None) -> Image.Image:
+    """A path or PIL image → upright 8-bit RGB PIL image, the one way towers read images.
 
     EXIF orientation is applied, high-bit-depth and transparent images are
-    converted as :func:`to_rgb8` documents, and JPEGs are decoded no smaller
-    than ``size`` (:func:`decode_image`). A PIL image passed in is not changed.
+    converted as :func:`to_rgb8` documents, and a JPEG file is decoded no smaller
+    than ``min_size`` (:func:`decode_image`). A PIL image passed in is not changed.
+    Unreadable items raise :class:`~jointspace.errors.DataError`.
     """
     if isinstance(item, (str, Path)):
         try:
-            image = decode_image(item, size)
+            return decode_image(item, min_size)
         except FileNotFoundError:
             raise DataError(f"image file not found: {item}") from None
         except Exception as e:
             raise DataError(f"image file cannot be decoded ({e}): {item}") from None
-    elif isinstance(item, Image.Image):
-        image = to_rgb8(ImageOps.exif_transpose(item))  # a copy: the caller's image is untouched
-    else:
-        raise DataError(f"expected an image path or PIL image, got {type(item).__name__}")
+    if isinstance(item, Image.Image):
+        return to_rgb8(ImageOps.exif_transpose(item))  # a copy: the caller's image is untouched
+    raise DataError(f"expected an image path or PIL image, got {type(item).__name__}")
+
+
+def load_image(item: Any, size: int) -> torch.Tensor:
+    """A path or PIL image → uint8 tensor ``[3, size, size]`` (RGB, bicubic resize) of
+    :func:`open_image`'s image (JPEGs decoded no smaller than ``size``)."""
+    image = open_image(item, size)
     if image.size != (size, size):
         image = image.resize((size, size), Image.BICUBIC)
     return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
