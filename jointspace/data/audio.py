@@ -10,8 +10,18 @@ Policy (the same for training, evaluation and queries):
   file costs what 10 s does. A tower then uses the first ``clip_seconds`` of
   what was read and pads shorter clips with silence.
 * **Channels**: any number of channels is averaged to mono (note).
-* **Sample rate**: anything but 16 kHz is resampled with a polyphase
-  anti-aliasing filter (``scipy.signal.resample_poly``) (note).
+* **Sample rate**: from :data:`MIN_RATE` to :data:`MAX_RATE` (1,000 … 384,000 Hz);
+  a header claiming another rate is an error. Anything but 16 kHz is resampled
+  with a polyphase anti-aliasing filter (``scipy.signal.resample_poly``) (note),
+  whose cost is bounded by the samples, never by the rate's digits: the filter
+  has ``20 × max(up, down)`` taps for the ratio ``up/down`` = 16,000/rate, so a
+  ratio whose terms exceed :data:`MAX_RATIO_TERM` (44,101 Hz is 16,000/44,101;
+  no common rate needs it) is replaced by the nearest fraction with terms up to
+  it — a pitch change below 0.013 % (below 6e-7 for half such rates) — and the
+  output keeps the exact length. Common rates (8, 11.025, 22.05, 32, 44.1, 48,
+  96, 192 kHz …) are resampled exactly, as before. The file is read in blocks and
+  downmixed block by block, so memory follows the samples the file holds, not
+  its header's frame count or channel count.
 * **Clipping**: values beyond ±1 (float files) are clipped to ±1; a file with
   at least 0.1 % of its samples at full scale is kept, with a note.
 * **Errors** (:class:`~jointspace.errors.DataError`, naming the file): a
@@ -27,7 +37,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from math import gcd
+from fractions import Fraction
+from math import ceil, gcd
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -41,6 +52,9 @@ MAX_SECONDS = 10.0
 SILENCE_PEAK = 1e-4   # −80 dBFS
 CLIP_LEVEL = 0.999
 CLIP_FRACTION = 0.001
+MIN_RATE, MAX_RATE = 1_000, 384_000  # sample rates read (Hz); others are an error
+MAX_RATIO_TERM = 4096  # largest up or down of the resampling ratio (filter: 20× taps)
+BLOCK_VALUES = 1 << 20  # samples (frames × channels) read at a time
 
 
 @dataclass(frozen=True)
@@ -55,7 +69,6 @@ def decode_audio(path: str | Path | BinaryIO, max_seconds: float = MAX_SECONDS,
     as a shard member's bytes, called ``name`` in messages) → 16 kHz mono float32
     (policy above)."""
     import soundfile  # lazy: the reader imports this module for every manifest
-    from scipy.signal import resample_poly
 
     if isinstance(path, (str, Path)):
         path = Path(path)
@@ -68,30 +81,81 @@ def decode_audio(path: str | Path | BinaryIO, max_seconds: float = MAX_SECONDS,
     try:
         with soundfile.SoundFile(source) as f:
             rate, channels, total = f.samplerate, f.channels, f.frames
+            if not MIN_RATE <= rate <= MAX_RATE:
+                raise DataError(f"audio file has a sample rate of {rate} Hz; rates from "
+                                f"{MIN_RATE} to {MAX_RATE} Hz are read: {path}")
             keep = int(round(max_seconds * rate))
-            data = f.read(frames=min(total, keep) if total > 0 else keep, dtype="float32",
-                          always_2d=True)
+            wave = _read_mono(f, min(total, keep) if total > 0 else keep, path)
+    except DataError:
+        raise
     except Exception as e:  # libsndfile raises LibsndfileError, RuntimeError, EOFError …
         reason = re.sub(r"<_io\.\w+ object at 0x[0-9a-f]+>", "the data", str(e))  # no repr of bytes
         raise DataError(f"audio file cannot be decoded ({type(e).__name__}: {reason}): {path}") from None
-    if data.size == 0:
+    if wave.size == 0:
         raise DataError(f"audio file is empty (0 samples): {path}")
     if total > keep:
         notes.append(f"truncated: {total / rate:.1f} s long, only the first {max_seconds:g} s are used")
-    if not np.isfinite(data).all():
-        raise DataError(f"audio file has NaN or infinite samples: {path}")
     if channels > 1:
         notes.append(f"downmixed {channels} channels to mono")
-    wave = data.mean(axis=1) if channels > 1 else data[:, 0]
     if rate != SAMPLE_RATE:
-        g = gcd(rate, SAMPLE_RATE)
-        wave = resample_poly(wave, SAMPLE_RATE // g, rate // g).astype(np.float32)
+        wave = resample(wave, rate)
         notes.append(f"resampled from {rate} Hz to {SAMPLE_RATE} Hz")
     full_scale = float(np.mean(np.abs(wave) >= CLIP_LEVEL))
     if full_scale >= CLIP_FRACTION:
         notes.append(f"clipped: {100 * full_scale:.1f}% of samples at full scale")
     wave = np.clip(wave, -1.0, 1.0).astype(np.float32, copy=False)
     return DecodedAudio(np.ascontiguousarray(wave), tuple(notes))
+
+
+def _read_mono(f: Any, frames: int, path: Any) -> np.ndarray:
+    """Up to ``frames`` frames of an open ``soundfile.SoundFile``, averaged to mono float32,
+    read in blocks of at most :data:`BLOCK_VALUES` samples: memory follows what the file
+    holds, not the frame or channel count its header claims."""
+    block = max(1, BLOCK_VALUES // f.channels)
+    parts = []
+    while frames > 0:
+        data = f.read(frames=min(block, frames), dtype="float32", always_2d=True)
+        if not len(data):
+            break
+        if not np.isfinite(data).all():
+            raise DataError(f"audio file has NaN or infinite samples: {path}")
+        parts.append(data.mean(axis=1) if f.channels > 1 else data[:, 0])
+        frames -= len(data)
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
+def resampling_ratio(rate: int, target: int = SAMPLE_RATE) -> tuple[int, int]:
+    """``(up, down)`` with ``up / down`` = ``target / rate``, or, when that fraction's terms
+    exceed :data:`MAX_RATIO_TERM`, the nearest fraction whose terms do not.
+
+    >>> resampling_ratio(44100), resampling_ratio(48000), resampling_ratio(44101)
+    ((160, 441), (1, 3), (792, 2183))
+    """
+    g = gcd(rate, target)
+    up, down = target // g, rate // g
+    if max(up, down) <= MAX_RATIO_TERM:
+        return up, down
+    # bound the larger term: the denominator when downsampling, the numerator when upsampling
+    if rate >= target:
+        f = Fraction(target, rate).limit_denominator(MAX_RATIO_TERM)
+        return max(f.numerator, 1), f.denominator
+    f = Fraction(rate, target).limit_denominator(MAX_RATIO_TERM)
+    return f.denominator, max(f.numerator, 1)
+
+
+def resample(wave: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.ndarray:
+    """``wave`` at ``rate`` Hz → float32 at ``target`` Hz, ``ceil(len × target / rate)``
+    samples long. Polyphase filtering (``resample_poly``, a Kaiser-windowed FIR of
+    ``20 × max(up, down)`` taps) at :func:`resampling_ratio`: about ``20 × rate / target``
+    multiply-adds per output sample, whatever the rate's digits."""
+    from scipy.signal import resample_poly
+
+    up, down = resampling_ratio(rate, target)
+    out = resample_poly(wave, up, down).astype(np.float32)
+    length = ceil(len(wave) * target / rate)
+    if len(out) != length:  # an approximated ratio: the exact length, its end trimmed or padded
+        out = np.pad(out[:length], (0, max(0, length - len(out))))
+    return out
 
 
 def check_audio(path: Any) -> ItemCheck:
