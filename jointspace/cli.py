@@ -31,6 +31,7 @@ EXAMPLES = {
     "import": ("jointspace import models/clip-vit-base-patch32 --out runs/clip\n"
                "  jointspace import ~/.cache/huggingface/hub/models--google--siglip-base-patch16-224/"
                "snapshots/REV --out runs/siglip"),
+    "towers": ("jointspace towers\n  jointspace towers --scan ~/models --json"),
     "demo": ("jointspace demo --out demo_out\n  jointspace demo --out demo_scratch --text-tower transformer\n"
              "  jointspace demo --audio --out demo_audio"),
 }
@@ -126,6 +127,13 @@ def _parser() -> argparse.ArgumentParser:
                        "layout; nothing is downloaded)")
     i.add_argument("folder", type=Path, help="a CLIPModel, SiglipModel or Siglip2Model folder")
     i.add_argument("--out", required=True, type=Path, help="model folder to write")
+
+    w = verb("towers", "what can be loaded: every tower (weights present here? parameters) and "
+                       "local model folders with what opens them")
+    w.add_argument("--scan", type=Path, action="append", default=[], metavar="DIR",
+                   help="also list model folders under DIR (repeatable; the Hugging Face cache "
+                        "is always looked at)")
+    w.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     cli_search.add_verbs(verb, _device_options, _column_options)
     cli_embed.add_verb(verb)
@@ -321,6 +329,8 @@ def run(args: argparse.Namespace) -> None:
         out = import_model(args.folder, args.out)
         print(f"model: {out} (card: {out / 'README.md'})\n"
               f"next: jointspace eval {out} --data test.csv; jointspace index {out} FOLDER --collection COL")
+    elif args.verb == "towers":
+        _towers(args)
     elif args.verb == "embed":
         cli_embed.run(args)
     elif args.verb in ("index", "search", "serve"):
@@ -365,6 +375,29 @@ def _audio_demo(args: argparse.Namespace) -> None:
           + f", total {sum(result.seconds.values()):.0f} s")
     print(f"outputs: models {', '.join(str(p) for p in result.models.values())}; "
           f"results and report.html per model and pair in {result.out / 'eval'}")
+
+
+def _towers(args: argparse.Namespace) -> None:
+    from dataclasses import asdict
+    from .towers.listing import hf_cache_folders, list_towers, scan_folders
+    towers = list_towers()
+    folders = scan_folders([*args.scan, *hf_cache_folders()])
+    if args.json:
+        print(json.dumps({"towers": [asdict(t) for t in towers],
+                          "folders": [{**asdict(f), "path": str(f.path)} for f in folders]}, indent=2))
+        return
+    print(f"{'tower':<14} {'modality':<9} {'parameters':>11}  weights")
+    for t in towers:
+        count = f"{t.parameters:,}" if t.parameters is not None else "-"
+        print(f"{t.name:<14} {t.modality:<9} {count:>11}  {t.weights}")
+    print("whole models: a local CLIP or SigLIP folder opens with `jointspace import FOLDER --out DIR`")
+    if folders:
+        print("\nlocal model folders:")
+        for f in folders:
+            print(f"  {f.path}  ({f.architecture}): {f.opens_as}")
+    elif args.scan:
+        print(f"\nno model folder (a config.json naming its architectures) under "
+              f"{', '.join(str(d) for d in args.scan)}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -68,7 +68,7 @@ def test_errors_are_one_clear_line(tmp_path, args, message, trained_model_dir):
 
 
 @pytest.mark.parametrize("verb", ["data", "train", "eval", "compare", "index", "search", "serve",
-                                  "embed", "import", "demo"])
+                                  "embed", "import", "towers", "demo"])
 def test_help_has_examples(verb):
     proc = _cli(verb, "--help")
     assert proc.returncode == 0 and "example:" in proc.stdout and f"jointspace {verb}" in proc.stdout

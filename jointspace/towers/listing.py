@@ -78,8 +78,8 @@ def hf_cache_folders() -> list[Path]:
 
 
 def scan_folders(roots: Iterable[str | Path], max_depth: int = 3) -> list[FolderInfo]:
-    """Model folders (a ``config.json`` naming ``architectures``) under ``roots``, and
-    the tower or verb that opens each."""
+    """Model folders under ``roots`` (a Hugging Face ``config.json`` naming its
+    ``architectures`` or ``model_type``, or a jointspace model's), and what opens each."""
     found = []
     for folder in _walk(roots, max_depth):
         try:
@@ -87,6 +87,11 @@ def scan_folders(roots: Iterable[str | Path], max_depth: int = 3) -> list[Folder
         except (OSError, ValueError):
             continue
         if not isinstance(config, dict):
+            continue
+        if "towers" in config:  # a jointspace model folder
+            found.append(FolderInfo(folder, "jointspace model", "jointspace.load / every verb"))
+            continue
+        if not config.get("architectures") and not config.get("model_type"):
             continue
         arch = ", ".join(config.get("architectures") or []) or str(config.get("model_type", "?"))
         found.append(FolderInfo(folder, arch, opens_as(config)))
@@ -96,8 +101,10 @@ def scan_folders(roots: Iterable[str | Path], max_depth: int = 3) -> list[Folder
 def opens_as(config: dict) -> str:
     """What in jointspace opens a folder with this ``config.json``."""
     model_type = str(config.get("model_type", ""))
-    if model_type in {"clip", "siglip", "siglip2"}:
+    if model_type in {"clip", "siglip"}:
         return "jointspace import (a whole model); its vision half: tower hf_vision"
+    if model_type == "siglip2":
+        return "tower hf_clip_text (its text half; the image half is not supported yet)"
     if model_type in {"clip_vision_model", "siglip_vision_model", "vit", "dinov2", "convnext"}:
         return "tower hf_vision"
     if "vision_config" in config or "image_size" in config:

@@ -27,12 +27,29 @@ def test_scan_finds_local_folders_and_what_opens_them(tmp_path):
     for name, config in {"clip": {"model_type": "clip", "architectures": ["CLIPModel"]},
                          "org/dino": {"model_type": "dinov2", "architectures": ["Dinov2Model"]},
                          "bert": {"model_type": "bert", "architectures": ["BertModel"]},
+                         "runs/m": {"embed_dim": 32, "towers": {}}, "other": {"foo": 1},
                          "broken": None}.items():
         (tmp_path / name).mkdir(parents=True)
         (tmp_path / name / "config.json").write_text("{not json" if config is None else json.dumps(config))
     found = {f.path.relative_to(tmp_path).as_posix(): f for f in scan_folders([tmp_path])}
-    assert set(found) == {"clip", "org/dino", "bert"}  # the unreadable config is passed over
+    assert set(found) == {"clip", "org/dino", "bert", "runs/m"}  # unreadable or foreign: passed over
+    assert found["runs/m"].architecture == "jointspace model"
     assert found["clip"].opens_as.startswith("jointspace import")
     assert found["org/dino"].opens_as == "tower hf_vision" and found["org/dino"].architecture == "Dinov2Model"
     assert found["bert"].opens_as == "tower hf (text)"
     assert opens_as({"model_type": "swin", "image_size": 224}).startswith("not supported")
+
+
+def test_cli_lists_towers_and_scanned_folders(tmp_path):
+    import subprocess
+    import sys
+    (tmp_path / "clip").mkdir()
+    (tmp_path / "clip" / "config.json").write_text(json.dumps({"model_type": "clip",
+                                                                "architectures": ["CLIPModel"]}))
+    proc = subprocess.run([sys.executable, "-m", "jointspace.cli", "towers", "--scan", str(tmp_path),
+                           "--json"], capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "HF_HUB_CACHE": str(tmp_path / "none")})
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert {t["name"] for t in out["towers"]} >= {"convnet", "minilm", "hf_vision", "hf_clip_text"}
+    assert [f["architecture"] for f in out["folders"]] == ["CLIPModel"]
