@@ -86,7 +86,13 @@ def read_config(folder: str | Path) -> ModelConfig:
     path = folder / CONFIG_FILE
     if not path.is_file():
         raise JointspaceError(f"not a model folder (no {CONFIG_FILE}): {folder}")
-    return from_dict(ModelConfig, migrate_config(json.loads(path.read_text()), path), where=str(path))
+    raw = json.loads(path.read_text())
+    if isinstance(raw, dict) and "towers" not in raw and ("architectures" in raw or "model_type" in raw):
+        raise JointspaceError(f"{folder} is a Hugging Face folder ({raw.get('model_type', '?')}), not a "
+                              f"jointspace model: `jointspace import {folder} --out DIR` makes one "
+                              "of a CLIP or SigLIP folder; a text or vision encoder opens as a tower "
+                              "(hf, hf_vision)")
+    return from_dict(ModelConfig, migrate_config(raw, path), where=str(path))
 
 
 def load_weights(model: "JointModel", folder: str | Path) -> None:

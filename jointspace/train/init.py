@@ -15,6 +15,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..config import PairSpec, RunConfig, TowerSpec
 from ..errors import ConfigError
 from ..model import JointModel
@@ -52,8 +54,26 @@ def init_from_model(model: JointModel, folder: str | Path) -> list[str]:
     if not taken:
         raise ConfigError(f"--init-from {folder}: it has towers {', '.join(source.towers)}, "
                           f"none of this run's ({', '.join(model.towers)})")
-    logger.info("initialised %s from %s", ", ".join(taken), folder)
+    pairs = _copy_temperatures(model, source)
+    logger.info("initialised %s from %s%s", ", ".join(taken), folder,
+                f" (and the temperature of {', '.join(pairs)})" if pairs else "")
     return taken
+
+
+@torch.no_grad()
+def _copy_temperatures(model: JointModel, source: JointModel) -> list[str]:
+    """The learned temperature (and bias) of each pair both models train with the same
+    kind of objective (a bias on both sides or on neither), so fine-tuning an imported
+    CLIP or SigLIP starts from its own scale; clamped to this run's bound."""
+    copied = []
+    for key, scale in model.logit_scales.items():
+        if key not in source.logit_scales or (key in model.logit_biases) != (key in source.logit_biases):
+            continue
+        scale.copy_(source.logit_scales[key].clamp(0.0, model.max_logit_scales[key]))
+        if key in model.logit_biases:
+            model.logit_biases[key].copy_(source.logit_biases[key])
+        copied.append(key)
+    return copied
 
 
 def bind_config(run: RunConfig, source: str | Path, modality: str, anchor: str = "image") -> RunConfig:

@@ -114,3 +114,9 @@ def test_import_and_load_make_no_network_request(clip_source, tmp_path, monkeypa
     model = jointspace.load(jointspace.import_model(clip_source, tmp_path / "m"))
     assert model.encode_text("a photo of a dog").shape == (1, 16)
     assert not attempts and "HF_HUB_OFFLINE" not in os.environ
+
+
+def test_loading_a_hugging_face_folder_says_how_to_import_it(clip_source):
+    from jointspace.errors import JointspaceError
+    with pytest.raises(JointspaceError, match="jointspace import"):
+        jointspace.load(clip_source)

@@ -166,3 +166,24 @@ def test_a_manifest_without_any_pair_is_named(shapes_dir, tiny_overrides, tmp_pa
     bad.write_text("image\nimages/train/train-000000.png\n")
     with pytest.raises(DataError, match="has no pair's columns.*image-text needs columns 'image' and 'text'"):
         train(load_run_config(overrides=tiny_overrides), [shapes_dir / "train.csv", bad], tmp_path / "m")
+
+
+def test_init_from_starts_at_the_source_models_temperature(trained_model_dir, tiny_overrides, tmp_path):
+    """Fine-tuning an imported CLIP or SigLIP starts from its learned scale (and bias),
+    not from the objective's default; a different kind of objective keeps its own."""
+    import jointspace
+    from jointspace.model import JointModel
+    from jointspace.train.init import init_from_model
+    source = jointspace.load(trained_model_dir)
+    with torch.no_grad():
+        source.logit_scales["image-text"].fill_(3.9)
+    source.save(tmp_path / "src")
+    run = load_run_config(overrides=tiny_overrides)
+    model = JointModel(run.model)
+    assert model.logit_scales["image-text"].item() != pytest.approx(3.9)
+    init_from_model(model, tmp_path / "src")
+    assert model.logit_scales["image-text"].item() == pytest.approx(3.9)
+    sigmoid = JointModel(load_run_config(overrides=tiny_overrides + ["model.objective.name=sigmoid"]).model)
+    before = sigmoid.logit_scales["image-text"].item()
+    init_from_model(sigmoid, tmp_path / "src")  # InfoNCE source, sigmoid run: own start kept
+    assert sigmoid.logit_scales["image-text"].item() == before
