@@ -92,6 +92,7 @@ class Catalog:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._local = threading.local()
+        self._meta_keys: tuple[tuple, list[str]] | None = None  # (change token, keys)
         made = self.db.execute("SELECT 1 FROM sqlite_master WHERE name='state'").fetchone()
         if not made:  # a reader never writes, so never waits for a writer's lock
             self.db.executescript(SCHEMA)  # idempotent; runs its own transaction
@@ -248,9 +249,14 @@ class Catalog:
         return ids, vectors, np.asarray(gone, dtype=np.int64)
 
     def meta_keys(self) -> list[str]:
-        """Every metadata key some item has, sorted (reads every item: for error messages)."""
-        return [r[0] for r in self.db.execute(
-            "SELECT DISTINCT j.key FROM items, json_each(items.meta) AS j ORDER BY 1")]
+        """Every metadata key some item has, sorted (for error messages). Reads every item
+        once per change of the catalog: a client sending bad filters in a loop costs a stat."""
+        token = self.change_token()
+        cached = self._meta_keys
+        if cached is None or cached[0] != token:
+            cached = self._meta_keys = (token, [r[0] for r in self.db.execute(
+                "SELECT DISTINCT j.key FROM items, json_each(items.meta) AS j ORDER BY 1")])
+        return list(cached[1])
 
     def _has_meta_key(self, name: str) -> bool:
         return self.db.execute("SELECT 1 FROM items WHERE json_type(meta, ?) IS NOT NULL LIMIT 1",

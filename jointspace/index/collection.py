@@ -38,6 +38,9 @@ INFO_FILE = "collection.json"
 CATALOG_FILE = "catalog.sqlite"
 LOCK_FILE = "writer.lock"
 EXACT_FILTER_MAX = 20_000  # a filter leaving this few items is answered exactly from the catalog
+#: characters of a query text that are tokenised: the rest is cut first (no text tower reads
+#: that far: 512 tokens are ~2,500 characters; tokenising 2 MB took 2 s)
+MAX_QUERY_TEXT = 10_000
 RERANK_FACTOR = 10  # two-stage search: prefix candidates per final result
 
 
@@ -303,7 +306,8 @@ class Collection:
             return cal
 
     def encode_terms(self, terms: Sequence[Term]) -> list[np.ndarray]:
-        """The unit vector of each term (``vector`` terms are checked and normalised)."""
+        """The unit vector of each term (``vector`` terms are checked and normalised; a text
+        is encoded from its first :data:`MAX_QUERY_TEXT` characters)."""
         vectors = []
         for i, term in enumerate(terms):
             if term.modality == "vector":
@@ -317,7 +321,10 @@ class Collection:
                                           f"finite values, not all zero; got shape {v.shape}")
                 vectors.append(v / np.linalg.norm(v))
             else:
-                vectors.append(self._batcher.encode(term.modality, term.value))
+                value = term.value
+                if term.modality == "text" and isinstance(value, str):
+                    value = value[:MAX_QUERY_TEXT]
+                vectors.append(self._batcher.encode(term.modality, value))
         return vectors
 
     def search(self, *, text: str | None = None, image: Any = None, audio: Any = None,

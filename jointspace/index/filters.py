@@ -1,13 +1,21 @@
 """Filters (``where``) on a collection's items: SQL for the catalog, and the error that
-names what can be filtered on when a field is unknown."""
+names what can be filtered on when a field is unknown.
+
+A filter is ``{field: value or [values]}``: an item matches when, for every field, its
+value is one of those given. A list may be of any length (it is one SQL parameter,
+expanded by SQLite's ``json_each``, so SQLite's limit on parameters never applies); a
+filter names at most :data:`MAX_FILTER_FIELDS` fields. A server keeps some fields to
+itself (those naming its files); :func:`refuse_hidden` is its check."""
 from __future__ import annotations
 
+import json
 from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import JointspaceError
 
 FILTER_COLUMNS = ("key", "source", "modality", "path", "label", "text")
 MAX_LISTED = 30  # metadata keys named in an unknown-filter error
+MAX_FILTER_FIELDS = 32  # fields one filter may name (each is a clause of one SQL statement)
 
 
 class UnknownFilterError(JointspaceError):
@@ -31,7 +39,10 @@ class UnknownFilterError(JointspaceError):
 def where_sql(where: Mapping[str, Any],
               meta_keys: Callable[[], list[str]]) -> tuple[str, list[str], list[str]]:
     """``(SELECT of the matching ids, its arguments, the metadata keys it names)``.
-    Values compare as text: a CLI or CSV "7" and a JSON 7 are the same value."""
+    Values compare as text: a CLI or CSV "7" and a JSON 7 are the same value. Each
+    field's values are one argument (a JSON list) whatever their number."""
+    if len(where) > MAX_FILTER_FIELDS:
+        raise JointspaceError(f"a filter names at most {MAX_FILTER_FIELDS} fields, got {len(where)}")
     clauses: list[str] = []
     args: list[str] = []
     keys: list[str] = []
@@ -48,10 +59,20 @@ def where_sql(where: Mapping[str, Any],
         values = list(value) if isinstance(value, (list, tuple, set)) else [value]
         if not values or not all(isinstance(v, (str, int, float, bool)) for v in values):
             raise JointspaceError(f"filter {name!r} needs a string or number, or a list of them")
-        clauses.append(f"{column} IN ({','.join('?' * len(values))})")
-        args += [str(int(v)) if isinstance(v, bool) else str(v) for v in values]
+        clauses.append(f"{column} IN (SELECT value FROM json_each(?))")
+        args.append(json.dumps([str(int(v)) if isinstance(v, bool) else str(v) for v in values]))
     sql = "SELECT id FROM items" + (" WHERE " + " AND ".join(clauses) if clauses else "")
     return sql, args, keys
 
 
-__all__ = ["FILTER_COLUMNS", "UnknownFilterError", "where_sql"]
+def refuse_hidden(where: Mapping[str, Any] | None, hidden: Sequence[str],
+                  meta_keys: Callable[[], list[str]]) -> None:
+    """Raise :class:`UnknownFilterError` if ``where`` names a field in ``hidden`` (a server's
+    check: a filter on ``path`` would tell a client which server paths are indexed)."""
+    names = [name for name in (where or {}) if name in hidden]
+    if names:
+        raise UnknownFilterError(names, "this server does not filter on "
+                                 f"{'it' if len(names) == 1 else 'them'}", meta_keys())
+
+
+__all__ = ["FILTER_COLUMNS", "MAX_FILTER_FIELDS", "UnknownFilterError", "refuse_hidden", "where_sql"]

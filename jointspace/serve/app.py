@@ -37,9 +37,10 @@ from pydantic import ValidationError
 
 from ..errors import JointspaceError
 from ..index import Collection, Term, UnknownFilterError
+from ..index.filters import refuse_hidden
 from .files import Files
 from .guards import BodyLimit, KeyCheck
-from .schemas import ERRORS, Health, ItemOut, SearchIn, SearchOut
+from .schemas import ERRORS, MAX_QUERY_CHARS, Health, ItemOut, SearchIn, SearchOut
 from .uploads import Uploads
 
 PAGE = Path(__file__).with_name("static") / "index.html"
@@ -57,11 +58,15 @@ PAGE_HEADERS = {  # the page talks to this server only; nothing may frame it
 def create_app(collection: str | Path | Collection, *, api_key: str | None = None,
                max_upload_bytes: int = 10 << 20, max_request_bytes: int = 16 << 20,
                cors_origins: Sequence[str] = (), max_k: int = 1000, max_window: int = 10_000,
-               max_image_pixels: int = 50_000_000, device: str | None = None) -> FastAPI:
+               max_image_pixels: int = 50_000_000, max_query_chars: int = MAX_QUERY_CHARS,
+               device: str | None = None) -> FastAPI:
     """The FastAPI app serving ``collection`` (a folder or an opened :class:`Collection`).
 
     ``max_window`` bounds ``offset + k``: the ranking is computed that deep, so an
-    unbounded offset would let one request exhaust memory."""
+    unbounded offset would let one request exhaust memory. ``max_query_chars`` bounds
+    each query text (413 beyond): texts are encoded on the one thread every query
+    shares. Filters may name only the fields a client sees (not ``key``, ``path``,
+    ``source``: they would tell which server paths are indexed)."""
     col = collection if isinstance(collection, Collection) else Collection.open(collection, device=device)
 
     def roots() -> list[str]:
@@ -94,7 +99,15 @@ def create_app(collection: str | Path | Collection, *, api_key: str | None = Non
             return Term("audio", uploads.audio(where, data, folder), weight)
         raise HTTPException(400, f"{where}: a file is an image or audio, not {modality!r}")
 
+    def check_text(where: str, text: str | None) -> None:
+        if text is not None and len(text) > max_query_chars:
+            raise HTTPException(413, f"{where} is {len(text)} characters long; at most "
+                                     f"{max_query_chars} are accepted")
+
     def terms_of(body: SearchIn, folder: Path) -> list[Term]:
+        check_text("text", body.text)
+        for i, t in enumerate(body.terms, 1):
+            check_text(f"term {i}'s text", t.text)
         for modality in ("image", "audio"):
             if getattr(body, modality) is not None:
                 need(modality, modality)
@@ -145,6 +158,7 @@ def create_app(collection: str | Path | Collection, *, api_key: str | None = Non
         if body.offset + body.k > max_window:
             raise HTTPException(422, f"offset + k must be at most {max_window} (got "
                                      f"{body.offset + body.k}); narrow the query with where instead")
+        refuse_hidden(body.where, HIDDEN, col.catalog.meta_keys)
         started = time.perf_counter()
         # audio is decoded from a file: only such queries pay for a temporary folder
         with (tempfile.TemporaryDirectory(prefix="jointspace-query-") if audio

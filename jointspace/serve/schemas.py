@@ -7,6 +7,9 @@ from pydantic import BaseModel, Field
 
 Scalar = Union[str, int, float, bool]
 MAX_TERMS = 32  # each term is one encoder call: a request cannot queue thousands
+#: characters of one query text over HTTP (create_app's max_query_chars): tokenising 2 MB
+#: took 2 s on the encoding thread every query shares; no text tower reads that far
+MAX_QUERY_CHARS = 2000
 
 
 class TermIn(BaseModel):
@@ -31,7 +34,8 @@ class SearchIn(BaseModel):
     k: int = Field(10, ge=1, description="results per page (at most the server's max_k)")
     offset: int = Field(0, ge=0, description="skip this many results (pagination)")
     where: dict[str, Union[Scalar, list[Scalar]]] | None = Field(
-        None, description='filters on item fields or metadata keys: {"label": ["a", "b"]}')
+        None, description='filters on item fields (modality, label, text) or metadata keys: '
+                          '{"label": ["a", "b"]}; a list may be of any length')
     target: str | None = Field(None, description="the indexed modality searched (default: the first)")
     calibrate: bool = Field(True, description="standardise each term's scores before adding them")
     nprobe: int | None = Field(None, ge=1, le=65536, description="IVF cells to visit")
@@ -83,7 +87,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (400, "a malformed query: bad base64, a non-image, a wrong-sized vector, an unknown "
               "modality or filter"),
         (401, "the API key is missing or wrong"),
-        (413, "an upload or the request body is too large"))}
+        (413, "an upload, a query text or the request body is too large"))}
 
 __all__ = ["ERRORS", "Health", "HitOut", "ItemOut", "MAX_TERMS", "Problem", "SearchIn", "SearchOut",
            "TermIn"]
