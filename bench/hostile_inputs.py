@@ -290,14 +290,14 @@ def report(figures: Figures) -> bool:
     """Print the figures; True if every target holds."""
     ok = True
     mb = 2**20
-    print(f"{'hostile input':32} {'status':>9} {'alone':>8} {'CPU':>8} {'beside':>8} {'RSS':>7}  detail")
+    print(f"{'hostile input':32} {'status':>9} {'alone':>13} {'CPU':>6} {'beside':>13} {'RSS':>7}  detail")
     for a in figures.answers:
         status = a.statuses.pop() if len(a.statuses) == 1 else -1
         good = status == a.expected and max(a.alone + a.beside) < 0.5
         ok &= good
-        print(f"{a.what:32} {status:>3} ({a.expected}) {max(a.alone) * 1000:6.0f}ms {max(a.cpu) * 1000:6.0f}ms "
-              f"{max(a.beside) * 1000:6.0f}ms {a.rss / mb:5.0f}MB  {a.detail[:60]}"
-              + ("" if good else "  <-- FAIL"))
+        ms = lambda ts: f"{statistics.median(ts) * 1000:5.0f} /{max(ts) * 1000:5.0f}"  # noqa: E731
+        print(f"{a.what:32} {status:>3} ({a.expected}) {ms(a.alone)} {max(a.cpu) * 1000:5.0f} "
+              f"{ms(a.beside)} {a.rss / mb:5.0f}MB  {a.detail[:60]}" + ("" if good else "  <-- FAIL"))
     growth = (figures.rss_after - figures.rss_before) / mb
     peak = None if figures.peak is None else (figures.peak - figures.rss_before) / mb
     ok &= growth < 100 and (peak is None or peak < 100)
@@ -331,8 +331,8 @@ def main() -> None:
     with Server(col_dir, args.threads) as server:
         figures = measure(server, args.seconds, args.repeats)
     print(f"{args.n} items; each hostile input sent {args.repeats}× alone, then {args.repeats}× "
-          "beside the other client; alone/CPU/beside: the slowest answer, the server's CPU "
-          "time for it, the slowest beside the other client; RSS: the server's after it")
+          "beside the other client. alone, beside: median / slowest answer (ms); CPU: the "
+          "server's CPU time for the costliest answer alone (ms); RSS: the server's after it")
     sys.exit(0 if report(figures) else 1)
 
 
