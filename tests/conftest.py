@@ -62,6 +62,38 @@ def trained_model_dir(shapes_dir, tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def image_audio_model_dir(tmp_path_factory):
+    """An untrained but complete image + audio model (fast to build and to run): for the
+    mechanics of indexing, searching and serving, which need a model, not a good one."""
+    from jointspace.config import ModelConfig, PairSpec, TowerSpec
+    from jointspace.model import JointModel
+    config = ModelConfig(embed_dim=16, towers={
+        "image": TowerSpec("convnet", {"image_size": 16, "widths": [8]}),
+        "audio": TowerSpec("audio_conv", {"widths": [8, 16], "layers": 1, "heads": 2, "n_mels": 32,
+                                          "clip_seconds": 0.5})},
+        pairs=[PairSpec("audio", "image")])
+    torch.manual_seed(0)
+    return JointModel(config).save(tmp_path_factory.mktemp("image-audio-model") / "m")
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory):
+    """A folder of three PNGs, tones as WAV and MP3, and one silent WAV."""
+    import numpy as np
+    import soundfile
+    from PIL import Image
+    folder = tmp_path_factory.mktemp("media")
+    for colour in ("red", "green", "blue"):
+        Image.new("RGB", (20, 20), colour).save(folder / f"{colour}.png")
+    t = np.arange(8000) / 16000
+    for hz in (220, 440):
+        soundfile.write(folder / f"tone-{hz}.wav", 0.3 * np.sin(2 * np.pi * hz * t), 16000)
+    soundfile.write(folder / "tone-330.mp3", 0.3 * np.sin(2 * np.pi * 330 * t), 16000, format="MP3")
+    soundfile.write(folder / "silence.wav", np.zeros(8000), 16000)
+    return folder
+
+
 # --------------------------------------------------------------------------- the browser tests
 #: Debian's chromium (Playwright never downloads a browser); another one can be named
 CHROMIUM = os.environ.get("JOINTSPACE_TEST_CHROMIUM", "/usr/bin/chromium")

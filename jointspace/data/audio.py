@@ -2,8 +2,9 @@
 
 Policy (the same for training, evaluation and queries):
 
-* **Formats**: whatever libsndfile reads (WAV, FLAC, OGG/Vorbis, AIFF …) through
-  ``soundfile``; samples arrive as float32 in [-1, 1].
+* **Formats**: whatever libsndfile reads (WAV, FLAC, OGG/Vorbis/Opus, MP3, AIFF …)
+  through ``soundfile``; samples arrive as float32 in [-1, 1]. A folder being indexed
+  takes the endings in :data:`AUDIO_SUFFIXES` as audio (the tests decode a file of each).
 * **Length**: at most ``max_seconds`` (:data:`MAX_SECONDS`, 10 s) is read
   from the start of a file; a longer file is truncated to its first
   10 s and a note says so. Only those frames are decoded, so an hour-long
@@ -27,11 +28,12 @@ Policy (the same for training, evaluation and queries):
 * **Errors** (:class:`~jointspace.errors.DataError`, naming the file): a
   missing file, one libsndfile cannot decode, an empty one (0 samples), or
   NaN/infinite samples.
-* **Silence** (peak below −80 dBFS) decodes fine (a query may be silent), but
-  the manifest reader quarantines it: a silent clip carries nothing to align.
+* **Silence** (peak below −80 dBFS) decodes fine, but :func:`check_audio` refuses
+  it: a silent clip carries nothing to align or to search by. The manifest reader
+  quarantines it, and a query file is refused (CLI, Python and HTTP alike).
 
-:func:`check_audio` is the reader's check; notes go to the reader's log, summarised
-by kind, not once per row.
+:func:`check_audio` is the check of every audio file, read from a manifest, a folder
+or a query; notes go to the reader's log, summarised by kind, not once per row.
 """
 from __future__ import annotations
 
@@ -159,7 +161,8 @@ def resample(wave: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.ndarr
 
 
 def check_audio(path: Any) -> ItemCheck:
-    """The manifest reader's check: the decoding training uses, plus the silence rule."""
+    """The check of every audio file (training, indexing, queries): the decoding training
+    uses, plus the silence rule."""
     try:
         decoded = decode_audio(path)
     except DataError as e:
@@ -167,3 +170,8 @@ def check_audio(path: Any) -> ItemCheck:
     if float(np.abs(decoded.samples).max()) < SILENCE_PEAK:
         return ItemCheck(f"audio is silent (peak below -80 dBFS): {path}")
     return ItemCheck(None, tuple(f"{note}: {path}" for note in decoded.notes))
+
+
+#: the file name endings of audio in a folder being indexed: formats :func:`decode_audio`
+#: reads (libsndfile's), each tested (tests/data/test_audio_files.py)
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc")

@@ -24,11 +24,12 @@ scored by its plain cosine (calibrating one term does not change its order).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import JointspaceError
+from ..errors import DataError, JointspaceError
 
 CALIBRATION_SAMPLE = 20_000
 
@@ -102,7 +103,26 @@ def check_terms(terms: Sequence[Term], modalities: Sequence[str]) -> list[Term]:
             raise JointspaceError(f"{where}: weight must be a finite number, got {term.weight!r}")
         if term.modality == "text" and (not isinstance(term.value, str) or not term.value.strip()):
             raise JointspaceError(f"{where}: the text is empty")
+        problem = file_problem(term.modality, term.value)
+        if problem:
+            raise DataError(f"{where}: {problem}")
     return terms
 
 
-__all__ = ["CALIBRATION_SAMPLE", "Calibration", "Term", "check_terms", "compose"]
+def file_problem(modality: str, value: Any) -> str | None:
+    """Why a query's file cannot be used, or None: the check indexing and training apply
+    to every file of ``modality`` (audio: undecodable, empty or silent; images: not
+    decodable), so a file refused there is refused as a query, from the CLI, Python or
+    HTTP. Values that are not paths (a PIL image, an array of samples) are not checked."""
+    if not isinstance(value, (str, Path)):
+        return None
+    from ..towers import MODALITIES  # lazy: registers every modality
+
+    spec = MODALITIES.get(modality) if modality in MODALITIES else None
+    if spec is None or not spec.is_file or spec.check is None:
+        return None
+    found = spec.check(value)
+    return getattr(found, "problem", found)
+
+
+__all__ = ["CALIBRATION_SAMPLE", "Calibration", "Term", "check_terms", "compose", "file_problem"]

@@ -15,6 +15,32 @@ from fastapi import HTTPException
 from PIL import Image, ImageOps
 
 
+#: the first bytes of the formats an upload may be without naming its modality
+MAGIC: tuple[tuple[int, bytes, str], ...] = (  # (offset, bytes, modality)
+    (0, b"\x89PNG\r\n\x1a\n", "image"), (0, b"\xff\xd8\xff", "image"), (0, b"GIF87a", "image"),
+    (0, b"GIF89a", "image"), (8, b"WEBP", "image"), (0, b"BM", "image"), (0, b"II*\x00", "image"),
+    (0, b"MM\x00*", "image"),
+    (8, b"WAVE", "audio"), (0, b"fLaC", "audio"), (0, b"OggS", "audio"), (0, b"ID3", "audio"),
+    (8, b"AIFF", "audio"), (8, b"AIFC", "audio"))
+
+
+def sniff(data: bytes) -> str | None:
+    r"""``"image"`` or ``"audio"`` from a file's first bytes (PNG, JPEG, GIF, WebP, BMP,
+    TIFF; WAV, FLAC, OGG, MP3, AIFF), or None.
+
+    >>> sniff(b"RIFF\x24\x00\x00\x00WAVEfmt "), sniff(b"\x89PNG\r\n\x1a\n..."), sniff(b"%PDF")
+    ('audio', 'image', None)
+    """
+    if data[:4] == b"RIFF" and data[8:12] not in (b"WAVE", b"WEBP"):
+        return None  # another RIFF (AVI …)
+    for offset, magic, modality in MAGIC:
+        if data[offset:offset + len(magic)] == magic:
+            return modality
+    if len(data) >= 2 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0:  # an MPEG audio frame (MP3
+        return "audio"                                                 # without an ID3 tag)
+    return None
+
+
 class Uploads:
     """Decodes uploads of at most ``max_bytes`` and images of at most ``max_pixels``."""
 
@@ -55,16 +81,17 @@ class Uploads:
             raise HTTPException(400, f"{field} is not a decodable image ({type(e).__name__})") from None
 
     def audio(self, field: str, data: bytes, folder: Path) -> Path:
-        """A checked audio file in ``folder`` (a temporary one) holding ``data``."""
-        from ..data.audio import check_audio
+        """An audio file in ``folder`` (a temporary one) holding ``data``, checked as every
+        audio query is (:func:`~jointspace.index.query.file_problem`: a silent clip too)."""
+        from ..index.query import file_problem
 
         path = folder / f"{field.replace(' ', '-')}.audio"  # soundfile reads the format from the bytes
         path.write_bytes(data)
-        problem = check_audio(path).problem
+        problem = file_problem("audio", path)
         if problem:
             raise HTTPException(400, f"{field} is not usable audio: "
                                      f"{problem.replace(str(path), 'the upload')}")
         return path
 
 
-__all__ = ["Uploads"]
+__all__ = ["MAGIC", "Uploads", "sniff"]
