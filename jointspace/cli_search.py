@@ -16,6 +16,7 @@ EXAMPLES = {
                '  jointspace search --collection runs/col --image q.png --term "text:red:0.5" '
                '--term "text:blurry:-0.5" --where label=circle'),
     "serve": ("jointspace serve --collection runs/col\n"
+              "  jointspace serve --collection runs/col --model models/m   # the model moved\n"
               "  JOINTSPACE_API_KEY=secret jointspace serve --collection runs/col --host 0.0.0.0"),
 }
 
@@ -59,6 +60,7 @@ def add_verbs(verb: Callable[[str, str, str], argparse.ArgumentParser],
     s.add_argument("--nprobe", type=int, help="IVF cells to visit (more: better recall, slower)")
     s.add_argument("--json", action="store_true", help="print hits as JSON")
     s.add_argument("--device", default="auto", help="device that embeds the query: auto, cpu, cuda …")
+    _model_option(s)
 
     v = verb("serve", "serve a collection: an HTTP API and a search page", EXAMPLES["serve"])
     v.add_argument("--collection", required=True, type=Path)
@@ -72,6 +74,13 @@ def add_verbs(verb: Callable[[str, str, str], argparse.ArgumentParser],
                         "(more text queries/s; memory × N)")
     v.add_argument("--threads", type=int,
                    help="math threads per process (default: all cores ÷ workers)")
+    _model_option(v)
+
+
+def _model_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, metavar="DIR",
+                   help="the collection's model folder, if it moved since indexing (checked by "
+                        "fingerprint; the new place is recorded in the collection)")
 
 
 def parse_term(spec: str) -> Any:
@@ -137,7 +146,7 @@ def run(args: argparse.Namespace, columns: dict[str, str] | None) -> None:
     elif args.verb == "search":
         from .index import Collection
 
-        col = Collection.open(args.collection, device=args.device)
+        col = Collection.open(args.collection, device=args.device, model=args.model)
         hits = col.search(text=args.query, image=args.image, audio=args.audio,
                           terms=[parse_term(t) for t in args.term], k=args.k, offset=args.offset,
                           where=parse_where(args.where), target=args.target,
@@ -148,4 +157,5 @@ def run(args: argparse.Namespace, columns: dict[str, str] | None) -> None:
 
         serve(args.collection, host=args.host, port=args.port,
               api_key=args.api_key or os.environ.get("JOINTSPACE_API_KEY"), device=args.device,
-              workers=args.workers, threads=args.threads)
+              workers=args.workers, threads=args.threads,
+              **({"model": args.model} if args.model else {}))

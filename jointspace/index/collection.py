@@ -13,9 +13,13 @@ searches keep working, and see new items, while an ingest runs.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import json
 import os
+import socket
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -25,7 +29,7 @@ import numpy as np
 from ..errors import JointspaceError
 from ..fileio import atomic_write_json
 from ..model import JointModel, load, resolve_device
-from ..model_io import folder_fingerprint, model_fingerprint
+from ..model_io import CONFIG_FILE, folder_fingerprint, model_fingerprint
 from ..progress import logger
 from . import exact, faiss_store  # noqa: F401  (register the "exact" and "faiss" stores)
 from .batching import QueryBatcher
@@ -44,6 +48,21 @@ MAX_QUERY_TEXT = 10_000
 RERANK_FACTOR = 10  # two-stage search: prefix candidates per final result
 
 
+class ModelMovedError(JointspaceError):
+    """The collection's model is not where ``collection.json`` says (moved, or replaced)."""
+
+
+def check_model_arg(collection: str | Path, model_dir: str | Path) -> None:
+    """Raise :class:`ModelMovedError` if ``model_dir``, given to index into ``collection``, is
+    the folder the collection records and it is gone: the user should give its new place."""
+    info, model_dir = Path(collection) / INFO_FILE, Path(model_dir).resolve()
+    if not (model_dir / CONFIG_FILE).is_file() and info.is_file() and \
+            json.loads(info.read_text()).get("model") == str(model_dir):
+        raise ModelMovedError(f"the model folder {model_dir} of {collection} is gone (moved?): "
+                              "give its new place as the model (jointspace index NEW_PLACE SOURCE "
+                              "--collection …)")
+
+
 @dataclass(frozen=True)
 class Hit:
     """One search result: rank (1-based, counting across pages), score, and the item."""
@@ -54,7 +73,15 @@ class Hit:
 
 
 class WriterLock:
-    """An exclusive, non-blocking lock on a collection (released by the OS if the holder dies)."""
+    """An exclusive, non-blocking lock on a collection (released by the OS if the holder dies).
+
+    The holder signs the lock file with its pid, host and start time; a second writer's
+    error names them. The signature is one fixed-size write over the old one (never an
+    empty file in between), and a second writer that finds the file unsigned (the holder
+    took the lock a moment ago and is signing it) waits up to ``SIGN_WAIT`` seconds for it."""
+
+    RECORD_BYTES = 256
+    SIGN_WAIT = 2.0
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / LOCK_FILE
@@ -65,14 +92,34 @@ class WriterLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            holder = self._holder(fd)
             os.close(fd)
             raise JointspaceError(f"{self.path.parent} is being written by another process "
-                                  f"(pid {holder}); wait for it to finish") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+                                  f"({holder}); wait for it to finish") from None
+        self._sign(fd)
         self._fd = fd
         return self
+
+    def _sign(self, fd: int) -> None:
+        record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                             "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode()
+        os.pwrite(fd, record[:self.RECORD_BYTES].ljust(self.RECORD_BYTES), 0)
+        os.ftruncate(fd, self.RECORD_BYTES)  # a longer record of an older version ends here
+
+    def _holder(self, fd: int) -> str:
+        """``pid N on HOST, since TIME`` of the holder, read from the lock file."""
+        deadline = time.monotonic() + self.SIGN_WAIT
+        while True:
+            raw = os.pread(fd, self.RECORD_BYTES, 0).decode(errors="replace").strip()
+            if raw.isdigit():  # signed by an older jointspace: a bare pid
+                return f"pid {raw}"
+            try:
+                who = json.loads(raw)
+                return f"pid {who['pid']} on {who['host']}, since {who['since']}"
+            except (ValueError, TypeError, KeyError):
+                if time.monotonic() > deadline:
+                    return "pid unknown: the lock file is not signed"
+                time.sleep(0.02)
 
     def __exit__(self, *_: Any) -> None:
         if self._fd is not None:
@@ -96,8 +143,6 @@ class Collection:
         info_file = self.path / INFO_FILE
         if not info_file.is_file():
             raise JointspaceError(f"not a collection (no {INFO_FILE}): {self.path}")
-        import json
-
         self._info_stamp = info_file.stat().st_mtime_ns
         self.info = json.loads(info_file.read_text())
         if self.info.get("format") != FORMAT:
@@ -107,6 +152,7 @@ class Collection:
         self.catalog = Catalog(self.path / CATALOG_FILE)
         self.device = device
         self._model: JointModel | None = None
+        self._model_dir: Path | None = None  # where the model was given from, if not the recorded place
         self._stores: dict[str, VectorStore] = {}
         self._applied: dict[str, int] = {}  # catalog change each in-memory store reflects
         self._tokens: dict[str, tuple] = {}  # the catalog files' state when last caught up
@@ -116,11 +162,10 @@ class Collection:
         self._batcher = QueryBatcher(lambda modality, items: self.model.encode(modality, list(items)))
         if model is not None:
             self.use_model(model)
+            self.record_model_dir()  # if it moved: later opens find it without model=
 
     def reload_info(self) -> None:
         """Reread ``collection.json`` if a writer changed it (new roots, new modalities)."""
-        import json
-
         path = self.path / INFO_FILE
         stamp = path.stat().st_mtime_ns
         if stamp != getattr(self, "_info_stamp", None):
@@ -139,6 +184,7 @@ class Collection:
         """Make a collection for vectors of the model in ``model_dir``, or open the one at
         ``path`` if it was made with the same model (a different model is an error)."""
         path, model_dir = Path(path), Path(model_dir).resolve()
+        check_model_arg(path, model_dir)
         fingerprint = folder_fingerprint(model_dir)
         if (path / INFO_FILE).is_file():
             col = cls(path, device=device)
@@ -147,6 +193,7 @@ class Collection:
                     f"{path} holds vectors of another model (fingerprint {col.info['fingerprint']}, "
                     f"made from {col.info['model']}); {model_dir} has fingerprint {fingerprint}. "
                     "Index into a new collection folder")
+            col._model_dir = model_dir  # the same model, wherever it lives now
             return col
         model = load(model_dir)
         dim = model.config.embed_dim
@@ -184,18 +231,48 @@ class Collection:
         return self.catalog.count()
 
     # -- the model ---------------------------------------------------------------
+    @property
+    def model_dir(self) -> Path:
+        """The folder queries are embedded with: the one given (``model=DIR`` or
+        :meth:`create`'s, its fingerprint checked), else the one ``collection.json`` records."""
+        return self._model_dir or Path(self.info["model"])
+
     def use_model(self, model: JointModel | str | Path) -> None:
-        """Embed queries with ``model``, which must be the model the collection was made with."""
+        """Embed queries with ``model``: a loaded model, or its folder wherever it lives now
+        (loaded on first use). It must be the model the collection was made with: its
+        fingerprint is checked here."""
         if isinstance(model, JointModel):
-            found, expected = model_fingerprint(model), self.info["model_fingerprint"]
-        else:
-            found, expected = folder_fingerprint(model), self.info["fingerprint"]
-            model = load(model)
+            self._same_model(model_fingerprint(model), self.info["model_fingerprint"])
+            self._model = model.eval().to(resolve_device(self.device))
+            return
+        folder = Path(model).resolve()
+        self._same_model(folder_fingerprint(folder), self.info["fingerprint"])
+        with self._lock:
+            self._model_dir, self._model = folder, None
+
+    def _same_model(self, found: str, expected: str, advice: str = "") -> None:
         if found != expected:
             raise JointspaceError(f"this model (fingerprint {found}) did not make {self.path} "
                                   f"(fingerprint {expected}, {self.info['model']}); its vectors "
-                                  "would not be comparable")
-        self._model = model.eval().to(resolve_device(self.device))
+                                  f"would not be comparable{advice}")
+
+    def check_model(self) -> Path:
+        """The folder of the model queries are embedded with, checked without loading it:
+        the one given (already checked), else the recorded one, which must still hold the
+        model. :class:`ModelMovedError` says how to give its new place otherwise."""
+        if self._model_dir is not None:
+            return self._model_dir
+        folder = Path(self.info["model"])
+        advice = "give its new place with --model DIR (in Python: Collection.open(..., model=DIR))"
+        if not (folder / CONFIG_FILE).is_file():
+            raise ModelMovedError(f"the model folder {folder} of {self.path} is gone (moved?): "
+                                  + advice)
+        try:
+            self._same_model(folder_fingerprint(folder), self.info["fingerprint"],
+                             f": {folder} holds another model now; " + advice)
+        except JointspaceError as e:
+            raise ModelMovedError(str(e)) from None
+        return folder
 
     @property
     def model(self) -> JointModel:
@@ -204,12 +281,38 @@ class Collection:
             return self._model
         with self._lock:
             if self._model is None:
-                folder = Path(self.info["model"])
-                if not folder.is_dir():
-                    raise JointspaceError(f"the model folder {folder} of {self.path} is gone; "
-                                          "pass the model with Collection.open(..., model=DIR)")
-                self.use_model(folder)
+                self._model = load(self.check_model()).eval().to(resolve_device(self.device))
             return self._model
+
+    def model_moved(self) -> bool:
+        """Whether the model was given from a new place (:attr:`model_dir`) because the folder
+        ``collection.json`` records no longer holds it."""
+        recorded = Path(self.info["model"])
+        if self._model_dir is None or self._model_dir == recorded:
+            return False
+        try:
+            return folder_fingerprint(recorded) != self.info["fingerprint"]
+        except JointspaceError:  # gone, or no longer a model folder
+            return True
+
+    def record_model_dir(self, *, locked: bool = False) -> bool:
+        """Record the model's new place (:attr:`model_dir`) in ``collection.json`` if it
+        moved (:meth:`model_moved`), so that later opens need no ``model=``. Takes the
+        writer lock unless the caller holds it (``locked``); returns whether it recorded
+        (a busy writer or a read-only folder: a warning, and False)."""
+        if not self.model_moved():
+            return False
+        try:
+            with (contextlib.nullcontext() if locked else WriterLock(self.path)):
+                self.reload_info()
+                self.info["model"] = str(self.model_dir)
+                atomic_write_json(self.path / INFO_FILE, self.info)
+        except (JointspaceError, OSError) as e:
+            logger.warning("the model's new place was not recorded in %s (%s); give it again "
+                           "next time", self.path / INFO_FILE, e)
+            return False
+        logger.info("recorded the model's new place %s in %s", self.model_dir, self.path / INFO_FILE)
+        return True
 
     # -- stores ------------------------------------------------------------------
     def _store_dim(self) -> int:
@@ -401,6 +504,25 @@ class Collection:
             scores, ids = store.search(query[None, :], k, allowed=allowed, **kwargs)
         return scores[0], ids[0]
 
+    def warm_up(self) -> float:
+        """Encode one query in each modality the model takes (text, image, audio) and search
+        each indexed store once, so that the first real query costs what any does (a server
+        does this before it reports ready). Returns the seconds it took."""
+        from PIL import Image
+
+        started = time.perf_counter()
+        t = np.arange(16_000, dtype=np.float32) / 16_000
+        samples = {"text": lambda: "warm-up", "image": lambda: Image.new("RGB", (64, 64), "gray"),
+                   "audio": lambda: 0.1 * np.sin(2 * np.pi * 440 * t)}
+        for modality in self.model_modalities():
+            if modality in samples:
+                self._batcher.encode(modality, samples[modality]())
+        probe = np.full(self.dim, self.dim ** -0.5, np.float32)
+        for modality in self.modalities:
+            if self.store(modality).count():
+                self.search_vectors(probe, 1, target=modality)
+        return time.perf_counter() - started
+
     def model_modalities(self) -> list[str]:
         """The modalities a query can be given in (the model's towers), without loading it."""
         from ..model_io import read_config
@@ -408,8 +530,8 @@ class Collection:
         if self._model is not None:
             return list(self._model.modalities)
         if not hasattr(self, "_towers"):
-            self._towers = list(read_config(self.info["model"]).towers) \
-                if Path(self.info["model"]).is_dir() else list(self.model.modalities)
+            self._towers = list(read_config(self.model_dir).towers) \
+                if self.model_dir.is_dir() else list(self.model.modalities)
         return self._towers
 
     def search_text(self, text: str, k: int = 10, **kwargs: Any) -> list[Hit]:
@@ -422,4 +544,4 @@ class Collection:
         return self.search(audio=audio, k=k, **kwargs)
 
 
-__all__ = ["Collection", "Hit", "WriterLock"]
+__all__ = ["Collection", "Hit", "ModelMovedError", "WriterLock"]

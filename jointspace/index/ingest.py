@@ -25,7 +25,7 @@ from ..errors import DataError
 from ..fileio import atomic_write_json, kill_point
 from ..progress import logger, progress
 from .catalog import ItemRow, Quarantined
-from .collection import INFO_FILE, Collection, WriterLock
+from .collection import INFO_FILE, Collection, WriterLock, check_model_arg
 from .ingest_vectors import embed_info, ingest_embeddings
 from .keys import content_key, rekey_line_keys
 
@@ -213,11 +213,13 @@ def index_source(collection: str | Path, model_dir: str | Path, source: str | Pa
     if not source.exists():
         raise DataError(f"index source not found: {source}")
     vectors = embed_info(source) if source.is_dir() else None  # `jointspace embed` output
+    check_model_arg(collection, model_dir)  # before reading the model's config
     col = Collection.create(collection, model_dir, store=store, store_params=store_params,
                             prefix_dim=prefix_dim, device=device,
                             modalities=[vectors["modality"]] if vectors else
                             _source_modalities(model_dir, source, columns))
     with WriterLock(col.path):
+        col.record_model_dir(locked=True)  # the model moved: later commands find it here
         if vectors:
             report = IngestReport(str(source.resolve()))
             ingest_embeddings(col, source.resolve(), report, delete_missing, on_commit)
@@ -249,7 +251,7 @@ def _ingest(col: Collection, source: Path, batch_size: int, delete_missing: bool
             columns: Mapping[str, str] | None,
             on_commit: Callable[[list[str]], None] | None) -> IngestReport:
     modalities = list(col.model.modalities)
-    new = [m for m in _source_modalities(col.info["model"], source, columns) if m not in col.modalities]
+    new = [m for m in _source_modalities(col.model_dir, source, columns) if m not in col.modalities]
     if new:
         col.info["modalities"] += new
         atomic_write_json(col.path / INFO_FILE, col.info)

@@ -3,15 +3,22 @@
 Endpoints: ``POST /search`` (JSON: text, base64 image or audio, vectors, weighted
 terms, filters, k, offset), ``POST /search/upload`` (the same from a multipart
 form with a file, for ``curl -F``), ``GET /items/{id}`` and its ``/file`` and
-``/thumbnail``, ``GET /healthz``, the OpenAPI docs at ``/docs``, and the search
-page at ``/``.
+``/thumbnail``, ``GET /healthz`` and ``GET /readyz``, the OpenAPI docs at ``/docs``
+(Swagger UI's files served from the ``fastapi-offline`` package: no network needed),
+and the search page at ``/``.
+
+Readiness: the app loads the collection's model when it is made (a collection it
+cannot query, such as one whose model folder moved, is refused then, not at every
+search), then warms up on a thread (:meth:`Collection.warm_up`: one query per
+modality, each store opened). Until that is done ``/healthz`` says ``"ready":
+false`` and ``/readyz`` answers 503; the first real query then costs what any does.
 
 Safety, by default: bound to 127.0.0.1; no CORS headers (browsers refuse
 cross-origin calls) unless origins are given; request bodies, uploads, decoded
 image sizes, terms per query and result depth (``offset + k``) limited; with
-an API key, every route but ``/`` (the page itself, which holds no data) and
-``/healthz`` needs it as ``X-API-Key`` or ``Authorization: Bearer``; a file is
-served only if its real path (symlinks resolved) lies inside a folder the
+an API key, every route but ``/`` (the page itself, which holds no data),
+``/healthz`` and ``/readyz`` needs it as ``X-API-Key`` or ``Authorization: Bearer``; a
+file is served only if its real path (symlinks resolved) lies inside a folder the
 collection was indexed from. Malformed input is answered with a 4xx and a
 message saying what is wrong; the server carries on.
 
@@ -25,11 +32,13 @@ import contextlib
 import json
 import mimetypes
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi_offline import FastAPIOffline
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -38,13 +47,15 @@ from pydantic import ValidationError
 from ..errors import JointspaceError
 from ..index import Collection, Term, UnknownFilterError
 from ..index.filters import refuse_hidden
+from ..progress import logger
 from .files import Files
 from .guards import BodyLimit, KeyCheck
-from .schemas import ERRORS, MAX_QUERY_CHARS, Health, ItemOut, SearchIn, SearchOut
-from .uploads import Uploads
+from .schemas import ERRORS, MAX_QUERY_CHARS, Health, ItemOut, Ready, SearchIn, SearchOut
+from .uploads import Uploads, sniff
 
 PAGE = Path(__file__).with_name("static") / "index.html"
-PUBLIC = ("/", "/healthz")
+PUBLIC = ("/", "/healthz", "/readyz")
+DOCS_ASSETS = "/docs/assets"  # Swagger UI's and ReDoc's JS and CSS, from the fastapi-offline package
 ITEM_ID = PathParam(ge=1, le=2**63 - 1, description="an item id, as in a hit")
 NOSNIFF = {"X-Content-Type-Options": "nosniff"}
 HIDDEN = ("key", "path", "source")  # item fields never shown to clients (they name server paths)
@@ -59,24 +70,45 @@ def create_app(collection: str | Path | Collection, *, api_key: str | None = Non
                max_upload_bytes: int = 10 << 20, max_request_bytes: int = 16 << 20,
                cors_origins: Sequence[str] = (), max_k: int = 1000, max_window: int = 10_000,
                max_image_pixels: int = 50_000_000, max_query_chars: int = MAX_QUERY_CHARS,
-               device: str | None = None) -> FastAPI:
+               device: str | None = None, model: str | Path | None = None) -> FastAPI:
     """The FastAPI app serving ``collection`` (a folder or an opened :class:`Collection`).
 
+    ``model``: the collection's model folder, if it moved (fingerprint checked; see
+    :meth:`Collection.record_model_dir`). The model is loaded here: a collection that
+    cannot be queried raises :class:`~jointspace.errors.JointspaceError` now.
     ``max_window`` bounds ``offset + k``: the ranking is computed that deep, so an
     unbounded offset would let one request exhaust memory. ``max_query_chars`` bounds
     each query text (413 beyond): texts are encoded on the one thread every query
     shares. Filters may name only the fields a client sees (not ``key``, ``path``,
     ``source``: they would tell which server paths are indexed)."""
-    col = collection if isinstance(collection, Collection) else Collection.open(collection, device=device)
+    col = collection if isinstance(collection, Collection) else \
+        Collection.open(collection, device=device, model=model)
+    if model is not None and isinstance(collection, Collection):
+        col.use_model(model)
+    col.model  # noqa: B018  (loads and checks it: a server that cannot answer does not start)
 
     def roots() -> list[str]:
         col.reload_info()  # cheap: one stat; rereads collection.json only if a writer changed it
         return col.info.get("roots", [])
     files = Files(roots)
     uploads = Uploads(max_upload_bytes, max_image_pixels)
-    app = FastAPI(title="jointspace", version="1",
-                  description=f"Search the collection {col.path.name} by text, image, audio, "
-                              "vectors and weighted mixes of them.")
+    # the docs pages load Swagger UI / ReDoc from this server, not from a CDN
+    app = FastAPIOffline(title="jointspace", version="1", static_url=DOCS_ASSETS,
+                         swagger_ui_parameters={"validatorUrl": None},
+                         description=f"Search the collection {col.path.name} by text, image, "
+                                     "audio, vectors and weighted mixes of them.")
+    ready, warm_error = threading.Event(), []
+
+    def warm_up() -> None:
+        try:
+            seconds = col.warm_up()
+            logger.info("ready: warmed up in %.1f s", seconds)
+        except Exception as e:  # noqa: BLE001  (reported by /readyz; queries will say more)
+            warm_error.append(f"warming up failed: {type(e).__name__}: {e}")
+            logger.warning("%s", warm_error[0])
+        finally:
+            ready.set()
+    threading.Thread(target=warm_up, name="jointspace-warm-up", daemon=True).start()
 
     @app.exception_handler(JointspaceError)
     async def user_error(request: Request, e: JointspaceError) -> JSONResponse:
@@ -181,7 +213,8 @@ def create_app(collection: str | Path | Collection, *, api_key: str | None = Non
     def search_upload(
             file: UploadFile | None = File(None, description="an image or audio file"),
             modality: str | None = Form(None, description="image or audio (default: from the "
-                                                          "file's content type)"),
+                                                          "file's first bytes, else its content "
+                                                          "type)"),
             weight: float = Form(1.0, description="the file's weight"),
             text: str | None = Form(None), text_weight: float = Form(1.0),
             k: int = Form(10), offset: int = Form(0),
@@ -199,15 +232,18 @@ def create_app(collection: str | Path | Collection, *, api_key: str | None = Non
             raise RequestValidationError(e.errors(include_url=False, include_context=False)) from None
         kind = None
         if file is not None:
-            kind = modality or (file.content_type or "").split("/")[0]
-            if kind not in ("image", "audio"):
-                raise HTTPException(400, f"{file.filename}: say modality=image or modality=audio "
-                                         f"(its content type is {file.content_type!r})")
-            need(kind, file.filename or "file")
             data = file.file.read(max_upload_bytes + 1)
             uploads.check_size(file.filename or "file", len(data))
             if not data:
                 raise HTTPException(400, f"{file.filename} is empty")
+            # what the form names, else what the bytes are, else what the client labelled them
+            kind = modality or sniff(data) or (file.content_type or "").split("/")[0]
+            if kind not in ("image", "audio"):
+                raise HTTPException(415, f"{file.filename}: not a known image or audio format "
+                                         "(PNG, JPEG, GIF, WebP, BMP, TIFF; WAV, FLAC, OGG, MP3, "
+                                         f"AIFF) and its content type is {file.content_type!r}; "
+                                         "say modality=image or modality=audio")
+            need(kind, file.filename or "file")
 
         def build(tmp: Path) -> list[Term]:
             found = [file_term(file.filename or "file", kind, data, weight, tmp)] if kind else []
@@ -245,13 +281,24 @@ def create_app(collection: str | Path | Collection, *, api_key: str | None = Non
 
     @app.get("/healthz", response_model=Health)
     def healthz() -> dict:
-        return {"status": "ok", "items": len(col)}
+        """Liveness: the server answers (``ready``: whether it has warmed up)."""
+        return {"status": "ok", "items": len(col), "ready": ready.is_set() and not warm_error}
+
+    @app.get("/readyz", response_model=Ready, responses={503: {"model": Ready, "description":
+                                                               "still warming up, or failed to"}})
+    def readyz() -> JSONResponse:
+        """Readiness: 200 once the model has warmed up (a query then costs what any does),
+        503 until then."""
+        if ready.is_set() and not warm_error:
+            return JSONResponse({"ready": True})
+        detail = warm_error[0] if warm_error else "warming up: loading the model's first batches"
+        return JSONResponse({"ready": False, "detail": detail}, status_code=503)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:
         return HTMLResponse(PAGE.read_text(encoding="utf-8"), headers=PAGE_HEADERS)
 
-    app.state.collection = col
+    app.state.collection, app.state.ready = col, ready
     # outermost last: CORS answers preflights (which carry no key) and labels every
     # answer, 413 and 401 included; then the body limit; then the key
     if api_key:

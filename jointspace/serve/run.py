@@ -62,7 +62,10 @@ def serve(collection: str | Path | Collection, host: str = "127.0.0.1", port: in
 
     ``workers`` processes share the port; ``threads`` is each one's math threads
     (default: all cores for one worker, cores ÷ workers for several). The key
-    defaults to ``$JOINTSPACE_API_KEY``; ``kwargs`` go to :func:`create_app`."""
+    defaults to ``$JOINTSPACE_API_KEY``; ``kwargs`` go to :func:`create_app` (``model=DIR``:
+    the collection's model folder, if it moved). A collection that cannot be queried (its
+    model gone or replaced) raises :class:`~jointspace.errors.JointspaceError` before the
+    port opens; ``/readyz`` answers 200 once the model has warmed up."""
     import uvicorn
 
     from ..progress import logger
@@ -72,20 +75,29 @@ def serve(collection: str | Path | Collection, host: str = "127.0.0.1", port: in
         raise JointspaceError(f"threads must be an integer ≥ 1, got {threads!r}")
     api_key = api_key or os.environ.get("JOINTSPACE_API_KEY") or None
     where = f"http://{host}:{port}"
-    logger.info("serving %s at %s with %d worker%s (API docs: %s/docs)%s", collection, where, workers,
-                "s" if workers > 1 else "", where, "; an API key is required" if api_key else "")
-    if host not in LOOPBACK and not api_key:
-        logger.warning("listening on %s without an API key: anyone who can reach it can search", host)
+
+    def announce() -> None:
+        logger.info("serving %s at %s with %d worker%s (API docs: %s/docs)%s", collection, where,
+                    workers, "s" if workers > 1 else "", where,
+                    "; an API key is required" if api_key else "")
+        if host not in LOOPBACK and not api_key:
+            logger.warning("listening on %s without an API key: anyone who can reach it can "
+                           "search", host)
     if workers == 1:
         set_threads(threads)
         app = create_app(collection, api_key=api_key, **kwargs)
+        announce()
         uvicorn.run(app, host=host, port=port, log_level="warning")
         return
     if isinstance(collection, Collection):  # its model and device would not reach the workers
         raise JointspaceError("with workers > 1 pass the collection's folder: each worker opens "
                               "it (and the model it names) itself")
-    Collection.open(collection)  # a wrong folder fails here, once, not in every worker
+    # a wrong folder, or a model that moved, fails here, once, not in every worker
+    Collection.open(collection, model=kwargs.get("model")).check_model()
+    announce()
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    if kwargs.get("model") is not None:
+        kwargs["model"] = str(Path(kwargs["model"]).resolve())
     handed = {SETTINGS_ENV: json.dumps({"collection": str(collection), "threads": threads, **kwargs})}
     if api_key:
         handed["JOINTSPACE_API_KEY"] = api_key  # the workers' environment; never on a command line

@@ -76,6 +76,12 @@ class ItemOut(BaseModel):
 class Health(BaseModel):
     status: str
     items: int
+    ready: bool = Field(description="warmed up: a query costs what any does (see /readyz)")
+
+
+class Ready(BaseModel):
+    ready: bool
+    detail: str | None = Field(None, description="why not yet")
 
 
 class Problem(BaseModel):
@@ -89,5 +95,5 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (401, "the API key is missing or wrong"),
         (413, "an upload, a query text or the request body is too large"))}
 
-__all__ = ["ERRORS", "Health", "HitOut", "ItemOut", "MAX_TERMS", "Problem", "SearchIn", "SearchOut",
-           "TermIn"]
+__all__ = ["ERRORS", "Health", "HitOut", "ItemOut", "MAX_TERMS", "Problem", "Ready", "SearchIn",
+           "SearchOut", "TermIn"]

@@ -216,3 +216,24 @@ def test_audio_results_get_players_that_load(audio_collection, page):
         page.screenshot(path=str(ARTIFACTS / "serve-audio.png"), full_page=True)
     assert duration == pytest.approx(0.5, abs=0.01)
     assert page.csp_errors == []
+
+
+def test_docs_page_renders_offline(image_audio_model_dir, media_dir, tmp_path, page):
+    """Swagger UI lists the operations with every request but this server's refused (issue
+    20: FastAPI's default page loads it from a CDN, and was blank offline)."""
+    index_source(tmp_path / "col", image_audio_model_dir, media_dir)
+    with running(create_app(tmp_path / "col")) as url:
+        outside = []
+
+        def only_local(route):
+            if route.request.url.startswith(url):
+                return route.continue_()
+            outside.append(route.request.url)
+            return route.abort()
+        page.route("**/*", only_local)
+        page.goto(url + "/docs")
+        wait_until(page, "document.querySelectorAll('.opblock-summary-path').length >= 4")
+        paths = page.eval_on_selector_all(".opblock-summary-path", "els => els.map(e => e.innerText)")
+        assert {"/search", "/search/upload", "/healthz", "/readyz"} <= {p.strip() for p in paths}
+        page.screenshot(path=str(ARTIFACTS / "serve-docs.png"), full_page=False)
+        assert outside == []
