@@ -95,5 +95,5 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (401, "the API key is missing or wrong"),
         (413, "an upload, a query text or the request body is too large"))}
 
-__all__ = ["ERRORS", "Health", "HitOut", "ItemOut", "MAX_TERMS", "Problem", "Ready", "SearchIn",
-           "SearchOut", "TermIn"]
+__all__ = ["ERRORS", "Health", "HitOut", "ItemOut", "MAX_QUERY_CHARS", "MAX_TERMS", "Problem", "Ready",
+           "SearchIn", "SearchOut", "TermIn"]
