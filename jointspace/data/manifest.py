@@ -26,7 +26,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Mapping
+from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
 
 from ..config import column_of, modality_of
 from ..errors import BadRowError, DataError
@@ -133,6 +133,39 @@ def manifest_columns(path: str | Path) -> list[str]:
         cells = next(csv.reader([header], delimiter="\t" if suffix == ".tsv" else ","), [])
         return [c.strip() for c in cells if c.strip()]
     return read_rows(path)[0]
+
+
+#: fields the CLI has a ``--<field>-column`` flag for
+COLUMN_FLAGS = ("image", "text", "audio")
+_SEPARATORS = {";": "';'", "\t": "tabs", "|": "'|'", ",": "','"}
+
+
+def column_advice(path: str | Path, found: Sequence[str], wanted: Mapping[str, str]) -> str:
+    """What to do about the ``wanted`` columns (field → column name) a manifest whose
+    header holds ``found`` lacks, naming the likely cause: a CSV separated by another
+    character (its header reads as one column), or a name that differs only in case.
+
+    >>> column_advice("m.csv", ["Image", "Text"], {"image": "image"})
+    "no 'image' column; 'Image' differs only in case — rename it or pass --image-column Image"
+    """
+    tsv = Path(path).suffix.lower() == ".tsv"
+    if len(found) == 1:
+        other = [s for s in _SEPARATORS if s in found[0] and s != ("\t" if tsv else ",")]
+        if other and Path(path).suffix.lower() in (".csv", ".tsv"):
+            return (f"the header has one column {found[0]!r}: is the file separated by "
+                    f"{_SEPARATORS[other[0]]}? jointspace reads comma-separated .csv and "
+                    "tab-separated .tsv files (in Excel: save as 'CSV UTF-8')")
+    advice = []
+    for f, name in wanted.items():
+        if name in found:
+            continue
+        same = [c for c in found if c.casefold() == name.casefold()]
+        if len(same) == 1:
+            how = f"--{f}-column {same[0]}" if f in COLUMN_FLAGS else f"columns={{{f!r}: {same[0]!r}}}"
+            advice.append(f"no {name!r} column; {same[0]!r} differs only in case — rename it or pass {how}")
+    if len(advice) < sum(name not in found for name in wanted.values()):
+        advice.append("map other names with --image-column/--text-column (columns=...)")
+    return "; ".join(advice)
 
 
 def read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict | None, str | None]]]:
@@ -252,8 +285,8 @@ def read_manifest(path: str | Path, *, required: tuple[str, ...] = ("image", "te
     missing = [field_col[f] for f in required if field_col[f] not in found]
     if missing:
         raise DataError(f"manifest {path} lacks required column(s) {', '.join(map(repr, missing))}; "
-                        f"found: {', '.join(sorted(found)) or 'none'} — map other names with "
-                        "--image-column/--text-column (columns=...)")
+                        f"found: {', '.join(sorted(found)) or 'none'} — "
+                        + column_advice(path, found, {f: field_col[f] for f in required}))
 
     bad: list[BadRow] = []
     base = path.parent

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from ..data.manifest import ItemCheck, manifest_columns, read_manifest
+from ..data.manifest import ItemCheck, column_advice, manifest_columns, read_manifest
 from ..errors import DataError
 from ..fileio import atomic_write_json, kill_point
 from ..progress import logger, progress
@@ -108,10 +108,12 @@ def scan_manifest(path: Path, modalities: Sequence[str], quarantine_dir: Path,
     reader rejects are returned as quarantined."""
     registry = _modalities()
     mapped = {**{m: m for m in modalities}, **(columns or {})}
-    present = [m for m in modalities if mapped[m] in manifest_columns(path)]
+    header = manifest_columns(path)
+    present = [m for m in modalities if mapped[m] in header]
     if not present:
         raise DataError(f"manifest {path} has no column for {', '.join(modalities)} "
-                        f"(columns: {', '.join(manifest_columns(path))})")
+                        f"(columns: {', '.join(header) or 'none'}) — "
+                        + column_advice(path, header, {m: mapped[m] for m in modalities}))
     files = [m for m in present if registry.get(m).is_file]
     primary = (files or present)[0]
     data = read_manifest(path, required=(primary,), optional=tuple(m for m in present if m != primary),

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import ConcatDataset
 
 from ..config import ModelConfig, RunConfig, column_of, modality_of
-from ..data.manifest import Manifest, OnBadRow, manifest_columns, read_manifest
+from ..data.manifest import Manifest, OnBadRow, column_advice, manifest_columns, read_manifest
 from ..data.pairs import PairDataset
 from ..errors import DataError
 from ..model import JointModel
@@ -43,8 +43,9 @@ def source_fields(path: Path, config: ModelConfig, columns: Mapping[str, str] | 
     if not pairs:
         needs = "; ".join(f"{p.key} needs columns {(columns or {}).get(p.a, column_of(p.a))!r} and "
                           f"{(columns or {}).get(p.b, column_of(p.b))!r}" for p in config.resolved_pairs())
+        wanted = {f: (columns or {}).get(f, column_of(f)) for p in config.resolved_pairs() for f in p.fields}
         raise DataError(f"manifest {path} has no pair's columns (found: {', '.join(sorted(present))}); "
-                        f"{needs} — map other names with --image-column/--text-column (columns=...)")
+                        f"{needs} — {column_advice(path, sorted(present), wanted)}")
     return [f for f in config.fields() if any(f in p.fields for p in pairs)]
 
 

@@ -72,6 +72,60 @@ def test_missing_column_hints_at_the_mapping(folder):
         read_manifest(path, columns={"caption": "caption"})
 
 
+SEPARATED = "the header has one column {!r}: is the file separated by {}? jointspace reads comma-separated"
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("semi.csv", "image;text\ngood.png;hi\n", SEPARATED.format("image;text", "';'")),
+    ("semi.csv", "Image;Text\ngood.png;hi\n", SEPARATED.format("Image;Text", "';'")),
+    ("tabs.csv", "image\ttext\ngood.png\thi\n", SEPARATED.format("image\ttext", "tabs")),
+    ("commas.tsv", "image,text\ngood.png,hi\n", SEPARATED.format("image,text", "','")),
+    ("caps.csv", "Image,Text\ngood.png,hi\n",
+     "no 'image' column; 'Image' differs only in case — rename it or pass --image-column Image; "
+     "no 'text' column; 'Text' differs only in case — rename it or pass --text-column Text"),
+    ("upper.csv", "IMAGE,caption\ngood.png,hi\n",
+     "no 'image' column; 'IMAGE' differs only in case — rename it or pass --image-column IMAGE; "
+     "map other names with --image-column/--text-column"),
+])
+def test_missing_columns_name_the_cause(folder, name, content, message):
+    """Issue 20: a ';'-separated CSV and capitalised headers got "lacks required column(s)"
+    with no word on why."""
+    (folder / name).write_text(content)
+    with pytest.raises(DataError) as err:
+        read_manifest(folder / name)
+    assert message in str(err.value)
+
+
+def test_two_columns_differing_only_in_case_are_not_guessed(folder):
+    (folder / "two.csv").write_text("Image,IMAGE,text\ngood.png,good.png,hi\n")
+    with pytest.raises(DataError, match="lacks required column\\(s\\) 'image'; found: IMAGE, Image, "
+                                        "text — map other names with --image-column"):
+        read_manifest(folder / "two.csv")
+
+
+def test_index_names_the_column_flags_and_the_cause(folder):
+    """Issue 20: index's missing-column error named neither the flags nor the cause."""
+    from jointspace.index.ingest import scan_manifest
+    (folder / "oc.csv").write_text("filepath,caption\ngood.png,hi\n")
+    with pytest.raises(DataError, match="has no column for image, text \\(columns: filepath, caption\\) — "
+                                        "map other names with --image-column/--text-column"):
+        scan_manifest(folder / "oc.csv", ["image", "text"], folder)
+    (folder / "semi.csv").write_text("Image;Text\ngood.png;hi\n")
+    with pytest.raises(DataError, match="is the file separated by ';'"):
+        scan_manifest(folder / "semi.csv", ["image", "text"], folder)
+    (folder / "caps.csv").write_text("Image,Text\ngood.png,hi\n")
+    with pytest.raises(DataError, match="pass --image-column Image"):
+        scan_manifest(folder / "caps.csv", ["image", "text"], folder)
+
+
+def test_train_names_the_cause(folder, tiny_run):
+    from jointspace.train.sources import source_fields
+    (folder / "caps.csv").write_text("Image,Text\ngood.png,hi\n")
+    with pytest.raises(DataError, match="image-text needs columns 'image' and 'text' — no 'image' "
+                                        "column; 'Image' differs only in case"):
+        source_fields(folder / "caps.csv", tiny_run.model, None)
+
+
 def test_empty_mapped_column_names_the_column(folder):
     path = folder / "m.csv"
     path.write_text("filepath,caption\ngood.png,a red square\ngood2.png,\n")
