@@ -117,8 +117,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--data", required=True, type=Path, help="manifest whose rows both models embed")
     c.add_argument("--modalities", help="comma-separated (default: every modality both models "
                                         "have and the manifest holds)")
-    c.add_argument("--out", type=Path, help="folder for results.json and report.html")
-    c.add_argument("-k", type=int, default=10, help="neighbours for mutual k-NN")
+    c.add_argument("--out", type=Path, help="folder for results.json and report.html "
+                                            "(default: MODEL_A/compare-<name of MODEL_B>)")
+    c.add_argument("-k", type=int, default=10,
+                   help="neighbours for mutual k-NN, 1 to the rows compared − 1 (default: 10)")
     _device_options(c)
     _bad_row_option(c)
     _column_options(c)
@@ -312,9 +314,10 @@ def run(args: argparse.Namespace) -> None:
             print(f"results: {out / RESULTS_FILE}"
                   + ("" if args.no_report else f"\nreport: {out / REPORT_FILE}"))
     elif args.verb == "compare":
-        from .eval.compare import compare
+        from .eval.compare import compare, default_out
         modalities = [m.strip() for m in args.modalities.split(",")] if args.modalities else None
-        results = compare(args.model_a, args.model_b, args.data, modalities=modalities, out_dir=args.out,
+        out = args.out or default_out(args.model_a, args.model_b)
+        results = compare(args.model_a, args.model_b, args.data, modalities=modalities, out_dir=out,
                           k=args.k, device=args.device, batch_size=args.batch_size,
                           on_bad_row=args.on_bad_row, columns=_columns(args))
         for m, r in results.items():
@@ -322,8 +325,7 @@ def run(args: argparse.Namespace) -> None:
                 knn = next(key for key in r if key.startswith("mutual_knn"))
                 print(f"{m}: mutual k-NN {r[knn]:.3f}, linear CKA {r['linear_cka']:.3f}, Procrustes "
                       f"R@1 {r['procrustes']['R@1']:.3f} (chance {1 / r['procrustes']['n_test']:.4f})")
-        if args.out:
-            print(f"results: {args.out / 'results.json'}\nreport: {args.out / 'report.html'}")
+        print(f"results: {out / 'results.json'}\nreport: {out / 'report.html'}")
     elif args.verb == "import":
         from .model_import import import_model
         out = import_model(args.folder, args.out)
@@ -394,7 +396,8 @@ def _towers(args: argparse.Namespace) -> None:
     if folders:
         print("\nlocal model folders:")
         for f in folders:
-            print(f"  {f.path}  ({f.architecture}): {f.opens_as}")
+            count = f", {f.parameters:,} parameters" if f.parameters is not None else ""
+            print(f"  {f.path}  ({f.architecture}{count}): {f.opens_as}")
     elif args.scan:
         print(f"\nno model folder (a config.json naming its architectures) under "
               f"{', '.join(str(d) for d in args.scan)}")

@@ -1,7 +1,14 @@
 """compare: a model against itself is identical; against another, less so; the CLI."""
 import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
 
 from jointspace.cli import main
+from jointspace.errors import ConfigError
 from jointspace.eval.compare import compare
 
 
@@ -31,3 +38,48 @@ def test_cli_compares_two_different_models(trained_model_dir, shapes_dir, tmp_pa
     assert 0 <= result["image"]["linear_cka"] < 0.999  # different seeds and sizes: not the same space
     assert main(["compare", str(trained_model_dir), str(other), "--data", str(shapes_dir / "test.csv"),
                  "--modalities", "audio"]) == 2
+
+
+def test_k_outside_1_to_n_minus_1_is_a_config_error(trained_model_dir, shapes_dir, tmp_path):
+    """Issue 20: -k 0 and -k 1000 ended in a ValueError traceback after both models embedded."""
+    test = shapes_dir / "test.csv"  # 12 rows
+    for k in (0, -1):
+        with pytest.raises(ConfigError, match=f"must be at least 1: .*; got {k}"):
+            compare(trained_model_dir, trained_model_dir, test, k=k)
+    with pytest.raises(ConfigError, match="k \\(-k\\) is 1000, but each of the 12 rows compared has only 11"):
+        compare(trained_model_dir, trained_model_dir, test, k=1000, out_dir=tmp_path / "c")
+    assert not list((tmp_path / "c").glob("embeddings-*"))  # refused before embedding
+    two = tmp_path / "two.csv"
+    two.write_text("\n".join(test.read_text().splitlines()[:3]).replace(",images/", f",{shapes_dir}/images/"))
+    with pytest.raises(ConfigError, match="needs at least 4 valid rows"):
+        compare(trained_model_dir, trained_model_dir, two, k=1)
+
+
+@pytest.mark.parametrize("k, message", [("0", "k (-k) must be at least 1"),
+                                        ("1000", "k (-k) is 1000, but each of the 12 rows")])
+def test_cli_k_errors_are_one_line(trained_model_dir, shapes_dir, k, message):
+    proc = subprocess.run([sys.executable, "-m", "jointspace.cli", "compare", str(trained_model_dir),
+                           str(trained_model_dir), "--data", str(shapes_dir / "test.csv"), "-k", k],
+                          capture_output=True, text=True, env={**os.environ, "JOINTSPACE_QUIET": "1"},
+                          timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_cli_without_out_writes_beside_model_a_and_says_where(trained_model_dir, shapes_dir, tmp_path,
+                                                               capsys):
+    """Issue 20: without --out nothing was written and nothing said so; now MODEL_A/compare-<B>."""
+    a = shutil.copytree(trained_model_dir, tmp_path / "a")
+    assert main(["compare", str(a), str(trained_model_dir), "--data", str(shapes_dir / "test.csv"),
+                 "-k", "3"]) == 0
+    out = a / f"compare-{trained_model_dir.name}"
+    assert f"results: {out / 'results.json'}" in capsys.readouterr().out
+    assert json.loads((out / "results.json").read_text())["image"]["mutual_knn@3"] == 1.0
+    assert (out / "report.html").is_file()
+
+
+def test_a_manifest_without_the_shared_columns_names_the_cause(trained_model_dir, tmp_path):
+    (tmp_path / "m.csv").write_text("Image,Text\na.png,hello\n")
+    with pytest.raises(ConfigError, match="no 'image' column; 'Image' differs only in case — rename it "
+                                          "or pass --image-column Image"):
+        compare(trained_model_dir, trained_model_dir, tmp_path / "m.csv")
