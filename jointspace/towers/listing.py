@@ -36,6 +36,8 @@ class FolderInfo:
     path: Path
     architecture: str
     opens_as: str
+    #: parameters in the folder's safetensors files (read from their headers), if any
+    parameters: int | None = None
 
 
 def list_towers(names: Iterable[str] | None = None) -> list[TowerInfo]:
@@ -80,8 +82,11 @@ def hf_cache_folders() -> list[Path]:
 def scan_folders(roots: Iterable[str | Path], max_depth: int = 3) -> list[FolderInfo]:
     """Model folders under ``roots`` (a Hugging Face ``config.json`` naming its
     ``architectures`` or ``model_type``, or a jointspace model's), and what opens each."""
-    found = []
+    found, seen = [], set()
     for folder in _walk(roots, max_depth):
+        if folder.resolve() in seen:  # a root given twice, or inside another
+            continue
+        seen.add(folder.resolve())
         try:
             config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -89,13 +94,41 @@ def scan_folders(roots: Iterable[str | Path], max_depth: int = 3) -> list[Folder
         if not isinstance(config, dict):
             continue
         if "towers" in config:  # a jointspace model folder
-            found.append(FolderInfo(folder, "jointspace model", "jointspace.load / every verb"))
+            found.append(FolderInfo(folder, "jointspace model", "jointspace.load / every verb",
+                                    safetensors_parameters(folder)))
             continue
         if not config.get("architectures") and not config.get("model_type"):
             continue
         arch = ", ".join(config.get("architectures") or []) or str(config.get("model_type", "?"))
-        found.append(FolderInfo(folder, arch, opens_as(config)))
+        found.append(FolderInfo(folder, arch, opens_as(config), safetensors_parameters(folder)))
     return found
+
+
+def safetensors_parameters(folder: Path) -> int | None:
+    """The parameter count of the ``*.safetensors`` files in ``folder``, from their JSON
+    headers alone (no tensor is read); None when there are none or one is unreadable."""
+    total, files = 0, sorted(folder.glob("*.safetensors"))
+    for path in files:
+        try:
+            with open(path, "rb") as f:
+                size = int.from_bytes(f.read(8), "little")
+                if not 0 < size <= 100_000_000:
+                    return None
+                header = json.loads(f.read(size))
+        except (OSError, ValueError):
+            return None
+        for name, entry in header.items():
+            if name != "__metadata__":
+                count = 1
+                for dim in entry.get("shape", []):
+                    count *= int(dim)
+                total += count
+    return total if files else None
+
+
+#: model types the ``hf`` text tower is tested on (encoder-only text transformers)
+_TEXT_ENCODERS = {"bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "electra", "deberta",
+                  "deberta-v2", "camembert", "albert", "e5", "nomic_bert", "modernbert"}
 
 
 def opens_as(config: dict) -> str:
@@ -107,9 +140,9 @@ def opens_as(config: dict) -> str:
         return "tower hf_clip_text (its text half; the image half is not supported yet)"
     if model_type in {"clip_vision_model", "siglip_vision_model", "vit", "dinov2", "convnext"}:
         return "tower hf_vision"
-    if "vision_config" in config or "image_size" in config:
-        return "not supported (a vision model of another family)"
-    return "tower hf (text)"
+    if model_type in _TEXT_ENCODERS:
+        return "tower hf (text)"
+    return "not supported (no tower for this family yet)"
 
 
 def _walk(roots: Iterable[str | Path], max_depth: int) -> Iterator[Path]:

@@ -37,7 +37,9 @@ def test_scan_finds_local_folders_and_what_opens_them(tmp_path):
     assert found["clip"].opens_as.startswith("jointspace import")
     assert found["org/dino"].opens_as == "tower hf_vision" and found["org/dino"].architecture == "Dinov2Model"
     assert found["bert"].opens_as == "tower hf (text)"
-    assert opens_as({"model_type": "swin", "image_size": 224}).startswith("not supported")
+    for other in ("swin", "whisper", "clap", "clip_text_model", "siglip2_vision_model"):
+        assert opens_as({"model_type": other}).startswith("not supported"), other
+    assert len(scan_folders([tmp_path, tmp_path / "org"])) == 4  # each folder once
 
 
 def test_cli_lists_towers_and_scanned_folders(tmp_path):
@@ -53,3 +55,13 @@ def test_cli_lists_towers_and_scanned_folders(tmp_path):
     out = json.loads(proc.stdout)
     assert {t["name"] for t in out["towers"]} >= {"convnet", "minilm", "hf_vision", "hf_clip_text"}
     assert [f["architecture"] for f in out["folders"]] == ["CLIPModel"]
+
+
+def test_folder_parameters_come_from_the_safetensors_headers(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text(json.dumps({"model_type": "vit"}))
+    save_file({"a": torch.zeros(3, 4), "b": torch.zeros(5)}, str(tmp_path / "m" / "model.safetensors"))
+    (found,) = scan_folders([tmp_path])
+    assert found.parameters == 3 * 4 + 5 and found.opens_as == "tower hf_vision"
