@@ -21,8 +21,23 @@ LOG_FILE = "log.jsonl"
 RUN_FILE = "run.json"
 
 
+def never_trained(out: Path) -> bool:
+    """Whether ``out`` holds only what a run writes before its first step (``run.json``,
+    ``config.json``, the card, tower assets, quarantine files): no checkpoint, no
+    weights, no logged step. Such a run (one that failed on its data or config, or was
+    killed while reading) left nothing to resume or to lose."""
+    if not (out / RUN_FILE).is_file() or (out / CHECKPOINT_FILE).exists() or (out / WEIGHTS_FILE).exists():
+        return False
+    log = out / LOG_FILE
+    return not log.exists() or not log.read_text(encoding="utf-8", errors="replace").strip()
+
+
 def check_fresh(out: Path) -> None:
-    """Refuse to start a new run in a folder that already holds one."""
+    """Refuse to start a new run in a folder that already holds one; a run that never
+    trained (:func:`never_trained`) is started over, its files rewritten."""
+    if never_trained(out):
+        logger.info("%s holds a run that stopped before its first step; starting over there", out)
+        return
     if (out / CHECKPOINT_FILE).exists():
         if (out / WEIGHTS_FILE).exists():
             raise JointspaceError(f"{out} already holds a trained model; choose another --out")

@@ -101,6 +101,20 @@ def test_rerun_into_a_used_folder_is_refused(shapes_dir, tiny_run, tmp_path):
         train(tiny_run, data, done)
 
 
+def test_a_run_that_never_trained_does_not_block_a_retry(shapes_dir, tiny_run, tmp_path):
+    """Issue 20: a batch larger than the data failed after writing config.json, run.json and
+    the card, and the same command with a good batch size was then refused."""
+    data, out = shapes_dir / "train.csv", tmp_path / "m"
+    tiny_run.train.batch_size = 500  # 96 rows
+    with pytest.raises(JointspaceError, match="fewer than one batch"):
+        train(tiny_run, data, out)
+    assert (out / "config.json").is_file() and (out / "run.json").is_file()
+    tiny_run.train.batch_size, tiny_run.train.max_steps = 16, 2
+    result = train(tiny_run, data, out)
+    assert result.finished and (out / "model.safetensors").is_file() and _steps(out) == [2]
+    assert json.loads((out / "run.json").read_text())["train"]["batch_size"] == 16
+
+
 def test_the_temperature_is_clamped_after_each_step(shapes_dir, tiny_run, tmp_path, monkeypatch):
     """A log scale pushed past log(100) is brought back by the clamp on the parameter."""
     real_init = trainer_module.JointModel.__init__
