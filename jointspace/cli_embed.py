@@ -35,6 +35,12 @@ def run(args: argparse.Namespace) -> None:
           f"{report.parts - report.written} already there): {report.items} items, "
           f"{report.quarantined} quarantined; {report.seconds:.1f} s, Ray start-up "
           f"{report.startup_seconds:.1f} s, {rate:.0f} items/s after it")
+    if report.redone:
+        more = len(report.redone) - 3
+        shown = ", ".join(report.redone[:3]) + (f" and {more} more" if more > 0 else "")
+        print(f"redone because their input changed since they were written: {shown}")
+    if report.removed:
+        print(f"removed {report.removed} parts beyond the manifest's rows (it has fewer now)")
     if report.problems:
         print(f"first problem: {report.problems[0]['key']}: {report.problems[0]['reason']}")
     print(f"next: jointspace index {args.model} {args.out} --collection COLLECTION")

@@ -6,8 +6,10 @@ each holding the model once; an actor reads its unit, decodes and checks each
 item (bad ones are listed in the part's quarantine file, never fatal), embeds
 the good ones and writes ``part-NNNNN.parquet`` under a temporary name, renamed
 when complete. A re-run skips every part already written, so a killed job
-resumes where it stopped; ``embed.json`` records the model's fingerprint, and a
-folder made by another model is refused.
+resumes where it stopped, and redoes only the parts whose input changed
+(``embed.json`` records each part's input and its identity: a shard's size and
+mtime, a manifest part's rows); a folder made by another model, or from other
+inputs, is refused.
 
 Without ``ray_address`` a local Ray starts on this machine; with one, the same
 code runs on that cluster (``out`` and the data must then be on storage every
@@ -41,6 +43,10 @@ class EmbedReport:
     seconds: float
     startup_seconds: float = 0.0
     problems: list[dict[str, Any]] = field(default_factory=list)
+    #: inputs of the parts redone because their input changed since they were written
+    redone: list[str] = field(default_factory=list)
+    #: parts removed because the manifest has fewer rows now
+    removed: int = 0
 
 
 def units_of(source: str | Path, modality: str, part_size: int) -> tuple[list[dict[str, Any]], list]:
@@ -68,7 +74,9 @@ def units_of(source: str | Path, modality: str, part_size: int) -> tuple[list[di
 
 
 def units_signature(units: Sequence[dict[str, Any]]) -> str:
-    """A hash of what each part holds: its shard (path and size) or its manifest rows."""
+    """A hash of what each part holds: its shard (path and size) or its manifest rows
+    (what ``embed.json`` recorded before it recorded each part: such a folder is matched
+    by it)."""
     import hashlib
 
     digest = hashlib.sha256()
@@ -79,6 +87,94 @@ def units_signature(units: Sequence[dict[str, Any]]) -> str:
                                   [[r["key"], r["item"], r["text"], r["label"]] for r in unit["rows"]]],
                                  ensure_ascii=False).encode())
     return digest.hexdigest()[:32]
+
+
+def unit_identity(unit: dict[str, Any]) -> str:
+    """What one part holds, as a hash: its shard's path, size and mtime (a re-read of
+    every shard to hash its bytes would cost as much as embedding it), or its manifest
+    rows (key, item, text, label). A shard rewritten with the same size and mtime, or a
+    manifest row's file changed in place, is not noticed: ``touch`` it, or delete its part."""
+    import hashlib
+
+    stat = None
+    if unit["kind"] == "shard" and Path(unit["input"]).is_file():
+        found = Path(unit["input"]).stat()
+        stat = [found.st_size, found.st_mtime_ns]
+    rows = [[r["key"], r["item"], r["text"], r["label"]] for r in unit["rows"]]
+    return hashlib.sha256(json.dumps([unit["input"], stat, rows], ensure_ascii=False).encode()
+                          ).hexdigest()[:32]
+
+
+def _part(out: Path, number: int) -> Path:
+    return out / f"part-{number:05d}.parquet"
+
+
+def _drop_part(out: Path, number: int) -> None:
+    """Remove a part and its quarantine (the part first: a part that exists is complete)."""
+    _part(out, number).unlink(missing_ok=True)
+    (out / f"quarantine-{number:05d}.jsonl").unlink(missing_ok=True)
+
+
+def _records(out: Path, info: dict[str, Any], units: Sequence[dict[str, Any]], part_size: int,
+             source: str | Path) -> dict[str, dict[str, Any]]:
+    """The per-part records of an existing folder, refusing one whose parts cannot be
+    matched to ``units`` by number (other shards, another manifest or --part-size)."""
+    if "parts" not in info:
+        if "units" not in info:
+            if any(out.glob("part-*.parquet")):
+                raise JointspaceError(f"{out} was made before jointspace recorded what each part "
+                                      "holds, so its parts cannot be matched to this input: use a new --out")
+            return {}
+        if info["units"] != units_signature(units):
+            raise _other_input(out, info)
+        # made before per-part records, from this very input: its parts are current
+        return {str(u["part"]): {"input": u["input"], "identity": unit_identity(u)} for u in units}
+    records: dict[str, dict[str, Any]] = info["parts"]
+    kinds = {u["kind"] for u in units}
+    if info.get("kind") not in kinds or ("manifest" in kinds and info.get("part_size") != part_size):
+        raise _other_input(out, info)
+    for unit in units:
+        record = records.get(str(unit["part"]))
+        if record is not None and record["input"] != unit["input"]:
+            raise _other_input(out, info)
+    beyond = sorted(int(n) for n in records if int(n) >= len(units) and _part(out, int(n)).is_file())
+    if beyond and "shard" in kinds:
+        first = records[str(beyond[0])]["input"]
+        raise JointspaceError(f"{out} holds parts of shards {source} does not name (first: {first}): "
+                              "use a new --out, or delete those part-*.parquet")
+    return records
+
+
+def _drop_changed(out: Path, units: Sequence[dict[str, Any]], records: dict[str, dict[str, Any]],
+                  identities: dict[str, str]) -> tuple[list[dict[str, Any]], list[int]]:
+    """Remove the parts whose input changed since they were written (redone as missing
+    parts) and those beyond the units (a manifest with fewer rows now); returns both."""
+    redone = [u for u in units if _part(out, u["part"]).is_file()
+              and records.get(str(u["part"]), {}).get("identity") != identities[str(u["part"])]]
+    stale = [int(n) for n in records if int(n) >= len(units) and _part(out, int(n)).is_file()]
+    for number in [u["part"] for u in redone] + stale:
+        _drop_part(out, number)
+    if redone:
+        logger.info("embed: redoing %d parts whose input changed (first: %s)", len(redone),
+                    _describe(redone[0]))
+    return redone, stale
+
+
+def _describe(unit: dict[str, Any]) -> str:
+    """A unit in words: its shard, or its manifest rows."""
+    if unit["kind"] == "shard":
+        return unit["input"]
+    first, last = unit["rows"][0]["key"], unit["rows"][-1]["key"]
+    return f"part {unit['part']} (rows {first} to {last})" if first != last else \
+        f"part {unit['part']} (row {first})"
+
+
+def _other_input(out: Path, info: dict[str, Any]) -> JointspaceError:
+    # parts are matched to units by number: other units would keep stale parts
+    return JointspaceError(
+        f"{out} holds parts of other input (it was made from {info.get('source')}; the "
+        "shards, the manifest or --part-size differ now): use a new --out, or delete its "
+        "part-*.parquet to start over")
 
 
 def _items(unit: dict[str, Any], modality: str) -> Iterator[tuple[dict | None, Any, dict | None]]:
@@ -148,7 +244,7 @@ def embed_unit(model: Any, unit: dict[str, Any], modality: str, out: Path, batch
         "key": strings["key"],
         "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim),
         "label": strings["label"], "text": strings["text"], "source": strings["source"]})
-    final = out / f"part-{unit['part']:05d}.parquet"
+    final = _part(out, unit["part"])
     if problems:
         atomic_write_text(out / f"quarantine-{unit['part']:05d}.jsonl", "".join(
             json.dumps({**p, "input": unit["input"]}) + "\n" for p in problems))
@@ -189,37 +285,36 @@ def embed(model_dir: str | Path, source: str | Path, out: str | Path, *, modalit
         raise JointspaceError(f"the model has no {modality!r} tower; it has {', '.join(config.towers)}")
     fingerprint = folder_fingerprint(model_dir)
     units, rejected = units_of(source, modality, part_size)
-    signature = units_signature(units)
+    identities = {str(u["part"]): unit_identity(u) for u in units}
     out.mkdir(parents=True, exist_ok=True)
     info_file = out / INFO_FILE
+    records: dict[str, dict[str, Any]] = {}
     if info_file.is_file():
         info = json.loads(info_file.read_text())
         if info["fingerprint"] != fingerprint or info["modality"] != modality:
             raise JointspaceError(f"{out} holds {info['modality']} embeddings of another model "
                                   f"(fingerprint {info['fingerprint']}); use a new --out")
-        if "units" not in info and any(out.glob("part-*.parquet")):
-            raise JointspaceError(f"{out} was made before jointspace recorded what each part "
-                                  "holds, so its parts cannot be matched to this input: use a new --out")
-        if info.get("units", signature) != signature:
-            # parts are matched to units by number: other units would keep stale parts
-            raise JointspaceError(
-                f"{out} holds parts of other input (it was made from {info.get('source')}; the "
-                "shards, the manifest's rows or --part-size differ now): use a new --out, or "
-                "delete its part-*.parquet to start over")
-    atomic_write_json(info_file, {"model": str(model_dir), "fingerprint": fingerprint,
-                                  "modality": modality, "dim": config.embed_dim,
-                                  "source": str(source), "units": signature})
+        records = _records(out, info, units, part_size, source)
+    # before embed.json records the new input: a kill in between leaves them missing
+    redone, stale = _drop_changed(out, units, records, identities)
+    atomic_write_json(info_file, {
+        "model": str(model_dir), "fingerprint": fingerprint, "modality": modality,
+        "dim": config.embed_dim, "source": str(source), "kind": units[0]["kind"],
+        "part_size": part_size, "parts": {str(u["part"]): {
+            "input": u["input"], "identity": identities[str(u["part"])]} for u in units}})
     if rejected:
         with open(out / "quarantine-manifest.jsonl", "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r) + "\n" for r in rejected)
-    todo = [u for u in units if not (out / f"part-{u['part']:05d}.parquet").is_file()]
+    else:
+        (out / "quarantine-manifest.jsonl").unlink(missing_ok=True)
+    todo = [u for u in units if not _part(out, u["part"]).is_file()]
     logger.info("embed: %d parts, %d already done, %d to do on %s", len(units),
                 len(units) - len(todo), len(todo), ray_address or "a local Ray")
     results, startup = _run_on_ray(todo, model_dir, modality, out, batch_size, workers,
                                    ray_address) if todo else ([], 0.0)
     report = EmbedReport(out, len(units), len(todo), sum(r["items"] for r in results),
                          sum(r["quarantined"] for r in results), time.perf_counter() - started,
-                         startup)
+                         startup, redone=[_describe(u) for u in redone], removed=len(stale))
     for path in sorted(out.glob("quarantine-*.jsonl")):
         report.problems += [json.loads(l) for l in path.read_text(encoding="utf-8").splitlines()]
     return report
@@ -287,4 +382,4 @@ def read_embeddings(folder: str | Path) -> tuple[dict[str, Any], Any]:
 
 
 __all__ = ["EmbedReport", "embed", "embed_unit", "embedding_batches", "embedding_count", "read_embeddings",
-           "units_of", "units_signature"]
+           "unit_identity", "units_of", "units_signature"]

@@ -10,7 +10,7 @@ import ray  # a hard dependency (pyproject.toml): these tests never skip for wan
 
 import jointspace
 from jointspace.data.export import export_manifest
-from jointspace.embed import embed, read_embeddings
+from jointspace.embed import embed, read_embeddings, units_of, units_signature
 from jointspace.errors import JointspaceError
 from jointspace.index import Collection, index_source
 
@@ -124,8 +124,80 @@ def test_items_keyed_without_their_shard_are_rekeyed_not_duplicated(local_ray, s
     index_source(tmp_path / "col", trained_model_dir, out)
     col = Collection.open(tmp_path / "col")
     assert len(col) == n and all(k.count(".tar#") == 1 for k in col.catalog.keys(str(out)))
+    spec = f"{shards}/{{00000..00001}}.tar"
     info = json.loads((out / "embed.json").read_text())
-    del info["units"]  # a folder from before embed.json recorded what each part holds
-    (out / "embed.json").write_text(json.dumps(info))
+    for key in ("parts", "kind", "part_size"):  # as recorded before each part's own record
+        del info[key]
+    signature = units_signature(units_of(spec, "image", 1)[0])
+    (out / "embed.json").write_text(json.dumps({**info, "units": signature}))
+    assert embed(trained_model_dir, spec, out, workers=2).written == 0  # its parts are kept
+    assert "parts" in json.loads((out / "embed.json").read_text())
+    (out / "embed.json").write_text(json.dumps(info))  # from before embed.json recorded any
     with pytest.raises(JointspaceError, match="made before jointspace recorded"):
-        embed(trained_model_dir, f"{shards}/{{00000..00001}}.tar", out, workers=2)
+        embed(trained_model_dir, spec, out, workers=2)
+
+
+def _folder(out):
+    """Every part's rows (vectors rounded to 1e-6) and every quarantine file, by name."""
+    import pyarrow.parquet as pq
+    found = {}
+    for path in sorted(out.glob("part-*.parquet")) + sorted(out.glob("quarantine-*.jsonl")):
+        if path.suffix == ".jsonl":
+            found[path.name] = path.read_text()
+        else:
+            rows = pq.read_table(path).to_pylist()
+            found[path.name] = [{**r, "vector": np.round(r["vector"], 6).tolist()} for r in rows]
+    return found
+
+
+def test_a_repaired_shard_redoes_its_part_alone(local_ray, shapes_dir, trained_model_dir, tmp_path):
+    """Issue 20: embed 3 shards, repair one, re-run: only its part is rewritten (the others
+    keep their bytes and mtime), and the folder equals a fresh run's."""
+    import time
+    shards = tmp_path / "shards"
+    export_manifest(shapes_dir / "train.csv", shards, format="webdataset", shard_size=20)
+    good = (shards / "00001.tar").read_bytes()
+    with tarfile.open(shards / "00001.tar", "a") as tar:  # broken: one undecodable image
+        info = tarfile.TarInfo("bad.png")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"\x89PNG"))
+    spec, out = f"{shards}/{{00000..00002}}.tar", tmp_path / "emb"
+    first = embed(trained_model_dir, spec, out, workers=2, batch_size=16)
+    assert (first.written, first.quarantined) == (3, 1)
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.glob("part-*.parquet")}
+    time.sleep(0.01)
+    (shards / "00001.tar").write_bytes(good)  # repaired
+    again = embed(trained_model_dir, spec, out, workers=2, batch_size=16)
+    assert (again.written, again.items, again.quarantined) == (1, 20, 0)
+    assert again.redone == [f"{shards}/00001.tar"] and not (out / "quarantine-00001.jsonl").exists()
+    after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.glob("part-*.parquet")}
+    assert {n for n in after if after[n] != before[n]} == {"part-00001.parquet"}
+    fresh = tmp_path / "fresh"
+    embed(trained_model_dir, spec, fresh, workers=2, batch_size=16)
+    assert _folder(out) == _folder(fresh)
+    assert embed(trained_model_dir, spec, out, workers=2).written == 0  # nothing changed since
+    grown = embed(trained_model_dir, f"{shards}/{{00000..00003}}.tar", out, workers=2, batch_size=16)
+    assert (grown.written, grown.redone) == (1, [])  # a shard added at the end: its part alone
+    with pytest.raises(JointspaceError, match="holds parts of shards .* does not name"):
+        embed(trained_model_dir, spec, out, workers=2)  # 00003 dropped: refused, not deleted
+
+
+def test_edited_manifest_rows_redo_their_parts_alone(local_ray, shapes_dir, trained_model_dir, tmp_path):
+    """A manifest's parts are matched by their rows: an edit redoes the parts it touches,
+    and parts beyond the rows left are removed."""
+    lines = (shapes_dir / "test.csv").read_text().splitlines()  # id,image,text,label
+    rows = [line.replace(",images/", f",{shapes_dir}/images/", 1) for line in lines[1:]]
+    manifest, out = tmp_path / "test.csv", tmp_path / "emb"
+    manifest.write_text("\n".join(lines[:1] + rows) + "\n")
+    assert embed(trained_model_dir, manifest, out, workers=2, part_size=5).parts == 3
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
+    manifest.write_text("\n".join(lines[:1] + rows[:-1]) + "\n")  # the last row (part 2) removed
+    again = embed(trained_model_dir, manifest, out, workers=2, part_size=5)
+    assert (again.parts, again.written, again.items) == (3, 1, 1)
+    assert again.redone == ["part 2 (row test-000010)"]
+    after = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
+    assert {n for n in after if after[n] != before[n]} == {"part-00002.parquet"}
+    manifest.write_text("\n".join(lines[:1] + rows[:5]) + "\n")  # one part's rows
+    fewer = embed(trained_model_dir, manifest, out, workers=2, part_size=5)
+    assert (fewer.parts, fewer.written, fewer.removed) == (1, 0, 2)
+    assert [p.name for p in out.glob("part-*")] == ["part-00000.parquet"]
