@@ -5,7 +5,8 @@ its projection), a SigLIP vision model, ViT, DINOv2, ConvNeXt, or a whole CLIP /
 model, of which the tower takes the vision half. Images go through
 :func:`~jointspace.towers.vision.open_image` (EXIF, 16-bit, alpha, JPEG draft decoding
 never below what the resize needs), then the folder's own preprocessing
-(:mod:`.image_processing`, read from ``preprocessor_config.json``), then the backbone;
+(:mod:`.image_processing`, read from ``preprocessor_config.json`` or the
+``image_processor`` settings in ``processor_config.json``), then the backbone;
 :meth:`HFVisionTower.features` is the family's pooled output (table in the README,
 *Pretrained image towers*). ``head: new`` projects it with a fresh trainable
 ``Linear(width, embed_dim)``; ``head: pretrained`` uses the family's own projection into

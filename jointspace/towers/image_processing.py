@@ -1,7 +1,8 @@
 """The preprocessing a pretrained image model was trained with, as data.
 
-:class:`ImageProcessing` holds what a Hugging Face folder's ``preprocessor_config.json``
-says (resize, centre crop, rescale, normalise), read by :func:`read_image_processing`
+:class:`ImageProcessing` holds what a Hugging Face folder's image processor settings say
+(``preprocessor_config.json``, or those nested in ``processor_config.json``: resize,
+centre crop, rescale, normalise), read by :func:`read_image_processing`
 with the defaults of the processor class it names, and applies it with PIL and NumPy
 exactly as ``transformers``' PIL ("slow") processors of CLIP, SigLIP, ViT, BiT
 (DINOv2) and ConvNeXt do: the same output sizes (``int`` truncation of the long side,
@@ -31,6 +32,8 @@ from ..errors import ConfigError
 from .hf_loading import read_json
 
 PREPROCESSOR_FILE = "preprocessor_config.json"
+#: a processor's settings, its image processor's nested under "image_processor" (transformers 5)
+PROCESSOR_FILE = "processor_config.json"
 KINDS = ("default", "convnext")
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -238,13 +241,23 @@ def center_crop(a: np.ndarray, height: int, width: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------- reading a folder
 def read_image_processing(folder: Path, fallback: str = "") -> ImageProcessing:
-    """The :class:`ImageProcessing` of ``folder/preprocessor_config.json``: its values, and
-    for keys it leaves out the defaults of the processor class it names (``fallback``, a
+    """The :class:`ImageProcessing` a folder's settings describe, found where
+    ``transformers``' ``AutoImageProcessor`` looks offline: the ``"image_processor"`` entry of
+    ``processor_config.json`` (what ``CLIPProcessor.save_pretrained`` writes in transformers
+    5), else ``preprocessor_config.json`` (hub folders, ``ImageProcessor.save_pretrained``).
+    Keys it leaves out take the defaults of the processor class it names (``fallback``, a
     class name such as ``"CLIPImageProcessor"``, when it names none)."""
-    path = Path(folder) / PREPROCESSOR_FILE
+    folder = Path(folder)
+    nested = folder / PROCESSOR_FILE
+    if nested.is_file():
+        settings = read_json(nested).get("image_processor")
+        if isinstance(settings, dict):
+            return processing_from_config(settings, f"{nested} (image_processor)", fallback)
+    path = folder / PREPROCESSOR_FILE
     if not path.is_file():
-        raise ConfigError(f"{folder} has no {PREPROCESSOR_FILE}: the image tower needs the "
-                          "preprocessing the model was trained with")
+        raise ConfigError(f"{folder} has no {PREPROCESSOR_FILE} (nor image_processor settings in "
+                          f"{PROCESSOR_FILE}): the image tower needs the preprocessing the model "
+                          "was trained with")
     return processing_from_config(read_json(path), str(path), fallback)
 
 

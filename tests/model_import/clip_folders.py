@@ -1,7 +1,9 @@
-"""Tiny random CLIP / SigLIP folders as the Hugging Face hub lays them out: weights,
-config, a real tokenizer (CLIP: byte-level BPE trained here with CLIP's own
-normaliser and pre-tokeniser; SigLIP: a SentencePiece model trained here) and the
-image processor, saved through the family's processor."""
+"""Tiny random CLIP / SigLIP folders: weights, config, a real tokenizer (CLIP: byte-level
+BPE trained here with CLIP's own normaliser and pre-tokeniser; SigLIP: a SentencePiece
+model trained here) and the image processor, in the two layouts folders have: CLIP's as
+the pinned transformers' ``CLIPProcessor.save_pretrained`` alone writes it (the image
+processor's settings nested in ``processor_config.json``), SigLIP's as hub folders have it
+(tokenizer files and ``preprocessor_config.json``, no ``processor_config.json``)."""
 from __future__ import annotations
 
 import io
@@ -61,8 +63,8 @@ def write_tiny_clip(folder: Path, *, seed: int = 0, projection_dim: int = 16,
     image = transformers.CLIPImageProcessor(size={"shortest_edge": 32},
                                             crop_size={"height": 32, "width": 32})
     model.save_pretrained(str(folder))
+    # processor_config.json only: no preprocessor_config.json
     transformers.CLIPProcessor(image_processor=image, tokenizer=tok).save_pretrained(str(folder))
-    image.save_pretrained(str(folder))  # preprocessor_config.json, as hub folders have it
     return folder
 
 
@@ -100,7 +102,7 @@ def write_tiny_siglip(folder: Path, *, seed: int = 0, logit_scale: float = math.
         model.logit_bias.fill_(logit_bias)
     image = transformers.SiglipImageProcessor(size={"height": 32, "width": 32})
     model.save_pretrained(str(folder))
-    transformers.SiglipProcessor(image_processor=image, tokenizer=tok).save_pretrained(str(folder))
+    tok.save_pretrained(str(folder))  # the hub's layout: tokenizer and image processor files apart
     image.save_pretrained(str(folder))
     return folder
 

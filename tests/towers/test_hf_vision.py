@@ -304,6 +304,39 @@ def test_sparse_processor_configs_take_the_class_defaults(images, tmp_path, conf
         torch.testing.assert_close(got, expected.float(), atol=1e-6, rtol=0)
 
 
+def test_processor_config_json_is_read_as_transformers_reads_it(saved, images, tmp_path):
+    """``CLIPProcessor.save_pretrained`` of the pinned transformers writes no
+    preprocessor_config.json, only processor_config.json with the image processor's settings
+    nested under "image_processor"; when a folder has both, the nested ones win (as
+    AutoImageProcessor reads them)."""
+    s = saved("clip_whole")
+    folder = tmp_path / "clip"
+    shutil.copytree(s.folder, folder)
+    (folder / "preprocessor_config.json").unlink()
+    nested = _clip_processor()
+    transformers.CLIPProcessor(image_processor=nested, tokenizer=transformers.CLIPTokenizer(
+        vocab={"a": 0, "<|endoftext|>": 1, "<|startoftext|>": 2}, merges=[])).save_pretrained(folder)
+    assert not (folder / "preprocessor_config.json").exists()
+    tower = build_tower(hfv(folder, head="pretrained"), 24, "image").eval()
+    px_ref, pooled_ref = reference(s, images)
+    px, pooled = ours(tower, images)
+    torch.testing.assert_close(px, px_ref, atol=1e-6, rtol=0)
+    torch.testing.assert_close(pooled, pooled_ref, atol=1e-5, rtol=1e-5)
+
+    # both files, saying different things: the nested settings are the ones transformers uses
+    other = transformers.CLIPImageProcessorPil(size={"shortest_edge": 48}, crop_size={"height": 40, "width": 40})
+    other.save_pretrained(folder)
+    ref = transformers.AutoImageProcessor.from_pretrained(str(folder), backend="pil")
+    assert ref.crop_size == {"height": 32, "width": 32}
+    assert build_tower(hfv(folder), 8, "image").processing.output_size() == (32, 32)
+
+    # a processor_config.json without image settings, and no preprocessor_config.json
+    (folder / "preprocessor_config.json").unlink()
+    (folder / "processor_config.json").write_text(json.dumps({"processor_class": "CLIPProcessor"}))
+    with pytest.raises(ConfigError, match="preprocessor_config.json.*processor_config.json"):
+        build_tower(hfv(folder), 8, "image").prepare([])
+
+
 # --------------------------------------------------------------------------- training modes
 @pytest.mark.parametrize("name,dim", [("clip_whole", 24), ("siglip_whole", 32), ("convnext", 8)])
 def test_trainable_modes_freeze_what_they_should(saved, images, name, dim):
