@@ -127,7 +127,7 @@ def _parser() -> argparse.ArgumentParser:
 
     i = verb("import", "make a jointspace model of a local CLIP or SigLIP folder (Hugging Face "
                        "layout; nothing is downloaded)")
-    i.add_argument("folder", type=Path, help="a CLIPModel, SiglipModel or Siglip2Model folder")
+    i.add_argument("folder", type=Path, help="a CLIPModel or SiglipModel folder (SigLIP 2: not yet)")
     i.add_argument("--out", required=True, type=Path, help="model folder to write")
 
     w = verb("towers", "what can be loaded: every tower (weights present here? parameters) and "

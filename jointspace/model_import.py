@@ -1,7 +1,7 @@
 """A local CLIP or SigLIP folder as a jointspace model (``jointspace import``).
 
-:func:`import_model` reads a Hugging Face ``CLIPModel`` / ``SiglipModel`` /
-``Siglip2Model`` folder (offline) and writes a model folder that
+:func:`import_model` reads a Hugging Face ``CLIPModel`` / ``SiglipModel`` folder
+(offline; ``Siglip2Model`` folders are refused: :data:`NOT_YET`) and writes a model folder that
 :func:`jointspace.load` rebuilds with no access to the source: the image tower
 ``hf_vision`` and the text tower ``hf_clip_text``, both with the family's own
 preprocessing and projection (``head: pretrained``), ``embed_dim`` the projection
@@ -39,8 +39,10 @@ class Family:
 
 
 FAMILIES = {"clip": Family("CLIP", "infonce", False),
-            "siglip": Family("SigLIP", "sigmoid", True),
-            "siglip2": Family("SigLIP 2", "sigmoid", True)}
+            "siglip": Family("SigLIP", "sigmoid", True)}
+#: whole models import refuses, and why (before anything is loaded)
+NOT_YET = {"siglip2": "SigLIP 2 folders are not imported yet: their text half opens as the "
+                      "hf_clip_text tower; their image half (NaFlex) is not an hf_vision family yet"}
 
 
 def import_model(folder: str | Path, out: str | Path) -> Path:
@@ -103,6 +105,8 @@ def _read_hf_config(source: Path) -> dict[str, Any]:
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot read {path}: {e}") from None
     model_type = data.get("model_type") if isinstance(data, dict) else None
+    if model_type in NOT_YET:
+        raise ConfigError(f"{source}: {NOT_YET[model_type]}")
     if model_type not in FAMILIES:
         raise ConfigError(f"{source} holds a {model_type or 'model of unknown type'!r}; jointspace "
                           f"import opens whole {', '.join(FAMILIES)} models (a vision or text model "

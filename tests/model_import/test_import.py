@@ -94,9 +94,29 @@ def test_cli_import_and_its_errors(clip_source, tmp_path, capsys):
     (tmp_path / "bert" / "config.json").write_text('{"model_type": "bert"}')
     assert main(["import", str(tmp_path / "bert"), "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "opens whole clip, siglip, siglip2 models" in err[0]
+    assert len(err) == 1 and "opens whole clip, siglip models" in err[0]
     with pytest.raises(ConfigError, match="not a Hugging Face model folder"):
         jointspace.import_model(tmp_path, tmp_path / "c")
+
+
+def test_siglip2_is_refused_before_anything_loads(siglip2_source, tmp_path, monkeypatch, capsys):
+    """SigLIP 2's text half opens as hf_clip_text, its image half is no hf_vision family yet:
+    import says so from config.json, before a tower or transformers' config is built."""
+    import jointspace.model_import as model_import
+
+    def fail(*args, **kwargs):
+        raise AssertionError("import loaded something before refusing SigLIP 2")
+
+    monkeypatch.setattr(model_import, "JointModel", fail)
+    monkeypatch.setattr(model_import, "transformers_module", fail)
+    with pytest.raises(ConfigError, match=r"SigLIP 2.*not imported yet.*hf_clip_text.*hf_vision"):
+        jointspace.import_model(siglip2_source, tmp_path / "m")
+    assert main(["import", str(siglip2_source), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "SigLIP 2" in err[0] and not (tmp_path / "m").exists()
+    with pytest.raises(SystemExit):
+        main(["import", "--help"])
+    assert "Siglip2Model" not in capsys.readouterr().out
 
 
 def test_import_and_load_make_no_network_request(clip_source, tmp_path, monkeypatch):
