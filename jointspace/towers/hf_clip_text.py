@@ -1,7 +1,9 @@
 """The text half of a local CLIP or SigLIP folder as a tower (``hf_clip_text``).
 
 ``path`` is a whole-model folder that ``transformers`` loads offline: ``CLIPModel``,
-``SiglipModel`` or ``Siglip2Model``. The tower computes what the family's
+``SiglipModel`` or ``Siglip2Model``, of which only the text model and its projection are
+read (``CLIPTextModelWithProjection`` / ``SiglipTextModel`` / ``Siglip2TextModel`` on the
+whole folder: the vision weights stay on disk). The tower computes what the family's
 ``get_text_features`` computes, from raw strings:
 
 * the folder's own tokenizer (``AutoTokenizer``; CLIP's byte-level BPE, SigLIP's
@@ -47,11 +49,14 @@ HEADS = ("pretrained", "new")
 
 @dataclass(frozen=True)
 class TextFamily:
-    """Where a whole model keeps its text part. ``head`` is the projection's module
-    path; ``masked``: the family passes an attention mask (else it pads to max_length)."""
+    """Where a whole model keeps its text part. ``loader`` reads only that part of the
+    folder's weights (its text model and projection, none of the vision model's);
+    ``backbone`` and ``head`` are module paths in it (``""``: the loaded model itself);
+    ``masked``: the family passes an attention mask (else it pads to max_length)."""
 
-    loader: str  # the transformers class that loads the whole folder
+    loader: str  # the transformers class that loads the text part of the whole folder
     text_class: str  # the class of its text model (rebuilt from the saved config)
+    backbone: str
     head: str
     masked: bool
     head_bias: bool  # whether the projection has a bias
@@ -59,10 +64,10 @@ class TextFamily:
 
 #: model_type of a whole-model config.json → its text part
 FAMILIES = {
-    "clip": TextFamily("CLIPModel", "CLIPTextModel", "text_projection", masked=True, head_bias=False),
-    "siglip": TextFamily("SiglipModel", "SiglipTextModel", "text_model.head", masked=False,
-                         head_bias=True),
-    "siglip2": TextFamily("Siglip2Model", "Siglip2TextModel", "text_model.head", masked=False,
+    "clip": TextFamily("CLIPTextModelWithProjection", "CLIPTextModel", "text_model", "text_projection",
+                       masked=True, head_bias=False),
+    "siglip": TextFamily("SiglipTextModel", "SiglipTextModel", "", "head", masked=False, head_bias=True),
+    "siglip2": TextFamily("Siglip2TextModel", "Siglip2TextModel", "", "head", masked=False,
                           head_bias=True),
 }
 
@@ -134,18 +139,27 @@ class HFClipTextTower(HFTextTower):
             try:
                 tokenizer = transformers.AutoTokenizer.from_pretrained(
                     str(src.model_dir), local_files_only=True, trust_remote_code=False)
-                model = getattr(transformers, family.loader).from_pretrained(
-                    str(src.model_dir), local_files_only=True, trust_remote_code=False,
-                    attn_implementation="sdpa")
-            except (OSError, ValueError, KeyError, ImportError) as e:
+                whole = transformers.AutoConfig.from_pretrained(
+                    str(src.model_dir), local_files_only=True, trust_remote_code=False)
+                text_config = whole.text_config
+                if hasattr(whole, "projection_dim"):
+                    text_config.projection_dim = whole.projection_dim  # CLIP's, not the default
+                model, info = getattr(transformers, family.loader).from_pretrained(
+                    str(src.model_dir), config=text_config, local_files_only=True,
+                    trust_remote_code=False, attn_implementation="sdpa", output_loading_info=True)
+            except (OSError, ValueError, KeyError, ImportError, RuntimeError) as e:
                 raise ConfigError(f"cannot load the {family.loader} in {src.model_dir}: "
                                   f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-        text = model.text_model
+        missing = sorted(info.get("missing_keys") or ())
+        if missing:
+            raise ConfigError(f"the weights in {src.model_dir} lack {', '.join(missing[:3])}"
+                              f"{' …' if len(missing) > 3 else ''}")
+        text = model.get_submodule(family.backbone)
         if not isinstance(text, getattr(transformers, family.text_class)):
             raise ConfigError(f"the hf_clip_text tower needs transformers >= 5 (this one's "
-                              f"{family.loader}.text_model is a {type(text).__name__})")
+                              f"{family.loader} holds a {type(text).__name__})")
         head = model.get_submodule(family.head)
-        if family.head.startswith("text_model."):
+        if family.backbone == "":
             text.head = nn.Identity()  # SigLIP: the head is the tower's proj, not the backbone's
         self._loaded_head[:] = [head.float()]
         self.text_class, self.masked = family.text_class, family.masked

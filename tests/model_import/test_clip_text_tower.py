@@ -56,6 +56,22 @@ def test_siglip2_text_embeddings_equal_get_text_features(siglip2_source):
                                atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("fixture", ["clip_source", "siglip_source", "siglip2_source"])
+def test_only_the_text_model_is_read(request, fixture, monkeypatch):
+    """The tower loads the folder's text model with its projection, never the vision model
+    beside it (which would hold a second copy of the vision weights while importing)."""
+    import transformers
+
+    def no_vision(self, *args, **kwargs):
+        raise AssertionError(f"the text tower built a {type(self).__name__}")
+
+    for name in ("CLIPVisionModel", "SiglipVisionModel", "Siglip2VisionModel"):
+        monkeypatch.setattr(getattr(transformers, name), "__init__", no_vision)
+    tower = build_tower(text_spec(request.getfixturevalue(fixture)), 16 if fixture == "clip_source" else 32,
+                        "text")
+    assert tower.unavailable is None and tower.encode_features("a dog").shape == (1, 32)
+
+
 def test_one_text_alone_and_in_a_batch_agree(clip_source):
     tower = build_tower(text_spec(clip_source), 16, "text").eval()
     alone = torch.cat([embed(tower, [t]) for t in TEXTS])
