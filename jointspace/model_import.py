@@ -25,6 +25,9 @@ from .model import CONFIG_FILE, WEIGHTS_FILE, JointModel
 from .progress import logger
 from .towers.hf_loading import quiet_transformers, transformers_module
 
+#: how far a stored logit_scale may pass the bound and still be at it: float32's rounding
+#: (CLIP's ln 100 is stored as 4.6051702499…, math.log(100) is 4.6051701859…)
+SCALE_TOLERANCE = 1e-6
 #: the training settings ``run.json`` offers for fine-tuning a pretrained pair
 FINE_TUNE = TrainConfig(lr=1e-5, warmup_steps=50, weight_decay=0.1)
 
@@ -74,7 +77,7 @@ def import_model(folder: str | Path, out: str | Path) -> Path:
         model.logit_scales[key].copy_(scale)
         if bias is not None:
             model.logit_biases[key].copy_(bias)
-    if float(scale) > model.max_logit_scales[key]:
+    if float(scale) > model.max_logit_scales[key] + SCALE_TOLERANCE:
         logger.warning("%s: its temperature exp(logit_scale) = %.1f is above jointspace's bound "
                        "%.0f; embedding and search use it as is, training clamps it", source,
                        math.exp(float(scale)), math.exp(model.max_logit_scales[key]))

@@ -11,7 +11,7 @@ import socket
 import numpy as np
 import pytest
 import torch
-from clip_folders import TEXTS, reference, reference_images, reference_text
+from clip_folders import TEXTS, reference, reference_images, reference_text, write_tiny_clip
 from PIL import Image
 
 import jointspace
@@ -117,6 +117,22 @@ def test_siglip2_is_refused_before_anything_loads(siglip2_source, tmp_path, monk
     with pytest.raises(SystemExit):
         main(["import", "--help"])
     assert "Siglip2Model" not in capsys.readouterr().out
+
+
+def test_the_temperature_bound_warning_allows_float32_rounding(tmp_path, monkeypatch):
+    """CLIP checkpoints store logit_scale = ln 100 in float32 (4.6051702499…, above
+    math.log(100)): that is the bound, not above it; a scale really above it warns."""
+    import jointspace.model_import as model_import
+
+    warnings = []
+    monkeypatch.setattr(model_import.logger, "warning", lambda *a: warnings.append(a[0] % a[1:]))
+    at_bound = write_tiny_clip(tmp_path / "at", logit_scale=math.log(100))
+    assert float(torch.tensor(math.log(100), dtype=torch.float32)) > math.log(100)
+    jointspace.import_model(at_bound, tmp_path / "m1")
+    assert not warnings
+    jointspace.import_model(write_tiny_clip(tmp_path / "above", logit_scale=math.log(100) + 0.01),
+                            tmp_path / "m2")
+    assert len(warnings) == 1 and "101.0 is above jointspace's bound 100" in warnings[0]
 
 
 def test_import_and_load_make_no_network_request(clip_source, tmp_path, monkeypatch):
