@@ -135,7 +135,8 @@ def _projection_size(hf: dict[str, Any], source: Path) -> int:
 
 def read_temperature(source: Path, family: Family) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``logit_scale`` (and ``logit_bias``) as 0-d float32 tensors, read from the folder's
-    weights (one safetensors file, a sharded index, or ``pytorch_model.bin``)."""
+    weights (``model.safetensors`` or ``pytorch_model.bin``, either sharded with its
+    ``.index.json``)."""
     names = ["logit_scale"] + (["logit_bias"] if family.has_bias else [])
     found = _read_tensors(source, names)
     missing = [n for n in names if n not in found]
@@ -145,26 +146,53 @@ def read_temperature(source: Path, family: Family) -> tuple[torch.Tensor, torch.
     return values[0], (values[1] if family.has_bias else None)
 
 
-def _read_tensors(source: Path, names: list[str]) -> dict[str, torch.Tensor]:
-    from safetensors import safe_open
+#: a folder's weights as transformers looks for them: (sharded index, single file), safetensors first
+WEIGHT_LAYOUTS = (("model.safetensors.index.json", "model.safetensors"),
+                  ("pytorch_model.bin.index.json", "pytorch_model.bin"))
 
-    index = source / "model.safetensors.index.json"
-    if index.is_file():
-        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
-        files = {n: source / weight_map[n] for n in names if n in weight_map}
-    elif (source / "model.safetensors").is_file():
-        files = {n: source / "model.safetensors" for n in names}
-    elif (source / "pytorch_model.bin").is_file():
-        state = torch.load(source / "pytorch_model.bin", map_location="cpu", weights_only=True, mmap=True)
+
+def _read_tensors(source: Path, names: list[str]) -> dict[str, torch.Tensor]:
+    """The tensors ``names`` (those the weights hold) from the folder's weight files; an
+    unreadable file is a :class:`ConfigError` naming it."""
+    for index_name, single in WEIGHT_LAYOUTS:
+        index = source / index_name
+        if index.is_file():
+            try:
+                weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+                files = {n: source / weight_map[n] for n in names if n in weight_map}
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise ConfigError(f"cannot read {index}: {e}") from None
+        elif (source / single).is_file():
+            files = {n: source / single for n in names}
+        else:
+            continue
+        out: dict[str, torch.Tensor] = {}
+        for path in set(files.values()):
+            wanted = [n for n, p in files.items() if p == path]
+            out.update(_read_file(path, wanted))
+        return out
+    raise ConfigError(f"{source} has no weights (model.safetensors or pytorch_model.bin, or "
+                      "their sharded .index.json)")
+
+
+def _read_file(path: Path, names: list[str]) -> dict[str, torch.Tensor]:
+    """``names`` from one safetensors or ``torch.save`` file (memory-mapped where its
+    format allows, as transformers reads it: pre-zipfile .bin files cannot be)."""
+    import pickle
+    import zipfile
+
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        if path.suffix == ".safetensors":
+            with safe_open(str(path), framework="pt") as f:
+                return {n: f.get_tensor(n) for n in names if n in f.keys()}
+        mmap = zipfile.is_zipfile(path)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
         return {n: state[n] for n in names if n in state}
-    else:
-        raise ConfigError(f"{source} has no weights (model.safetensors or pytorch_model.bin)")
-    out = {}
-    for name, path in files.items():
-        with safe_open(str(path), framework="pt") as f:
-            if name in f.keys():
-                out[name] = f.get_tensor(name)
-    return out
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError, SafetensorError) as e:
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"cannot read the weights in {path}: {detail}") from None
 
 
 def _hub_origin(source: Path) -> str:

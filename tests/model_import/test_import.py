@@ -135,6 +135,58 @@ def test_the_temperature_bound_warning_allows_float32_rounding(tmp_path, monkeyp
     assert len(warnings) == 1 and "101.0 is above jointspace's bound 100" in warnings[0]
 
 
+def _weightless_copy(source, folder):
+    """``source``'s config, tokenizer and processor files in ``folder``, and its state dict."""
+    shutil.copytree(source, folder, ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "*.index.json"),
+                    dirs_exist_ok=True)
+    return reference(source)[0].state_dict()
+
+
+def test_sharded_and_legacy_weight_files_are_read(clip_source, tmp_path):
+    """Sharded safetensors (save_pretrained's max_shard_size), sharded and pre-zipfile
+    pytorch_model.bin: the temperature is found; unreadable weights are a ConfigError
+    naming the file."""
+    from jointspace.model_import import FAMILIES, read_temperature
+
+    hf = reference(clip_source)[0]
+    hf.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
+    _weightless_copy(clip_source, tmp_path / "sharded")
+    assert len(list((tmp_path / "sharded").glob("model-*.safetensors"))) > 2
+
+    state = _weightless_copy(clip_source, tmp_path / "bin-sharded")
+    names = sorted(state)
+    shards = {"pytorch_model-00001-of-00002.bin": names[:len(names) // 2],
+              "pytorch_model-00002-of-00002.bin": names[len(names) // 2:]}
+    for file, keys in shards.items():
+        torch.save({k: state[k] for k in keys}, tmp_path / "bin-sharded" / file)
+    (tmp_path / "bin-sharded" / "pytorch_model.bin.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": {k: file for file, keys in shards.items() for k in keys}}))
+
+    state = _weightless_copy(clip_source, tmp_path / "legacy")
+    torch.save(state, tmp_path / "legacy" / "pytorch_model.bin", _use_new_zipfile_serialization=False)
+
+    texts = torch.from_numpy(jointspace.load(jointspace.import_model(clip_source, tmp_path / "m")).encode_text(TEXTS))
+    for name in ("sharded", "bin-sharded", "legacy"):
+        model = jointspace.load(jointspace.import_model(tmp_path / name, tmp_path / f"m-{name}"))
+        assert math.isclose(float(model.logit_scale.detach()), 3.1, abs_tol=1e-6), name
+        torch.testing.assert_close(torch.from_numpy(model.encode_text(TEXTS)), texts, atol=0, rtol=0)
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "pytorch_model.bin").write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="pytorch_model.bin"):
+        read_temperature(broken, FAMILIES["clip"])
+    (broken / "pytorch_model.bin").unlink()
+    (broken / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}")
+    (broken / "model.safetensors.index.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="model.safetensors.index.json"):
+        read_temperature(broken, FAMILIES["clip"])
+    (broken / "model.safetensors.index.json").unlink()
+    (broken / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ConfigError, match="model.safetensors"):
+        read_temperature(broken, FAMILIES["clip"])
+
+
 def test_import_and_load_make_no_network_request(clip_source, tmp_path, monkeypatch):
     attempts = []
 
