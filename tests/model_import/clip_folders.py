@@ -23,8 +23,10 @@ TEXTS = ["a photo of a red circle", "A Blue SQUARE, on green!", "", "zebra quokk
          "two small triangles " * 30, "a photo of a dog"]
 
 
-def clip_tokenizer() -> transformers.CLIPTokenizer:
-    """CLIP's tokenizer class over a BPE vocabulary trained on :data:`SENTENCES`."""
+def clip_tokenizer(specials_last: bool = False) -> transformers.CLIPTokenizer:
+    """CLIP's tokenizer class over a BPE vocabulary trained on :data:`SENTENCES`;
+    ``specials_last``: ``<|startoftext|>`` and ``<|endoftext|>`` take the two highest ids,
+    as in OpenAI's vocabulary (49406, 49407)."""
     import json
 
     from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers, trainers
@@ -43,18 +45,27 @@ def clip_tokenizer() -> transformers.CLIPTokenizer:
     tok.train_from_iterator(SENTENCES * 3, trainer)
     model = json.loads(tok.to_str())["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
-    return transformers.CLIPTokenizer(vocab=model["vocab"], merges=merges, model_max_length=77)
+    vocab = model["vocab"]
+    if specials_last:
+        specials = ["<|startoftext|>", "<|endoftext|>"]
+        order = sorted((t for t in vocab if t not in specials), key=vocab.get) + specials
+        vocab = {t: i for i, t in enumerate(order)}
+    return transformers.CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
 
 
 def write_tiny_clip(folder: Path, *, seed: int = 0, projection_dim: int = 16,
-                    logit_scale: float = 3.1) -> Path:
-    """A random ``CLIPModel`` (hidden 32, 2 layers, 32 px images) with CLIPProcessor files."""
+                    logit_scale: float = 3.1, legacy_eos: bool = False) -> Path:
+    """A random ``CLIPModel`` (hidden 32, 2 layers, 32 px images) with CLIPProcessor files.
+    ``legacy_eos``: the text config's token ids of OpenAI's checkpoints (bos 0, eos 2, pad 1,
+    none of them the tokenizer's), with which transformers pools the position of the highest
+    token id, and the tokenizer's specials at the highest ids, as in OpenAI's vocabulary."""
     folder.mkdir(parents=True, exist_ok=True)
-    tok = clip_tokenizer()
+    tok = clip_tokenizer(specials_last=legacy_eos)
     layers = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4)
+    ids = (dict(bos_token_id=0, eos_token_id=2, pad_token_id=1) if legacy_eos else
+           dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
     config = transformers.CLIPConfig(
-        text_config=dict(vocab_size=len(tok), max_position_embeddings=77, bos_token_id=tok.bos_token_id,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **layers),
+        text_config=dict(vocab_size=len(tok), max_position_embeddings=77, **ids, **layers),
         vision_config=dict(image_size=32, patch_size=8, **layers), projection_dim=projection_dim)
     torch.manual_seed(seed)
     model = transformers.CLIPModel(config).eval()

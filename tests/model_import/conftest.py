@@ -14,6 +14,12 @@ def clip_source(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def clip_legacy_eos_source(tmp_path_factory) -> Path:
+    """CLIP with OpenAI's legacy ``eos_token_id: 2``: pooled at the highest token id."""
+    return write_tiny_clip(tmp_path_factory.mktemp("hf") / "tiny-clip-eos2", seed=1, legacy_eos=True)
+
+
+@pytest.fixture(scope="session")
 def siglip_source(tmp_path_factory) -> Path:
     return write_tiny_siglip(tmp_path_factory.mktemp("hf") / "tiny-siglip")
 

@@ -12,6 +12,7 @@ from clip_folders import TEXTS, reference, reference_text
 from jointspace.config import ModelConfig, TowerSpec
 from jointspace.errors import ConfigError
 from jointspace.model import JointModel, load
+from jointspace.model_import import import_model
 from jointspace.towers import build_tower
 
 EMBED = {"clip": 16, "siglip": 32}  # CLIP: projection_dim; SigLIP: the text head's size
@@ -45,6 +46,24 @@ def test_text_embeddings_equal_get_text_features(family_source):
         short = [t for t in TEXTS if len(t) < 100]
         longest = reference_text(model, processor, short, padding="longest")
         assert (longest - embed(tower, short)).abs().max() > 1e-2  # padding matters: tested
+
+
+def test_clip_with_the_legacy_eos_id_pools_as_transformers(clip_legacy_eos_source, tmp_path):
+    """OpenAI's CLIP configs say eos_token_id 2, which is no EOS of their tokenizer:
+    transformers then pools the position of each text's highest token id (its EOS)."""
+    tower = build_tower(text_spec(clip_legacy_eos_source), 16, "text").eval()
+    model, processor = reference(clip_legacy_eos_source)
+    eos = processor.tokenizer.eos_token_id
+    assert model.text_model.eos_token_id == 2 != eos and eos == len(processor.tokenizer) - 1
+    expected = reference_text(model, processor, TEXTS)
+    torch.testing.assert_close(embed(tower, TEXTS), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(embed(tower, TEXTS), reference_text(model, processor, TEXTS, padding="max_length"),
+                               atol=1e-5, rtol=0)
+    copy = tmp_path / "source"
+    shutil.copytree(clip_legacy_eos_source, copy)
+    imported = import_model(copy, tmp_path / "m")
+    shutil.rmtree(copy)
+    torch.testing.assert_close(torch.from_numpy(load(imported).encode_text(TEXTS)), expected, atol=1e-5, rtol=0)
 
 
 def test_siglip2_text_embeddings_equal_get_text_features(siglip2_source):
