@@ -39,8 +39,9 @@ from torch import nn
 
 from ..errors import ConfigError, DataError, JointspaceError
 from .base import TOWERS
-from .hf_loading import (HF_CONFIG_FILE, PRECISIONS, FolderSource, config_signature, quiet_transformers,
-                         read_json, transformers_module)
+from .hf_backbone import InferenceOptions
+from .hf_loading import (HF_CONFIG_FILE, FolderSource, config_signature, quiet_transformers, read_json,
+                         transformers_module)
 from .hf_text import HFTextTower
 
 SETTINGS_FILE = "hf_clip_text.json"
@@ -73,7 +74,10 @@ FAMILIES = {
 
 
 @dataclass
-class HFClipTextConfig:
+class HFClipTextConfig(InferenceOptions):
+    """Options of the ``hf_clip_text`` tower (``precision`` and ``quantize`` of its text
+    model: :class:`~.hf_backbone.InferenceOptions`)."""
+
     #: a local CLIPModel / SiglipModel / Siglip2Model folder ("" in an imported model:
     #: everything comes from the model folder)
     path: str = ""
@@ -81,16 +85,11 @@ class HFClipTextConfig:
     head: str = "pretrained"
     #: longest input in tokens; 0 = the tokenizer's model_max_length (CLIP 77, SigLIP 64)
     max_length: int = 0
-    #: inference precision of the text model: fp32, bf16, auto (bf16 where native)
-    precision: str = "fp32"
-    #: int8 dynamic quantisation of its Linear layers for inference (CPU)
-    quantize: bool = False
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.head not in HEADS:
             raise ConfigError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.max_length < 0:
             raise ConfigError(f"max_length must be 0 (the tokenizer's) or positive, got {self.max_length}")
 

@@ -83,13 +83,16 @@ from torch import nn
 
 from ..errors import ConfigError, DataError, JointspaceError
 from .base import TOWERS
-from .hf_backbone import HFBackboneTower
-from .hf_loading import (HF_CONFIG_FILE, POOLING_MODES, PRECISIONS, SETTINGS_FILE, TOKENIZER_FILE,
+from .hf_backbone import HFBackboneTower, InferenceOptions
+from .hf_loading import (HF_CONFIG_FILE, POOLING_MODES, SETTINGS_FILE, TOKENIZER_FILE,
                          FolderSource, config_signature, drop_pooler, inspect_folder, prepare_tokenizer,
                          quiet_transformers, read_json, transformers_module)
 
 @dataclass
-class HFTextConfig:
+class HFTextConfig(InferenceOptions):
+    """Options of the ``hf`` tower (``precision`` and ``quantize``:
+    :class:`~.hf_backbone.InferenceOptions`)."""
+
     #: a local Hugging Face or sentence-transformers model folder
     path: str = ""
     #: "" = the folder's 1_Pooling/config.json (mean when it has none); or mean, cls, max,
@@ -97,18 +100,12 @@ class HFTextConfig:
     pooling: str = ""
     #: longest input in tokens ([CLS]/[SEP] included); 0 = the folder's
     max_seq_length: int = 0
-    #: inference precision of the backbone: fp32, bf16 (a bfloat16 copy), auto (bf16 where native)
-    precision: str = "fp32"
-    #: int8 dynamic quantisation of the backbone's Linear layers for inference (CPU; it takes
-    #: precedence over precision there)
-    quantize: bool = False
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.pooling and self.pooling not in POOLING_MODES:
             raise ConfigError(f"pooling must be one of {', '.join(POOLING_MODES)} (or empty for the "
                               f"folder's), got {self.pooling!r}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.max_seq_length < 0:
             raise ConfigError(f"max_seq_length must be 0 (the folder's) or positive, got {self.max_seq_length}")
 

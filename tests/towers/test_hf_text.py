@@ -157,6 +157,23 @@ def test_bad_paths_are_config_errors(tmp_path):
         build_tower(hf(tmp_path, precision="fp16"), 8, "text")
 
 
+def test_every_hf_tower_config_takes_its_speed_options_from_one_place():
+    """precision / quantize are declared and checked once (InferenceOptions)."""
+    from dataclasses import fields
+
+    from jointspace.towers.hf_backbone import InferenceOptions
+    from jointspace.towers.hf_clip_text import HFClipTextConfig
+    from jointspace.towers.hf_text import HFTextConfig, MiniLMConfig
+    from jointspace.towers.hf_vision import HFVisionConfig
+
+    for cls in (HFTextConfig, MiniLMConfig, HFClipTextConfig, HFVisionConfig):
+        assert issubclass(cls, InferenceOptions), cls.__name__
+        assert {"precision", "quantize"} <= {f.name for f in fields(cls)}
+        with pytest.raises(ConfigError, match=r"precision must be one of fp32, bf16, auto, got 'fp16'"):
+            cls(precision="fp16")
+    assert MiniLMConfig().precision == "auto" and HFTextConfig().precision == "fp32"
+
+
 def _perturb(tower) -> None:
     """Make the weights differ from the folder's, so a reload must take them from the state dict."""
     with torch.no_grad():
