@@ -4,5 +4,6 @@ from . import text, vision  # noqa: F401  (register "transformer", "convnet", "v
 from . import audio, hf_text  # noqa: F401  (register "audio_conv", "hf", "minilm")
 from . import hf_vision  # noqa: F401  (register "hf_vision": pretrained HF image encoders)
 from . import hf_clip_text  # noqa: F401  (register "hf_clip_text": the text half of CLIP / SigLIP)
+from . import efficientnet_lite  # noqa: F401  (register "efficientnet_lite": ImageNet EfficientNet-Lite)
 
 __all__ = ["MODALITIES", "TOWERS", "Modality", "Tower", "build_tower"]
