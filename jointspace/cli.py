@@ -388,10 +388,11 @@ def _towers(args: argparse.Namespace) -> None:
         print(json.dumps({"towers": [asdict(t) for t in towers],
                           "folders": [{**asdict(f), "path": str(f.path)} for f in folders]}, indent=2))
         return
-    print(f"{'tower':<14} {'modality':<9} {'parameters':>11}  weights")
+    w = max([14, *(len(t.name) for t in towers)])
+    print(f"{'tower':<{w}} {'modality':<9} {'parameters':>11}  weights")
     for t in towers:
         count = f"{t.parameters:,}" if t.parameters is not None else "-"
-        print(f"{t.name:<14} {t.modality:<9} {count:>11}  {t.weights}")
+        print(f"{t.name:<{w}} {t.modality:<9} {count:>11}  {t.weights}")
     print("whole models: a local CLIP or SigLIP folder opens with `jointspace import FOLDER --out DIR`")
     if folders:
         print("\nlocal model folders:")

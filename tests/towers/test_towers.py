@@ -62,7 +62,7 @@ def test_tokenizer_round_trip(tmp_path):
 
 def test_registry_errors():
     assert {"convnet", "vit", "transformer"} <= set(TOWERS.names())
-    with pytest.raises(ConfigError, match="unknown tower 'resnet9000'; known: audio_conv, convnet, hf, minilm, transformer, vit"):
+    with pytest.raises(ConfigError, match=r"unknown tower 'resnet9000'; known: audio_conv, convnet, .*, vit$"):
         build_tower(TowerSpec("resnet9000"), 8, "image")
     with pytest.raises(ConfigError, match="unknown key 'depth' in towers.image.options"):
         build_tower(TowerSpec("vit", {"depth": 3}), 8, "image")
