@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny shapes dataset, a tiny run config, Debian's chromium."""
+"""Shared fixtures: a tiny shapes dataset, a tiny run config, the pretrained towers' no
+network and rebuild from a model folder, Debian's chromium."""
 from __future__ import annotations
 
 import os
@@ -92,6 +93,66 @@ def media_dir(tmp_path_factory):
     soundfile.write(folder / "tone-330.mp3", 0.3 * np.sin(2 * np.pi * 330 * t), 16000, format="MP3")
     soundfile.write(folder / "silence.wav", np.zeros(8000), 16000)
     return folder
+
+
+# --------------------------------------------------------------------------- pretrained towers
+@pytest.fixture
+def no_network(monkeypatch):
+    """Every socket connect or name lookup fails the test (attempts are recorded even when
+    the library that made them swallows the error); the Hub's offline switches are unset."""
+    import socket
+
+    attempts: list[str] = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(repr(args))
+        raise OSError("network access attempted in a test")
+
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    for target, name in ((socket.socket, "connect"), (socket.socket, "connect_ex"),
+                         (socket, "create_connection"), (socket, "getaddrinfo")):
+        monkeypatch.setattr(target, name, refuse)
+    yield attempts
+    assert not attempts, f"network access attempted: {attempts}"
+
+
+@pytest.fixture(params=["weights-then-assets", "assets-then-weights"])
+def load_order(request) -> str:
+    """The two orders a tower meets its weights and its model folder's assets in:
+    ``load_state_dict`` first (``JointModel.load``, ``--init-from``) or ``load_assets``
+    first (a resumed run)."""
+    return request.param
+
+
+@pytest.fixture
+def rebuilt_without_source(tmp_path, load_order):
+    """``rebuilt_without_source(tower, spec, embed_dim, source)`` → ``(fresh, assets)``:
+    ``tower``'s assets saved to ``assets`` and its state dict kept, ``source`` (the folder
+    ``spec`` names) deleted, then a tower built afresh from ``spec`` (it cannot open the
+    path) given both in ``load_order``; ``fresh`` is in eval mode."""
+    import shutil
+
+    from jointspace.towers import build_tower
+
+    def rebuild(tower, spec, embed_dim: int, source):
+        assets = tmp_path / "model" / tower.modality
+        assets.mkdir(parents=True)
+        tower.save_assets(assets)
+        state = {k: v.clone() for k, v in tower.state_dict().items()}
+        shutil.rmtree(source)
+        fresh = build_tower(spec, embed_dim, tower.modality)
+        assert fresh.unavailable and "does not exist" in fresh.unavailable
+        if load_order == "weights-then-assets":
+            missing, unexpected = fresh.load_state_dict(state, strict=False)
+            assert not missing and not unexpected
+            fresh.load_assets(assets)
+        else:
+            fresh.load_assets(assets)
+            fresh.load_state_dict(state, strict=True)
+        return fresh.eval(), assets
+
+    return rebuild
 
 
 # --------------------------------------------------------------------------- the browser tests

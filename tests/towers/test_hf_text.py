@@ -10,7 +10,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -181,8 +180,7 @@ def _perturb(tower) -> None:
             p.add_(torch.randn_like(p) * 0.05)
 
 
-@pytest.mark.parametrize("order", ["weights-then-assets", "assets-then-weights"])
-def test_round_trip_without_the_original_folder(tiny_bert, tmp_path, order):
+def test_round_trip_without_the_original_folder(tiny_bert, rebuilt_without_source):
     spec = TowerSpec("hf", {"path": str(tiny_bert)}, trainable="head")
     tower = build_tower(spec, 16, "text").eval()
     _perturb(tower)
@@ -190,22 +188,8 @@ def test_round_trip_without_the_original_folder(tiny_bert, tmp_path, order):
     x = tower.collate([tower.preprocess_one(t) for t in texts])
     with torch.no_grad():
         before = tower(x)
-    assets = tmp_path / "model" / "text"
-    assets.mkdir(parents=True)
-    tower.save_assets(assets)
+    fresh, assets = rebuilt_without_source(tower, spec, 16, tiny_bert)
     assert not (assets / "model.safetensors").exists()  # weights live in the joint state dict
-    state = {k: v.clone() for k, v in tower.state_dict().items()}
-    shutil.rmtree(tiny_bert)
-
-    fresh = build_tower(spec, 16, "text")
-    if order == "weights-then-assets":  # JointModel.load, --init-from
-        missing, unexpected = fresh.load_state_dict(state, strict=False)
-        assert not missing and not unexpected
-        fresh.load_assets(assets)
-    else:  # a resumed run
-        fresh.load_assets(assets)
-        fresh.load_state_dict(state, strict=True)
-    fresh.eval()
     assert fresh.collate([fresh.preprocess_one(t) for t in texts]).tolist() == x.tolist()
     with torch.no_grad():
         torch.testing.assert_close(fresh(x), before)
@@ -266,26 +250,6 @@ def test_inference_copies_follow_the_weights(tiny_bert, options):
 
 
 # --------------------------------------------------------------------------- MiniLM
-@pytest.fixture
-def no_network(monkeypatch):
-    """Every socket connect or name lookup fails the test (attempts are recorded even when
-    the library that made them swallows the error); the Hub's offline switch is unset."""
-    attempts: list[str] = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(repr(args))
-        raise OSError("network access attempted in a test")
-
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    yield attempts
-    assert not attempts, f"network access attempted: {attempts}"
-
-
 def test_minilm_loads_without_network(no_network):
     tower = build_tower(TowerSpec("minilm", {}), 32, "text")
     assert tower.backbone.config.hidden_size == 384 and tower.max_seq_length == 256

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -375,8 +374,8 @@ def _perturb(tower) -> None:
 @pytest.mark.parametrize("name,dim,options", [("clip_whole", 24, {"head": "pretrained"}),
                                               ("siglip_vision", 32, {"head": "pretrained"}),
                                               ("vit_no_pooler", 8, {"image_size": 40})])
-@pytest.mark.parametrize("order", ["weights-then-assets", "assets-then-weights"])
-def test_round_trip_without_the_original_folder(saved, images, tmp_path, name, dim, options, order):
+def test_round_trip_without_the_original_folder(saved, images, tmp_path, rebuilt_without_source, name,
+                                               dim, options):
     s = saved(name)
     source = tmp_path / "source"
     shutil.copytree(s.folder, source)
@@ -386,22 +385,7 @@ def test_round_trip_without_the_original_folder(saved, images, tmp_path, name, d
     x = tower.collate([tower.preprocess_one(p) for p in images])
     with torch.no_grad():
         before = tower(x)
-    assets = tmp_path / "model" / "image"
-    assets.mkdir(parents=True)
-    tower.save_assets(assets)
-    state = {k: v.clone() for k, v in tower.state_dict().items()}
-    shutil.rmtree(source)
-
-    fresh = build_tower(spec, dim, "image")
-    assert fresh.unavailable
-    if order == "weights-then-assets":  # JointModel.load, --init-from
-        missing, unexpected = fresh.load_state_dict(state, strict=False)
-        assert not missing and not unexpected
-        fresh.load_assets(assets)
-    else:  # a resumed run
-        fresh.load_assets(assets)
-        fresh.load_state_dict(state, strict=True)
-    fresh.eval()
+    fresh, _ = rebuilt_without_source(tower, spec, dim, source)
     assert torch.equal(fresh.collate([fresh.preprocess_one(p) for p in images]), x)
     with torch.no_grad():
         torch.testing.assert_close(fresh(x), before)
@@ -466,21 +450,8 @@ def test_frozen_features_are_cached_like_the_text_towers(saved, images, tmp_path
     assert any((tmp_path / "cache").rglob("entry.npz"))
 
 
-def test_loads_without_network(saved, monkeypatch):
-    s = saved("siglip_whole")
-    attempts = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(repr(args))
-        raise OSError("network access attempted in a test")
-
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        monkeypatch.delenv(var, raising=False)
-    for target, name in ((socket.socket, "connect"), (socket.socket, "connect_ex"),
-                         (socket, "create_connection"), (socket, "getaddrinfo")):
-        monkeypatch.setattr(target, name, refuse)
-    assert build_tower(hfv(s.folder), 8, "image").width == 32
-    assert not attempts
+def test_loads_without_network(saved, no_network):
+    assert build_tower(hfv(saved("siglip_whole").folder), 8, "image").width == 32
 
 
 def test_bad_paths_are_config_errors(saved, tmp_path):
