@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--image-size", type=int, default=64)
     g.add_argument("--audio", action="store_true",
                    help="also synthesise each scene's sound (16 kHz WAV) and an audio column")
+    g.add_argument("--shifted", action="store_true",
+                   help="also write test_shifted.csv: the test scenes on photographic backgrounds, "
+                        "rescaled, blurred, noisy, as JPEG (a distribution-shifted test split)")
     x = kinds.add_parser("export", help="write a manifest and its files as WebDataset or Parquet shards")
     x.add_argument("manifest", type=Path)
     x.add_argument("--format", choices=["webdataset", "parquet"], default="webdataset")
@@ -258,7 +261,7 @@ def run(args: argparse.Namespace) -> None:
     elif args.verb == "data":
         from .data.shapes import ShapesSpec, write_shapes
         paths = write_shapes(args.out, ShapesSpec(n=args.n, seed=args.seed, image_size=args.image_size,
-                                                   audio=args.audio))
+                                                   audio=args.audio, shifted=args.shifted))
         for split, path in paths.items():
             print(f"{split}: {path}")
     elif args.verb == "train":

@@ -35,6 +35,13 @@ classification on ``test_words.csv`` therefore gives the same numbers as on
 ``test.csv`` – same images, same labels, same class prompts; it measures only
 the image features. The comparison that matters for unseen words is
 retrieval with the held-out-word captions.
+
+A shifted split: ``test_shifted``
+---------------------------------
+With ``ShapesSpec(shifted=True)`` (``jointspace data shapes --shifted``),
+``test_shifted.csv`` holds the test scenes, captions and labels again, rendered
+with a photographic background, other scales and resolutions, blur, noise and
+JPEG artefacts: see :mod:`jointspace.data.shifted`.
 """
 from __future__ import annotations
 
@@ -49,6 +56,7 @@ from PIL import Image, ImageDraw
 
 from ..fileio import atomic_write_text
 from ..progress import progress
+from .shifted import TEST_SHIFTED, render_shifted
 
 KINDS = ("circle", "square", "triangle", "diamond", "star", "hexagon")
 COLOURS = {
@@ -242,12 +250,16 @@ class ShapesSpec:
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     #: also write each scene's sound (:mod:`jointspace.data.sounds`) and an ``audio`` column
     audio: bool = False
+    #: also write ``test_shifted``: the test scenes rendered with a distribution shift
+    #: (:mod:`jointspace.data.shifted`)
+    shifted: bool = False
 
 
 def split_sizes(spec: ShapesSpec) -> dict[str, int]:
     n_val = round(spec.n * spec.fractions[1])
     n_test = round(spec.n * spec.fractions[2])
-    return {"train": spec.n - n_val - n_test, "val": n_val, "test": n_test, TEST_WORDS: n_test}
+    return {"train": spec.n - n_val - n_test, "val": n_val, "test": n_test, TEST_WORDS: n_test,
+            TEST_SHIFTED: n_test}
 
 
 def generate_records(spec: ShapesSpec, split: str) -> list[tuple[Scene, str]]:
@@ -255,8 +267,11 @@ def generate_records(spec: ShapesSpec, split: str) -> list[tuple[Scene, str]]:
 
     ``"test_words"`` record ``i`` has the scene of test record ``i`` and a
     caption from the same template with held-out words (drawn from its own
-    generator, so the test records are unaffected).
+    generator, so the test records are unaffected). ``"test_shifted"`` records are the
+    test records themselves (only their rendering differs).
     """
+    if split == TEST_SHIFTED:
+        return generate_records(spec, "test")
     records = []
     for i in range(split_sizes(spec)[split]):
         if split == TEST_WORDS:
@@ -282,7 +297,10 @@ def write_shapes(out_dir: str | Path, spec: ShapesSpec = ShapesSpec()) -> dict[s
     and the manifests gain an ``audio`` column (``id, image, text, audio, label``).
     ``test_words.csv`` has the rows of ``test.csv`` (same ids, images and
     labels) with captions in held-out words; it has no images of its own.
-    Returns the manifest path of each split, ``"test_words"`` included.
+    With ``spec.shifted``, ``test_shifted.csv`` has the test scenes, captions and
+    labels with images of their own, ``images/test_shifted/<id>.jpg``, rendered by
+    :func:`~.shifted.render_shifted` (no audio column: the sounds are the test ones).
+    Returns the manifest path of each split, ``"test_words"`` (and ``"test_shifted"``) included.
 
     >>> paths = write_shapes("/tmp/shapes", ShapesSpec(n=30))  # doctest: +SKIP
     """
@@ -315,8 +333,23 @@ def write_shapes(out_dir: str | Path, spec: ShapesSpec = ShapesSpec()) -> dict[s
     words = [row[:2] + [text] + row[3:] for row, (_scene, text)
              in zip(rows["test"], generate_records(spec, TEST_WORDS), strict=True)]
     manifests[TEST_WORDS] = _write_manifest(out / f"{TEST_WORDS}.csv", header, words)
+    if spec.shifted:
+        manifests[TEST_SHIFTED] = _write_shifted(out, spec)
     (out / "spec.json").write_text(json.dumps(asdict(spec), indent=2))
     return manifests
+
+
+def _write_shifted(out: Path, spec: ShapesSpec) -> Path:
+    """``test_shifted.csv`` and its JPEGs: the test records, rendered with the shift."""
+    (out / "images" / TEST_SHIFTED).mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, (scene, text) in enumerate(generate_records(spec, TEST_SHIFTED)):
+        item_id = f"{TEST_SHIFTED}-{i:06d}"
+        rel = f"images/{TEST_SHIFTED}/{item_id}.jpg"
+        image, quality = render_shifted(scene, f"{spec.seed}/{TEST_SHIFTED}/{i}")
+        image.save(out / rel, format="JPEG", quality=quality)
+        rows.append([item_id, rel, text, scene.label])
+    return _write_manifest(out / f"{TEST_SHIFTED}.csv", ["id", "image", "text", "label"], rows)
 
 
 def _write_manifest(manifest: Path, header: list[str], rows: list[list[str]]) -> Path:
