@@ -149,6 +149,9 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--text-tower", choices=["minilm", "transformer"], default="minilm",
                    help="minilm (default): the pretrained all-MiniLM-L6-v2, locked, with a trained "
                         "projection (LiT); transformer: a text tower trained from scratch")
+    m.add_argument("--image-tower", choices=["convnet", "efficientnet_lite0"], default="convnet",
+                   help="convnet (default): trained from scratch; efficientnet_lite0: ImageNet-"
+                        "pretrained EfficientNet-Lite0, fine-tuned at 64 px")
     m.add_argument("--config", type=Path)
     m.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     m.add_argument("--audio", action="store_true",
@@ -345,8 +348,12 @@ def run(args: argparse.Namespace) -> None:
     elif args.verb == "demo":
         from .demo import DEMO_SCENES, demo_config, run_demo
         result = run_demo(args.out, n=args.n or DEMO_SCENES,
-                          run=demo_config(args.overrides, args.config, args.text_tower))
+                          run=demo_config(args.overrides, args.config, args.text_tower,
+                                          args.image_tower))
         _print_results(result.results)
+        if "test_shifted" in result.results:
+            print("shifted test split (test_shifted.csv):")
+            _print_results(result.results["test_shifted"])
         for query, hits in result.queries.items():
             print(f"search {query}")
             cli_search.print_hits(hits, False)

@@ -27,12 +27,34 @@ def test_demo_runs_end_to_end_with_the_locked_minilm(tmp_path):
     for direction in ("image", "text"):
         assert metrics[f"{direction}_retrieval_recall@5"] >= 2 * 5 / n, metrics
     assert result.results["test_words_retrieval"]["n"] == 20
+    shifted = result.results["test_shifted"]  # the test scenes, rendered with the shift
+    assert shifted["retrieval"]["n"] == 20 and shifted["zero_shot"]["n_classes"] == 48
+    assert "zero_shot_unseen_combos" in shifted and "retrieval_by_label" in shifted
+    assert (tmp_path / "demo" / "eval_shifted" / "results.json").is_file()
     assert all(len(hits) == 3 for hits in result.queries.values())
     from jointspace.index import Collection  # the test images, on the collection's vector store
     col = Collection.open(result.collection_dir)
     assert len(col) == 20 and col.info["store"] == "faiss" and col.store("image").count() == 20
     card = (tmp_path / "demo" / "model" / "README.md").read_text()
     assert "| text | minilm | none | 0 |" in card
+
+
+def test_demo_with_the_pretrained_image_tower(tmp_path):
+    """``--image-tower efficientnet_lite0``: the ImageNet EfficientNet-Lite0 fine-tuned
+    whole at 64 px next to the locked MiniLM; a few steps, both test splits evaluated."""
+    import pytest
+    from jointspace.demo import IMAGE_TOWERS
+    assert IMAGE_TOWERS == ("convnet", "efficientnet_lite0")
+    run = demo_config(["train.batch_size=8", "train.max_steps=2", "train.eval_every=2",
+                       "train.warmup_steps=1"], image_tower="efficientnet_lite0")
+    image = run.model.towers["image"]
+    assert (image.name, image.trainable, image.options["image_size"]) == ("efficientnet_lite", "all", 64)
+    assert run.model.towers["text"].trainable == "none"
+    with pytest.raises(ValueError, match="image_tower"):
+        demo_config(image_tower="resnet")
+    result = run_demo(tmp_path / "eff", n=100, run=run, k=2)
+    assert result.results["n"] == 10 and result.results["test_shifted"]["retrieval"]["n"] == 10
+    assert "| image | efficientnet_lite | all |" in (result.model_dir / "README.md").read_text()
 
 
 def test_held_out_splits_stay_at_700_rows():
