@@ -114,16 +114,20 @@ def _read_mono(f: Any, frames: int, path: Any) -> np.ndarray:
     read in blocks of at most :data:`BLOCK_VALUES` samples: memory follows what the file
     holds, not the frame or channel count its header claims."""
     block = max(1, BLOCK_VALUES // f.channels)
-    parts = []
-    while frames > 0:
-        data = f.read(frames=min(block, frames), dtype="float32", always_2d=True)
+    # one array, filled block by block (not blocks then their concatenation: twice the clip).
+    # ``frames`` is at most max_seconds × MAX_RATE, whatever the header claims, and the
+    # pages of the array no block reaches are never touched, so never resident
+    out = np.empty(max(frames, 0), np.float32)
+    done = 0
+    while done < frames:
+        data = f.read(frames=min(block, frames - done), dtype="float32", always_2d=True)
         if not len(data):
             break
         if not np.isfinite(data).all():
             raise DataError(f"audio file has NaN or infinite samples: {path}")
-        parts.append(data.mean(axis=1) if f.channels > 1 else data[:, 0])
-        frames -= len(data)
-    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        out[done:done + len(data)] = data.mean(axis=1) if f.channels > 1 else data[:, 0]
+        done += len(data)
+    return out if done == len(out) else out[:done].copy()
 
 
 def resampling_ratio(rate: int, target: int = SAMPLE_RATE) -> tuple[int, int]:
@@ -170,6 +174,22 @@ def check_audio(path: Any) -> ItemCheck:
     if float(np.abs(decoded.samples).max()) < SILENCE_PEAK:
         return ItemCheck(f"audio is silent (peak below -80 dBFS): {path}")
     return ItemCheck(None, tuple(f"{note}: {path}" for note in decoded.notes))
+
+
+def samples_problem(samples: Any) -> str | None:
+    """Why an array of samples (NumPy or torch) given as a query cannot be used, or None:
+    the silence rule of :func:`check_audio` (an empty array is refused too)."""
+    if hasattr(samples, "detach"):  # a torch tensor, on any device
+        samples = samples.detach().float().cpu().numpy()
+    samples = np.asarray(samples)
+    if samples.size == 0:
+        return "audio samples are empty (0 samples)"
+    if not np.issubdtype(samples.dtype, np.number):
+        return None  # the tower names what it takes
+    peak = float(np.nanmax(np.abs(samples))) if not np.isnan(samples).all() else 0.0
+    if peak < SILENCE_PEAK:
+        return "audio is silent (peak below -80 dBFS)"
+    return None
 
 
 #: the file name endings of audio in a folder being indexed: formats :func:`decode_audio`

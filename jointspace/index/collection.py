@@ -507,16 +507,39 @@ class Collection:
     def warm_up(self) -> float:
         """Encode one query in each modality the model takes (text, image, audio) and search
         each indexed store once, so that the first real query costs what any does (a server
-        does this before it reports ready). Returns the seconds it took."""
+        does this before it reports ready). Images and audio are files written to a
+        temporary folder and taken the way a query's file is (checked, then decoded by the
+        tower): the audio a 44.1 kHz WAV, so the decoder (soundfile) and the resampler
+        (``scipy.signal``) are loaded here, not by the first real clip; the image a JPEG,
+        through :func:`~jointspace.towers.vision.open_image`. Returns the seconds it took."""
+        import tempfile
+
         from PIL import Image
 
+        from .query import file_problem
+
         started = time.perf_counter()
-        t = np.arange(16_000, dtype=np.float32) / 16_000
-        samples = {"text": lambda: "warm-up", "image": lambda: Image.new("RGB", (64, 64), "gray"),
-                   "audio": lambda: 0.1 * np.sin(2 * np.pi * 440 * t)}
-        for modality in self.model_modalities():
-            if modality in samples:
-                self._batcher.encode(modality, samples[modality]())
+        with tempfile.TemporaryDirectory(prefix="jointspace-warm-up-") as tmp:
+            def image() -> Path:
+                path = Path(tmp) / "warm-up.jpg"
+                Image.new("RGB", (64, 64), "gray").save(path, "JPEG")
+                return path
+
+            def audio() -> Path:
+                import soundfile
+
+                path, rate = Path(tmp) / "warm-up.wav", 44_100
+                t = np.arange(rate // 4, dtype=np.float32) / rate  # 0.25 s of 440 Hz
+                soundfile.write(path, 0.1 * np.sin(2 * np.pi * 440 * t), rate, subtype="PCM_16")
+                return path
+            samples = {"text": lambda: "warm-up", "image": image, "audio": audio}
+            for modality in self.model_modalities():
+                if modality in samples:
+                    item = samples[modality]()
+                    problem = file_problem(modality, item)  # what a query's file goes through
+                    if problem:
+                        raise JointspaceError(f"warming up {modality}: {problem}")
+                    self._batcher.encode(modality, item)
         probe = np.full(self.dim, self.dim ** -0.5, np.float32)
         for modality in self.modalities:
             if self.store(modality).count():

@@ -23,7 +23,7 @@ scored by its plain cosine (calibrating one term does not change its order).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -37,11 +37,14 @@ CALIBRATION_SAMPLE = 20_000
 @dataclass(frozen=True)
 class Term:
     """One part of a query: ``modality`` is a tower's modality or ``"vector"``
-    (``value`` is then a query vector of the collection's dimension)."""
+    (``value`` is then a query vector of the collection's dimension). ``checked``: the
+    value already passed :func:`file_problem` where it was made (a server's upload, whose
+    message names the form field), so the search does not decode it again to check it."""
 
     modality: str
     value: Any
     weight: float = 1.0
+    checked: bool = field(default=False, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,7 @@ def check_terms(terms: Sequence[Term], modalities: Sequence[str]) -> list[Term]:
             raise JointspaceError(f"{where}: weight must be a finite number, got {term.weight!r}")
         if term.modality == "text" and (not isinstance(term.value, str) or not term.value.strip()):
             raise JointspaceError(f"{where}: the text is empty")
-        problem = file_problem(term.modality, term.value)
+        problem = None if term.checked else file_problem(term.modality, term.value)
         if problem:
             raise DataError(f"{where}: {problem}")
     return terms
@@ -113,7 +116,12 @@ def file_problem(modality: str, value: Any) -> str | None:
     """Why a query's file cannot be used, or None: the check indexing and training apply
     to every file of ``modality`` (audio: undecodable, empty or silent; images: not
     decodable), so a file refused there is refused as a query, from the CLI, Python or
-    HTTP. Values that are not paths (a PIL image, an array of samples) are not checked."""
+    HTTP. An array of audio samples (NumPy or torch) gets the same silence rule (and an
+    empty one is refused); other values that are not paths (a PIL image) are not checked."""
+    if modality == "audio" and (isinstance(value, np.ndarray) or hasattr(value, "detach")):
+        from ..data.audio import samples_problem
+
+        return samples_problem(value)
     if not isinstance(value, (str, Path)):
         return None
     from ..towers import MODALITIES  # lazy: registers every modality
