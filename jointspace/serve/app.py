@@ -4,23 +4,31 @@ Endpoints: ``POST /search`` (JSON: text, base64 image or audio, vectors, weighte
 terms, filters, k, offset), ``POST /search/upload`` (the same from a multipart
 form with a file, for ``curl -F``), ``GET /items/{id}`` and its ``/file`` and
 ``/thumbnail``, ``GET /healthz`` and ``GET /readyz``, the OpenAPI docs at ``/docs``
-(Swagger UI's files served from the ``fastapi-offline`` package: no network needed),
-and the search page at ``/``.
+and ``/redoc`` (Swagger UI's files served from the ``fastapi-offline`` package: no
+network needed; with an API key the schema declares it, so Swagger UI's "Authorize"
+sends it), and the search page at ``/``.
 
 Readiness: the app loads the collection's model when it is made (a collection it
 cannot query, such as one whose model folder moved, is refused then, not at every
-search), then warms up on a thread (:meth:`Collection.warm_up`: one query per
-modality, each store opened). Until that is done ``/healthz`` says ``"ready":
-false`` and ``/readyz`` answers 503; the first real query then costs what any does.
+search), then warms up (:meth:`Collection.warm_up`: one query per modality, through
+the decoding a real query's file takes, each store opened). By default it warms on a
+thread while it already answers: until that is done ``/healthz`` says ``"ready":
+false`` and ``/readyz`` answers 503. With ``warm_before_serving`` it warms in the
+ASGI lifespan's startup instead, so the server (each uvicorn worker) accepts no
+request before it is warm: ``jointspace serve --workers N`` does this, as each worker
+process has its own model and its own readiness, and a probe answered by any of them
+must speak for the one that answers the next query.
 
 Safety, by default: bound to 127.0.0.1; no CORS headers (browsers refuse
 cross-origin calls) unless origins are given; request bodies, uploads, decoded
-image sizes, terms per query and result depth (``offset + k``) limited; with
-an API key, every route but ``/`` (the page itself, which holds no data),
-``/healthz`` and ``/readyz`` needs it as ``X-API-Key`` or ``Authorization: Bearer``; a
-file is served only if its real path (symlinks resolved) lies inside a folder the
-collection was indexed from. Malformed input is answered with a 4xx and a
-message saying what is wrong; the server carries on.
+image sizes, terms per query, result depth (``offset + k``) and filter values per
+request (:data:`~.schemas.MAX_FILTER_VALUES`) limited; with an API key, every route
+but the public ones (``/``, the page itself, ``/healthz``, ``/readyz``, and the docs:
+``/docs``, ``/redoc``, ``/openapi.json``, ``/docs/*``; none holds data) needs it as
+``X-API-Key`` or ``Authorization: Bearer``; a file is served only if its real path
+(symlinks resolved) lies inside a folder the collection was indexed from. Malformed
+input is answered with a 4xx and a message saying what is wrong (a 422 never echoes
+the input back); the server carries on.
 
 >>> app = create_app("runs/col", api_key="secret")    # doctest: +SKIP
 
@@ -50,12 +58,19 @@ from ..index.filters import refuse_hidden
 from ..progress import logger
 from .files import Files
 from .guards import BodyLimit, KeyCheck
-from .schemas import ERRORS, MAX_QUERY_CHARS, Health, ItemOut, Ready, SearchIn, SearchOut
+from .schemas import (ERRORS, MAX_FILTER_VALUES, MAX_QUERY_CHARS, MAX_TERMS, Health, ItemOut, Ready,
+                      SearchIn, SearchOut, TooManyFilterValues)
 from .uploads import Uploads, sniff
 
 PAGE = Path(__file__).with_name("static") / "index.html"
-PUBLIC = ("/", "/healthz", "/readyz")
 DOCS_ASSETS = "/docs/assets"  # Swagger UI's and ReDoc's JS and CSS, from the fastapi-offline package
+#: routes open without the API key: the page, the probes and the docs (none holds data)
+PUBLIC = ("/", "/healthz", "/readyz", "/docs", "/redoc", "/openapi.json")
+PUBLIC_PREFIXES = ("/docs/",)  # the docs' assets and Swagger UI's OAuth redirect page
+#: the API key in the OpenAPI schema: Swagger UI's "Authorize" asks for it and sends it
+SECURITY_SCHEMES = {"APIKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                    "BearerAuth": {"type": "http", "scheme": "bearer"}}
+UPLOAD_MODALITIES = ("image", "audio")
 ITEM_ID = PathParam(ge=1, le=2**63 - 1, description="an item id, as in a hit")
 NOSNIFF = {"X-Content-Type-Options": "nosniff"}
 HIDDEN = ("key", "path", "source")  # item fields never shown to clients (they name server paths)
@@ -70,7 +85,8 @@ def create_app(collection: str | Path | Collection, *, api_key: str | None = Non
                max_upload_bytes: int = 10 << 20, max_request_bytes: int = 16 << 20,
                cors_origins: Sequence[str] = (), max_k: int = 1000, max_window: int = 10_000,
                max_image_pixels: int = 50_000_000, max_query_chars: int = MAX_QUERY_CHARS,
-               device: str | None = None, model: str | Path | None = None) -> FastAPI:
+               device: str | None = None, model: str | Path | None = None,
+               warm_before_serving: bool = False) -> FastAPI:
     """The FastAPI app serving ``collection`` (a folder or an opened :class:`Collection`).
 
     ``model``: the collection's model folder, if it moved (fingerprint checked; see
@@ -80,7 +96,13 @@ def create_app(collection: str | Path | Collection, *, api_key: str | None = Non
     unbounded offset would let one request exhaust memory. ``max_query_chars`` bounds
     each query text (413 beyond): texts are encoded on the one thread every query
     shares. Filters may name only the fields a client sees (not ``key``, ``path``,
-    ``source``: they would tell which server paths are indexed)."""
+    ``source``: they would tell which server paths are indexed) and hold at most
+    :data:`~.schemas.MAX_FILTER_VALUES` values in all (413 beyond). A JSON body holding
+    more commas than a valid request (``10 × MAX_FILTER_VALUES + 33 × (dim +
+    max_query_chars) + 1000``: its filter values with up to 9 commas each, vectors and
+    texts) is a 413 before it is parsed (parsing 1.3 M labels took 150 MB for a moment).
+    ``warm_before_serving``: warm up in the lifespan's startup (the server accepts
+    nothing before), not on a thread while answering (module docstring)."""
     col = collection if isinstance(collection, Collection) else \
         Collection.open(collection, device=device, model=model)
     if model is not None and isinstance(collection, Collection):
@@ -92,11 +114,6 @@ def create_app(collection: str | Path | Collection, *, api_key: str | None = Non
         return col.info.get("roots", [])
     files = Files(roots)
     uploads = Uploads(max_upload_bytes, max_image_pixels)
-    # the docs pages load Swagger UI / ReDoc from this server, not from a CDN
-    app = FastAPIOffline(title="jointspace", version="1", static_url=DOCS_ASSETS,
-                         swagger_ui_parameters={"validatorUrl": None},
-                         description=f"Search the collection {col.path.name} by text, image, "
-                                     "audio, vectors and weighted mixes of them.")
     ready, warm_error = threading.Event(), []
 
     def warm_up() -> None:
@@ -108,11 +125,36 @@ def create_app(collection: str | Path | Collection, *, api_key: str | None = Non
             logger.warning("%s", warm_error[0])
         finally:
             ready.set()
-    threading.Thread(target=warm_up, name="jointspace-warm-up", daemon=True).start()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> Any:
+        if warm_before_serving:  # uvicorn opens the socket (a worker accepts) after this
+            import anyio
+
+            await anyio.to_thread.run_sync(warm_up)
+        yield
+    # the docs pages load Swagger UI / ReDoc from this server, not from a CDN
+    app = FastAPIOffline(title="jointspace", version="1", static_url=DOCS_ASSETS, lifespan=lifespan,
+                         swagger_ui_parameters={"validatorUrl": None, "persistAuthorization": True},
+                         description=f"Search the collection {col.path.name} by text, image, "
+                                     "audio, vectors and weighted mixes of them.")
+    if not warm_before_serving:
+        threading.Thread(target=warm_up, name="jointspace-warm-up", daemon=True).start()
 
     @app.exception_handler(JointspaceError)
     async def user_error(request: Request, e: JointspaceError) -> JSONResponse:
         return JSONResponse({"detail": str(e)}, status_code=400)
+
+    @app.exception_handler(TooManyFilterValues)
+    async def too_many_values(request: Request, e: TooManyFilterValues) -> JSONResponse:
+        return JSONResponse({"detail": str(e)}, status_code=413)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer echoes each bad value: a 10 MB list back to its sender, encoded
+        # item by item (seconds of the server's time)
+        return JSONResponse({"detail": [{k: v for k, v in error.items() if k in ("type", "loc", "msg")}
+                                        for error in e.errors()]}, status_code=422)
 
     @app.exception_handler(UnknownFilterError)
     async def unknown_filter(request: Request, e: UnknownFilterError) -> JSONResponse:
@@ -124,11 +166,14 @@ def create_app(collection: str | Path | Collection, *, api_key: str | None = Non
             raise JointspaceError(f"{where}: the model has no {modality!r} tower; it encodes "
                                   f"{', '.join(col.model_modalities())}")
 
-    def file_term(where: str, modality: str, data: bytes, weight: float, folder: Path) -> Term:
+    def file_term(where: str, modality: str, data: list[bytes], weight: float, folder: Path) -> Term:
+        """The term of a file's bytes, ``data`` a list of one that is emptied: the bytes are
+        not held while the file is decoded (a 10 s clip at 384 kHz is 7.7 MB)."""
         if modality == "image":
-            return Term("image", uploads.image(where, data), weight)
-        if modality == "audio":
-            return Term("audio", uploads.audio(where, data, folder), weight)
+            return Term("image", uploads.image(where, data.pop()), weight)
+        if modality == "audio":  # checked here (naming the field): the search does not again
+            path = uploads.save(where, data.pop(), folder)
+            return Term("audio", uploads.audio(where, path), weight, checked=True)
         raise HTTPException(400, f"{where}: a file is an image or audio, not {modality!r}")
 
     def check_text(where: str, text: str | None) -> None:
@@ -153,7 +198,7 @@ def create_app(collection: str | Path | Collection, *, api_key: str | None = Non
             terms.append(Term("text", body.text))
         for modality in ("image", "audio"):
             if getattr(body, modality) is not None:
-                data = uploads.decode(modality, getattr(body, modality))
+                data = [uploads.decode(modality, getattr(body, modality))]
                 terms.append(file_term(modality, modality, data, 1.0, folder))
         if body.vector is not None:
             terms.append(Term("vector", body.vector))
@@ -169,7 +214,7 @@ def create_app(collection: str | Path | Collection, *, api_key: str | None = Non
             elif t.vector is not None:
                 terms.append(Term("vector", t.vector, t.weight))
             else:
-                data = uploads.decode(f"term {i}", t.data)
+                data = [uploads.decode(f"term {i}", t.data)]
                 terms.append(file_term(f"term {i}", t.modality, data, t.weight, folder))
         return terms
 
@@ -221,24 +266,32 @@ def create_app(collection: str | Path | Collection, *, api_key: str | None = Non
             where: str | None = Form(None, description='filters as JSON: {"label": "red circle"}'),
             target: str | None = Form(None), calibrate: bool = Form(True)) -> JSONResponse:
         """Search with an uploaded file (``curl -F file=@q.png -F text=red -F text_weight=0.5``)."""
+        # the cheap checks first: nothing is read or decoded for a request refused anyway
+        if modality is not None and modality not in UPLOAD_MODALITIES:
+            raise HTTPException(422, f"modality must be {' or '.join(UPLOAD_MODALITIES)} (the "
+                                     f"file's), got {modality!r}; a text goes in the form field text")
+        check_text("text", text)
         try:
             filters = json.loads(where) if where else None
+        except RecursionError:
+            raise HTTPException(400, "where is not JSON a filter can be: it is nested too deeply") from None
+        except ValueError as e:  # json.JSONDecodeError, and numbers of too many digits
+            raise HTTPException(400, f"where is not JSON: {e}") from None
+        try:
             body = SearchIn(terms=[{"modality": "text", "text": text, "weight": text_weight}]
                             if text is not None else [], k=k, offset=offset, where=filters,
                             target=target, calibrate=calibrate)
-        except json.JSONDecodeError as e:
-            raise HTTPException(400, f"where is not JSON: {e}") from None
         except ValidationError as e:
             raise RequestValidationError(e.errors(include_url=False, include_context=False)) from None
-        kind = None
+        kind, data = None, []
         if file is not None:
-            data = file.file.read(max_upload_bytes + 1)
-            uploads.check_size(file.filename or "file", len(data))
-            if not data:
+            data = [file.file.read(max_upload_bytes + 1)]
+            uploads.check_size(file.filename or "file", len(data[0]))
+            if not data[0]:
                 raise HTTPException(400, f"{file.filename} is empty")
             # what the form names, else what the bytes are, else what the client labelled them
-            kind = modality or sniff(data) or (file.content_type or "").split("/")[0]
-            if kind not in ("image", "audio"):
+            kind = modality or sniff(data[0]) or (file.content_type or "").split("/")[0]
+            if kind not in UPLOAD_MODALITIES:
                 raise HTTPException(415, f"{file.filename}: not a known image or audio format "
                                          "(PNG, JPEG, GIF, WebP, BMP, TIFF; WAV, FLAC, OGG, MP3, "
                                          f"AIFF) and its content type is {file.content_type!r}; "
@@ -299,11 +352,30 @@ def create_app(collection: str | Path | Collection, *, api_key: str | None = Non
         return HTMLResponse(PAGE.read_text(encoding="utf-8"), headers=PAGE_HEADERS)
 
     app.state.collection, app.state.ready = col, ready
+    if api_key:
+        base = app.openapi
+
+        def openapi() -> dict[str, Any]:
+            if app.openapi_schema is None:
+                schema = base()  # FastAPI's, kept as app.openapi_schema: completed here, once
+                schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+                for path, operations in schema["paths"].items():
+                    if path not in PUBLIC:  # either scheme will do
+                        for operation in operations.values():
+                            operation["security"] = [{name: []} for name in SECURITY_SCHEMES]
+                app.openapi_schema = schema
+            return app.openapi_schema
+        app.openapi = openapi  # type: ignore[method-assign]
     # outermost last: CORS answers preflights (which carry no key) and labels every
     # answer, 413 and 401 included; then the body limit; then the key
     if api_key:
-        app.add_middleware(KeyCheck, key=api_key, public=PUBLIC)
-    app.add_middleware(BodyLimit, limit=max_request_bytes)
+        app.add_middleware(KeyCheck, key=api_key, public=PUBLIC, public_prefixes=PUBLIC_PREFIXES)
+    # a JSON body's commas bound the values it holds: more than a valid request can hold
+    # (commas in its texts and filter values allowed for) is refused before it is parsed
+    max_commas = 10 * MAX_FILTER_VALUES + (MAX_TERMS + 1) * (col.dim + max_query_chars) + 1000
+    app.add_middleware(BodyLimit, limit=max_request_bytes, max_commas=max_commas,
+                       why=f": at most {MAX_FILTER_VALUES} filter values, {MAX_TERMS + 1} vectors of "
+                           f"{col.dim} and texts of {max_query_chars} characters; refused unparsed")
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins),

@@ -15,13 +15,17 @@ from starlette.datastructures import Headers
 
 
 class BodyLimit:
-    """Answers 413 to request bodies over ``limit`` bytes, declared or streamed (chunked).
+    """Answers 413 to request bodies over ``limit`` bytes, declared or streamed (chunked),
+    and to JSON bodies (any but a multipart form) holding more than ``max_commas`` commas.
 
     The body is read here, up to the limit, and replayed to the app: an error
-    raised inside the app's own body parsing would be turned into a 400."""
+    raised inside the app's own body parsing would be turned into a 400. The commas
+    bound the values a JSON body holds, counted before it is parsed (12 ms for 14 MB):
+    parsing 14 MB of short strings costs 0.15 s and 150 MB for a moment, for a request
+    refused anyway. ``why`` ends the message (what a valid request holds at most)."""
 
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app: Any, limit: int, max_commas: int | None = None, why: str = "") -> None:
+        self.app, self.limit, self.max_commas, self.why = app, limit, max_commas, why
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -38,6 +42,14 @@ class BodyLimit:
             more = message.get("more_body", False)
             if len(body) > self.limit:
                 return await self._too_large(scope, receive, send)
+        if self.max_commas is not None and not Headers(scope=scope).get("content-type", "").startswith(
+                "multipart/form-data"):
+            commas = body.count(b",")
+            if commas > self.max_commas:
+                return await JSONResponse({"detail": f"the request body holds {commas} commas, more "
+                                           f"values than a valid request ({self.max_commas}){self.why}"},
+                                          status_code=413)(scope, receive, send)
+        body = bytes(body)  # one copy held while the app parses it, not two
         replayed = False
 
         async def replay() -> dict:
@@ -45,7 +57,7 @@ class BodyLimit:
             if replayed:
                 return await receive()  # waits for the disconnect, as the server would
             replayed = True
-            return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return {"type": "http.request", "body": body, "more_body": False}
         await self.app(scope, replay, send)
 
     async def _too_large(self, scope: dict, receive: Any, send: Any) -> None:
@@ -55,13 +67,18 @@ class BodyLimit:
 
 class KeyCheck:
     """Answers 401 unless the request carries ``key`` as ``X-API-Key: KEY`` or
-    ``Authorization: Bearer KEY`` (compared in constant time); ``public`` paths are open."""
+    ``Authorization: Bearer KEY`` (compared in constant time); ``public`` paths, and those
+    starting with one of ``public_prefixes``, are open."""
 
-    def __init__(self, app: Any, key: str, public: Collection[str]) -> None:
+    def __init__(self, app: Any, key: str, public: Collection[str],
+                 public_prefixes: tuple[str, ...] = ()) -> None:
         self.app, self.key, self.public = app, key.encode(), frozenset(public)
+        self.public_prefixes = tuple(public_prefixes)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] in self.public:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in self.public or (
+                path.startswith(self.public_prefixes) and ".." not in path):  # no way out of it
             return await self.app(scope, receive, send)
         headers = Headers(scope=scope)
         given = headers.get("x-api-key", "")

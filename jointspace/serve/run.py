@@ -11,6 +11,15 @@ coordination. Workers are started by uvicorn (its supervisor restarts one that
 dies) and build the app from an environment variable, as spawned processes
 must.
 
+Readiness with workers: each worker has its own model, so its own warm-up and its
+own ready flag, and the kernel hands each connection to any worker. So a worker warms
+up in its app's lifespan startup, before uvicorn lets it accept (``create_app(...,
+warm_before_serving=True)``): whichever worker answers ``/readyz`` is warm, and so is
+the one answering the next query. Until the first worker is warm the port refuses
+connections (uvicorn listens once a worker's startup is done); a worker still warming
+(one restarted, say) takes none. One process (``workers=1``) answers at once instead,
+with ``/readyz`` 503 until it is warm.
+
 >>> serve("runs/col", port=8000)                         # doctest: +SKIP
 >>> serve("runs/col", workers=2, threads=1)              # doctest: +SKIP
 """
@@ -52,6 +61,8 @@ def app_from_environment() -> FastAPI:
     set_threads(settings.pop("threads", None))
     collection = settings.pop("collection")
     api_key = os.environ.get("JOINTSPACE_API_KEY") or None
+    # warm before accepting: a probe answered by this worker must hold for its queries
+    settings.setdefault("warm_before_serving", True)
     return create_app(collection, api_key=api_key, **settings)
 
 
@@ -65,7 +76,8 @@ def serve(collection: str | Path | Collection, host: str = "127.0.0.1", port: in
     defaults to ``$JOINTSPACE_API_KEY``; ``kwargs`` go to :func:`create_app` (``model=DIR``:
     the collection's model folder, if it moved). A collection that cannot be queried (its
     model gone or replaced) raises :class:`~jointspace.errors.JointspaceError` before the
-    port opens; ``/readyz`` answers 200 once the model has warmed up."""
+    port opens; ``/readyz`` answers 200 once the model has warmed up (with several workers,
+    each warms up before it accepts a request: see the module docstring)."""
     import uvicorn
 
     from ..progress import logger

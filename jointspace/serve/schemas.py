@@ -3,13 +3,32 @@ from __future__ import annotations
 
 from typing import Any, Union
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+
+from ..errors import JointspaceError
 
 Scalar = Union[str, int, float, bool]
 MAX_TERMS = 32  # each term is one encoder call: a request cannot queue thousands
 #: characters of one query text over HTTP (create_app's max_query_chars): tokenising 2 MB
 #: took 2 s on the encoding thread every query shares; no text tower reads that far
 MAX_QUERY_CHARS = 2000
+#: filter values in one request over HTTP (all fields together): each costs parsing and a
+#: row of SQLite's json_each; 1.3 M labels (14.5 MB) took 2.5 s. Python and the CLI take any
+#: number (they are the server's own user).
+MAX_FILTER_VALUES = 10_000
+
+
+class TooManyFilterValues(JointspaceError):
+    """A request's ``where`` holds more than :data:`MAX_FILTER_VALUES` values (a 413): raised
+    while validating the body, before its values are validated one by one."""
+
+
+def count_filter_values(where: Any) -> int:
+    """The values of a ``where`` as sent (a list counts its items, anything else one), read
+    without validating them: O(fields), whatever the values."""
+    if not isinstance(where, dict):
+        return 0
+    return sum(len(v) if isinstance(v, (list, tuple)) else 1 for v in where.values())
 
 
 class TermIn(BaseModel):
@@ -35,10 +54,21 @@ class SearchIn(BaseModel):
     offset: int = Field(0, ge=0, description="skip this many results (pagination)")
     where: dict[str, Union[Scalar, list[Scalar]]] | None = Field(
         None, description='filters on item fields (modality, label, text) or metadata keys: '
-                          '{"label": ["a", "b"]}; a list may be of any length')
+                          '{"label": ["a", "b"]}; at most 10,000 values in all (413 beyond)')
     target: str | None = Field(None, description="the indexed modality searched (default: the first)")
     calibrate: bool = Field(True, description="standardise each term's scores before adding them")
     nprobe: int | None = Field(None, ge=1, le=65536, description="IVF cells to visit")
+
+    @field_validator("where", mode="before")
+    @classmethod
+    def _few_filter_values(cls, where: Any) -> Any:
+        # before pydantic validates each value: a long list is refused for the cost of len()
+        found = count_filter_values(where)
+        if found > MAX_FILTER_VALUES:
+            raise TooManyFilterValues(f"where holds {found} values; at most {MAX_FILTER_VALUES} "
+                                      "are accepted over HTTP (filter on a coarser field, or use "
+                                      "the Python API)")
+        return where
 
 
 class HitOut(BaseModel):
@@ -93,7 +123,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (400, "a malformed query: bad base64, a non-image, a wrong-sized vector, an unknown "
               "modality or filter"),
         (401, "the API key is missing or wrong"),
-        (413, "an upload, a query text or the request body is too large"))}
+        (413, "an upload, a query text, the filter values or the request body are too large"))}
 
-__all__ = ["ERRORS", "Health", "HitOut", "ItemOut", "MAX_QUERY_CHARS", "MAX_TERMS", "Problem", "Ready",
-           "SearchIn", "SearchOut", "TermIn"]
+__all__ = ["ERRORS", "Health", "HitOut", "ItemOut", "MAX_FILTER_VALUES", "MAX_QUERY_CHARS", "MAX_TERMS",
+           "Problem", "Ready", "SearchIn", "SearchOut", "TermIn", "TooManyFilterValues",
+           "count_filter_values"]

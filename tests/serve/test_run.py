@@ -137,3 +137,71 @@ def test_two_worker_processes_answer_like_the_python_api(col_dir):
     while any(map(_running, workers)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(map(_running, workers))  # the workers stopped with it
+
+
+#: loaded by every Python process of the server (parent and spawned workers): their warm-up
+#: says it has started (a file named by its pid), then waits for the gate file
+GATED_WARM_UP = """
+import os, pathlib, time
+gate = os.environ.get("JOINTSPACE_TEST_WARM_GATE")
+if gate:
+    from jointspace.index import collection
+    real = collection.Collection.warm_up
+
+    def gated(self):
+        pathlib.Path(f"{gate}.{os.getpid()}").touch()
+        while not pathlib.Path(gate).exists():
+            time.sleep(0.02)
+        return real(self)
+    collection.Collection.warm_up = gated
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="counts worker processes in /proc")
+def test_each_worker_is_warm_before_it_answers(col_dir, tmp_path):
+    """Review of issue 20: each worker has its own model and ready flag, and the kernel hands
+    a connection to any of them: a probe's 200 from a warm worker said nothing of the
+    next. Each worker warms up in its startup, before it listens: while both warm up
+    (held at a gate here) the port refuses connections, and every answer to /readyz,
+    whichever worker gives it, is 200."""
+    (tmp_path / "sitecustomize.py").write_text(GATED_WARM_UP)
+    gate = tmp_path / "gate"
+    port = _free_port()
+    env = {**os.environ, "JOINTSPACE_QUIET": "1", "JOINTSPACE_TEST_WARM_GATE": str(gate),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    env.pop("JOINTSPACE_API_KEY", None)
+    server = subprocess.Popen([sys.executable, "-m", "jointspace.cli", "serve", "--collection",
+                               str(col_dir), "--port", str(port), "--device", "cpu", "--workers", "2"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    answers = []
+
+    def probe() -> bool:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            conn.request("GET", "/readyz")
+        except ConnectionRefusedError:
+            return False
+        response = conn.getresponse()
+        answers.append((response.status, json.loads(response.read())))
+        return True
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.glob("gate.*"))) < 2:  # both workers are warming up
+            assert server.poll() is None, server.stderr.read()
+            assert time.monotonic() < deadline, "the workers did not start"
+            time.sleep(0.05)
+        for _ in range(20):  # while they are held: refused (it was 503 from a worker serving)
+            probe()
+            time.sleep(0.05)
+        assert answers == []
+        gate.touch()
+        while len(answers) < 12:  # fresh connections: the kernel spreads them over the workers
+            assert server.poll() is None, server.stderr.read()
+            if not probe():
+                time.sleep(0.05)
+        assert answers == [(200, {"ready": True})] * 12, answers
+        assert len(_workers(server.pid)) == 2
+    finally:
+        gate.touch()
+        server.terminate()
+        assert server.wait(timeout=60) is not None
