@@ -10,10 +10,13 @@ filter, search), starts ``jointspace serve`` in a subprocess, then:
    input ``--repeats`` times, one after another (bodies encoded beforehand):
 
    * a 244-byte WAV whose header says 655,331 Hz (refused: 400),
-   * 96-sample WAVs at 44,101 Hz and 383,999 Hz, and 5 s at 383,999 Hz (3.8 MB),
+   * 96-sample WAVs at 44,101 Hz and 383,999 Hz, and 5 s and 10 s at 383,999 Hz
+     (3.8 MB, 7.7 MB), the 10 s one also as a ``/search/upload`` file,
    * a 2 MB query text (413),
    * a filter on ``path`` (400: the server does not tell which paths it indexed),
-   * a ``where`` list of 40,000 labels (past SQLite's 32,766 parameters).
+   * ``where`` lists of 10,000 labels (the most a request may hold: 200), 10,001 (413,
+     before its values are validated) and 1.3 M labels (14 MB: 413, before it is parsed),
+   * a ``/search/upload`` ``where`` form field of 100,000 ``[`` (400; it was a 500).
 
 Reported: each hostile input's status and slowest answer, the server's RSS
 growth (``/proc/<pid>/status`` VmRSS after − before) and peak (VmHWM, reset
@@ -94,20 +97,54 @@ def wav(rate: int, samples: int, hz: float = 300.0) -> bytes:
     return buf.getvalue()
 
 
-def hostile_inputs() -> list[tuple[str, dict, int]]:
-    """``(what, request body, expected status)`` of each hostile input."""
-    def audio(data: bytes) -> dict:
-        return {"audio": base64.b64encode(data).decode(), "k": 5}
+@dataclass(frozen=True)
+class Request:
+    """A POST request's route, body and content type (encoded before it is sent)."""
+
+    path: str
+    body: bytes
+    content_type: str = "application/json"
+
+
+def as_json(body: dict) -> Request:
+    return Request("/search", json.dumps(body).encode())
+
+
+def as_form(fields: dict[str, str], file: bytes | None = None) -> Request:
+    """A ``/search/upload`` multipart form (``curl -F``), the file named q.wav."""
+    boundary = "jointspace-bench-boundary"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+             for name, value in fields.items()]
+    if file is not None:
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="q.wav"\r\n'
+                     "Content-Type: application/octet-stream\r\n\r\n".encode() + file + b"\r\n")
+    return Request("/search/upload", b"".join(parts) + f"--{boundary}--\r\n".encode(),
+                   f"multipart/form-data; boundary={boundary}")
+
+
+def hostile_inputs() -> list[tuple[str, Request, int]]:
+    """``(what, request, expected status)`` of each hostile input."""
+    def audio(data: bytes) -> Request:
+        return as_json({"audio": base64.b64encode(data).decode(), "k": 5})
     header = wav(655_331, 100)
-    labels = [f"label-{i}" for i in range(40_000)] + ["red"]
+    ten = wav(383_999, 10 * 383_999)
+    labels = [f"label-{i}" for i in range(9_999)] + ["red"]
+    many = [str(i) for i in range(1_300_000)]
     return [
         (f"WAV header 655,331 Hz ({len(header)} B)", audio(header), 400),
         ("WAV 44,101 Hz, 96 samples", audio(wav(44_101, 96)), 200),
         ("WAV 383,999 Hz, 96 samples", audio(wav(383_999, 96)), 200),
         ("WAV 383,999 Hz, 5 s (3.8 MB)", audio(wav(383_999, 5 * 383_999)), 200),
-        ("query text of 2 MB", {"text": "a red tone " * 190_651, "k": 5}, 413),
-        ("filter on path", {"text": "a red tone", "where": {"path": "/srv/sounds/1.wav"}}, 400),
-        ("where list of 40,001 labels", {"text": "a red tone", "k": 5, "where": {"label": labels}}, 200),
+        ("WAV 383,999 Hz, 10 s (7.7 MB)", audio(ten), 200),
+        ("upload: WAV 383,999 Hz, 10 s", as_form({"k": "5"}, ten), 200),
+        ("query text of 2 MB", as_json({"text": "a red tone " * 190_651, "k": 5}), 413),
+        ("filter on path", as_json({"text": "a red tone", "where": {"path": "/srv/sounds/1.wav"}}), 400),
+        ("where list of 10,000 labels", as_json({"text": "a red tone", "k": 5, "where": {"label": labels}}), 200),
+        ("where list of 10,001 labels", as_json({"text": "a red tone", "k": 5,
+                                                 "where": {"label": labels + ["blue"]}}), 413),
+        ("where list of 1.3 M labels (14 MB)", as_json({"text": "a red tone", "k": 5, "where": {"label": many}}),
+         413),
+        ("upload: where of 100,000 '['", as_form({"text": "a red tone", "where": "[" * 100_000}), 400),
     ]
 
 
@@ -188,9 +225,10 @@ class Server:
         self.stop()
 
 
-def post(conn: http.client.HTTPConnection, body: bytes) -> tuple[int, float, bytes]:
+def post(conn: http.client.HTTPConnection, body: bytes | Request) -> tuple[int, float, bytes]:
+    request = body if isinstance(body, Request) else Request("/search", body)
     t = time.perf_counter()
-    conn.request("POST", "/search", body=body, headers={"Content-Type": "application/json"})
+    conn.request("POST", request.path, body=request.body, headers={"Content-Type": request.content_type})
     response = conn.getresponse()
     payload = response.read()
     return response.status, time.perf_counter() - t, payload
@@ -231,14 +269,12 @@ def measure(server: Server, seconds: float = 3.0, repeats: int = 3) -> Figures:
     """Three phases: the other client alone; each hostile input alone (latency, server CPU,
     RSS); the hostile inputs again while the other client queries."""
     figures = Figures(load=(os.getloadavg()[0], 0.0))
-    inputs = [(Answer(what, expected), json.dumps(body).encode())
-              for what, body, expected in hostile_inputs()]
+    inputs = [(Answer(what, expected), request) for what, request, expected in hostile_inputs()]
     figures.answers = [answer for answer, _ in inputs]
     other = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
     queries = [json.dumps({"text": q, "k": 10}).encode() for q in QUERIES]
-    warm = [json.dumps({"audio": base64.b64encode(wav(44_100, 4410)).decode()}).encode()] + queries
-    for body in warm:  # every path once: a first use's imports are not a hostile input's cost
-        post(other, body)
+    for body in queries:  # no audio query first: the server's warm-up (it was ready before
+        post(other, body)  # this began) must have loaded the decoding of a 44.1 kHz WAV
     stop = time.monotonic() + seconds
     while time.monotonic() < stop:
         status, took, _ = post(other, queries[len(figures.idle) % len(queries)])
@@ -290,13 +326,13 @@ def report(figures: Figures) -> bool:
     """Print the figures; True if every target holds."""
     ok = True
     mb = 2**20
-    print(f"{'hostile input':32} {'status':>9} {'alone':>13} {'CPU':>6} {'beside':>13} {'RSS':>7}  detail")
+    print(f"{'hostile input':36} {'status':>9} {'alone':>13} {'CPU':>6} {'beside':>13} {'RSS':>7}  detail")
     for a in figures.answers:
         status = a.statuses.pop() if len(a.statuses) == 1 else -1
         good = status == a.expected and max(a.alone + a.beside) < 0.5
         ok &= good
         ms = lambda ts: f"{statistics.median(ts) * 1000:5.0f} /{max(ts) * 1000:5.0f}"  # noqa: E731
-        print(f"{a.what:32} {status:>3} ({a.expected}) {ms(a.alone)} {max(a.cpu) * 1000:5.0f} "
+        print(f"{a.what:36} {status:>3} ({a.expected}) {ms(a.alone)} {max(a.cpu) * 1000:5.0f} "
               f"{ms(a.beside)} {a.rss / mb:5.0f}MB  {a.detail[:60]}" + ("" if good else "  <-- FAIL"))
     growth = (figures.rss_after - figures.rss_before) / mb
     peak = None if figures.peak is None else (figures.peak - figures.rss_before) / mb
