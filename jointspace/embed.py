@@ -7,9 +7,11 @@ item (bad ones are listed in the part's quarantine file, never fatal), embeds
 the good ones and writes ``part-NNNNN.parquet`` under a temporary name, renamed
 when complete. A re-run skips every part already written, so a killed job
 resumes where it stopped, and redoes only the parts whose input changed
-(``embed.json`` records each part's input and its identity: a shard's size and
-mtime, a manifest part's rows); a folder made by another model, or from other
-inputs, is refused.
+(``embed.json`` records each part's input and its identity: a shard's size,
+mtime, ctime and inode, a manifest part's rows); a folder made by another model,
+or from other inputs, is refused. A part's quarantine file is written (or an old
+one removed) before the part: a part that exists has the quarantine of its own
+input; quarantine files of parts beyond the input are removed.
 
 Without ``ray_address`` a local Ray starts on this machine; with one, the same
 code runs on that cluster (``out`` and the data must then be on storage every
@@ -90,16 +92,20 @@ def units_signature(units: Sequence[dict[str, Any]]) -> str:
 
 
 def unit_identity(unit: dict[str, Any]) -> str:
-    """What one part holds, as a hash: its shard's path, size and mtime (a re-read of
-    every shard to hash its bytes would cost as much as embedding it), or its manifest
-    rows (key, item, text, label). A shard rewritten with the same size and mtime, or a
-    manifest row's file changed in place, is not noticed: ``touch`` it, or delete its part."""
+    """What one part holds, as a hash: its shard's path and ``stat`` identity — size,
+    mtime, ctime and inode — (a re-read of every shard to hash its bytes would cost as
+    much as embedding it), or its manifest rows (key, item, text, label). A shard
+    replaced by another file (a new inode: ``mv``, an atomic rewrite) or written in place
+    (a new ctime: no tool sets it back, as ``tar`` or ``touch -d`` set the mtime) is
+    noticed whatever its size and mtime; a ``chmod`` or a copy of a shard redoes its part
+    too, for nothing. A manifest row's file changed in place is not noticed: delete its
+    part."""
     import hashlib
 
     stat = None
     if unit["kind"] == "shard" and Path(unit["input"]).is_file():
         found = Path(unit["input"]).stat()
-        stat = [found.st_size, found.st_mtime_ns]
+        stat = [found.st_size, found.st_mtime_ns, found.st_ctime_ns, found.st_ino]
     rows = [[r["key"], r["item"], r["text"], r["label"]] for r in unit["rows"]]
     return hashlib.sha256(json.dumps([unit["input"], stat, rows], ensure_ascii=False).encode()
                           ).hexdigest()[:32]
@@ -109,10 +115,28 @@ def _part(out: Path, number: int) -> Path:
     return out / f"part-{number:05d}.parquet"
 
 
+def _quarantine(out: Path, number: int) -> Path:
+    return out / f"quarantine-{number:05d}.jsonl"
+
+
 def _drop_part(out: Path, number: int) -> None:
-    """Remove a part and its quarantine (the part first: a part that exists is complete)."""
+    """Remove a part and its quarantine (the part first: a part that exists is complete;
+    a kill in between leaves a quarantine without its part, which :func:`embed_unit`
+    replaces or removes before it writes the part again)."""
     _part(out, number).unlink(missing_ok=True)
-    (out / f"quarantine-{number:05d}.jsonl").unlink(missing_ok=True)
+    _quarantine(out, number).unlink(missing_ok=True)
+
+
+def _sweep_quarantines(out: Path, parts: int) -> list[Path]:
+    """Remove the part quarantine files numbered beyond ``parts`` (their parts were
+    removed, or never written: a kill between the two, a manifest with fewer rows now)."""
+    swept = []
+    for path in out.glob("quarantine-*.jsonl"):
+        number = path.stem.split("-", 1)[1]
+        if number.isdigit() and int(number) >= parts and not _part(out, int(number)).is_file():
+            path.unlink(missing_ok=True)
+            swept.append(path)
+    return swept
 
 
 def _records(out: Path, info: dict[str, Any], units: Sequence[dict[str, Any]], part_size: int,
@@ -245,10 +269,14 @@ def embed_unit(model: Any, unit: dict[str, Any], modality: str, out: Path, batch
         "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim),
         "label": strings["label"], "text": strings["text"], "source": strings["source"]})
     final = _part(out, unit["part"])
+    # the quarantine first, and an old one (a part redone, a kill after a part was dropped)
+    # replaced or removed: a part that exists is complete, with the quarantine of its input
     if problems:
-        atomic_write_text(out / f"quarantine-{unit['part']:05d}.jsonl", "".join(
+        atomic_write_text(_quarantine(out, unit["part"]), "".join(
             json.dumps({**p, "input": unit["input"]}) + "\n" for p in problems))
-    with atomic_path(final) as tmp:  # last: a part that exists is complete, with its quarantine
+    else:
+        _quarantine(out, unit["part"]).unlink(missing_ok=True)
+    with atomic_path(final) as tmp:
         pq.write_table(table, tmp)
     return {"part": unit["part"], "items": len(meta), "quarantined": len(problems),
             "seconds": time.perf_counter() - started}
@@ -297,6 +325,7 @@ def embed(model_dir: str | Path, source: str | Path, out: str | Path, *, modalit
         records = _records(out, info, units, part_size, source)
     # before embed.json records the new input: a kill in between leaves them missing
     redone, stale = _drop_changed(out, units, records, identities)
+    _sweep_quarantines(out, len(units))
     atomic_write_json(info_file, {
         "model": str(model_dir), "fingerprint": fingerprint, "modality": modality,
         "dim": config.embed_dim, "source": str(source), "kind": units[0]["kind"],
