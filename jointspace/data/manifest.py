@@ -267,8 +267,8 @@ def read_manifest(path: str | Path, *, required: tuple[str, ...] = ("image", "te
     ``<quarantine_dir>/quarantine-<manifest name>-<8 hex>.jsonl`` (one JSON
     object per row: line, reason, the original row) when ``quarantine_dir`` is
     given; the hex is a hash of the manifest's resolved path, so same-named
-    manifests from different folders do not overwrite each other. If no row
-    is valid, raises :class:`DataError` (after writing the quarantine).
+    manifests from different folders do not overwrite each other; with no bad
+    row, an earlier read's file there is removed. If no row is valid, raises :class:`DataError` (after writing the quarantine).
 
     >>> m = read_manifest("data/train.csv", quarantine_dir="runs/model")  # doctest: +SKIP
     """
@@ -337,6 +337,8 @@ def read_manifest(path: str | Path, *, required: tuple[str, ...] = ("image", "te
                        len(rows), result.bad_rows[0].line, result.bad_rows[0].reason)
     if quarantine_dir is not None and bad:
         result.quarantine_path = write_quarantine(result, quarantine_dir)
+    elif quarantine_dir is not None:  # an earlier read's list no longer holds
+        quarantine_file(path, quarantine_dir).unlink(missing_ok=True)
     if not records:
         first = result.bad_rows[0]
         where = (f"see {result.quarantine_path}" if result.quarantine_path is not None

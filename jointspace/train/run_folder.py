@@ -34,9 +34,13 @@ def never_trained(out: Path) -> bool:
 
 def check_fresh(out: Path) -> None:
     """Refuse to start a new run in a folder that already holds one; a run that never
-    trained (:func:`never_trained`) is started over, its files rewritten."""
+    trained (:func:`never_trained`) is started over: its quarantine files and empty log
+    are removed (they describe the data it read, not the retry's), its other files
+    rewritten."""
     if never_trained(out):
         logger.info("%s holds a run that stopped before its first step; starting over there", out)
+        for leftover in [*out.glob("quarantine-*.jsonl"), out / LOG_FILE]:
+            leftover.unlink(missing_ok=True)
         return
     if (out / CHECKPOINT_FILE).exists():
         if (out / WEIGHTS_FILE).exists():

@@ -115,6 +115,32 @@ def test_a_run_that_never_trained_does_not_block_a_retry(shapes_dir, tiny_run, t
     assert json.loads((out / "run.json").read_text())["train"]["batch_size"] == 16
 
 
+def test_a_retried_run_that_never_trained_starts_clean(shapes_dir, tiny_run, tmp_path):
+    """Review of issue 20: the failed run's quarantine of its manifest's bad rows stayed
+    beside the retry's model, which read a fixed manifest (another file, or the same one)."""
+    lines = (shapes_dir / "train.csv").read_text().splitlines()
+    rows = [line.replace(",images/", f",{shapes_dir}/images/", 1) for line in lines[1:]]
+    broken, fixed, out = tmp_path / "broken.csv", tmp_path / "fixed.csv", tmp_path / "m"
+    broken.write_text("\n".join(lines[:1] + rows + [rows[0].replace(".png", "-gone.png", 1)
+                                                   .replace(rows[0].split(",")[0], "gone", 1)]) + "\n")
+    fixed.write_text("\n".join(lines[:1] + rows) + "\n")
+    tiny_run.train.batch_size = 500  # 96 rows: fails after reading the data, before a step
+    with pytest.raises(JointspaceError, match="fewer than one batch"):
+        train(tiny_run, broken, out)
+    assert [p.name for p in out.glob("quarantine-*")] and (out / "run.json").is_file()
+    tiny_run.train.batch_size, tiny_run.train.max_steps = 16, 2
+    assert train(tiny_run, fixed, out).finished
+    assert not list(out.glob("quarantine-*"))
+    # a manifest read again with no bad row: its earlier list is removed too
+    from jointspace.data.manifest import read_manifest
+
+    with_bad = read_manifest(broken, quarantine_dir=tmp_path / "q")
+    assert with_bad.quarantine_path.is_file()
+    broken.write_text(fixed.read_text())
+    assert read_manifest(broken, quarantine_dir=tmp_path / "q").quarantine_path is None
+    assert not with_bad.quarantine_path.exists()
+
+
 def test_the_temperature_is_clamped_after_each_step(shapes_dir, tiny_run, tmp_path, monkeypatch):
     """A log scale pushed past log(100) is brought back by the clamp on the parameter."""
     real_init = trainer_module.JointModel.__init__
