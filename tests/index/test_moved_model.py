@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 import socket
-import threading
 
 import pytest
 import torch
@@ -100,23 +99,41 @@ def test_a_model_with_another_fingerprint_is_refused(moved, media_dir, capsys, m
         Collection.open(col).search(image=media_dir / "red.png")
 
 
-def test_a_second_writer_names_the_holder(tmp_path):
+def test_a_second_writer_names_the_holder(tmp_path, monkeypatch):
     tmp_path.joinpath(LOCK_FILE).write_text("")
     who = rf"pid {os.getpid()} on {socket.gethostname()}, since 20\d\d-"
     with WriterLock(tmp_path):
         with pytest.raises(JointspaceError, match=who):
             WriterLock(tmp_path).__enter__()
     # the moment between taking the lock and signing it: the second writer waits for the name
-    # (it read an empty file and said "pid unknown")
+    # (it read an empty file and said "pid unknown"). The holder signs while the second writer
+    # waits (at its first pause, not after a timer racing its deadline)
+    import fcntl
+
+    import jointspace.index.collection as collection
+
     holder = WriterLock(tmp_path)
     fd = os.open(holder.path, os.O_RDWR)
     os.ftruncate(fd, 0)
-    __import__("fcntl").flock(fd, __import__("fcntl").LOCK_EX)
-    threading.Timer(0.3, holder._sign, args=(fd,)).start()
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    pauses = []
+
+    def pause(seconds):
+        if not pauses:
+            holder._sign(fd)
+        pauses.append(seconds)
+    monkeypatch.setattr(collection.time, "sleep", pause)
     try:
         with pytest.raises(JointspaceError, match=who):
             WriterLock(tmp_path).__enter__()
+        assert len(pauses) == 1  # it read the unsigned file, waited, then read the signature
+        # a holder that never signs: named as such once the wait is over (no time waited here)
+        os.ftruncate(fd, 0)
+        monkeypatch.setattr(WriterLock, "SIGN_WAIT", 0.0)
+        with pytest.raises(JointspaceError, match="pid unknown: the lock file is not signed"):
+            WriterLock(tmp_path).__enter__()
     finally:
+        monkeypatch.undo()
         os.close(fd)
     with WriterLock(tmp_path):  # released: the next writer gets it
         pass
