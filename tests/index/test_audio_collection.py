@@ -3,28 +3,13 @@ import base64
 
 import numpy as np
 import pytest
-import torch
 from fastapi.testclient import TestClient
 
-from jointspace.config import ModelConfig, PairSpec, TowerSpec
 from jointspace.data.sounds import write_wav
 from jointspace.index import Collection, index_source
-from jointspace.model import JointModel
 from jointspace.serve import create_app
 
 SR = 16_000
-
-
-@pytest.fixture(scope="module")
-def audio_model_dir(tmp_path_factory):
-    """Untrained but complete: search mechanics need a model, not a good one."""
-    config = ModelConfig(embed_dim=16, towers={
-        "image": TowerSpec("convnet", {"image_size": 16, "widths": [8]}),
-        "audio": TowerSpec("audio_conv", {"widths": [8, 16], "layers": 1, "heads": 2, "n_mels": 32,
-                                          "clip_seconds": 0.5})},
-        pairs=[PairSpec("audio", "image")])
-    torch.manual_seed(0)
-    return JointModel(config).save(tmp_path_factory.mktemp("audio-model") / "m")
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +23,8 @@ def sounds(tmp_path_factory):
     return folder
 
 
-def test_audio_folder_indexed_and_searched_by_sound(audio_model_dir, sounds, tmp_path):
-    report = index_source(tmp_path / "col", audio_model_dir, sounds)
+def test_audio_folder_indexed_and_searched_by_sound(image_audio_model_dir, sounds, tmp_path):
+    report = index_source(tmp_path / "col", image_audio_model_dir, sounds)
     assert report.added == 6 and report.quarantined == 2
     reasons = {q.path.rsplit("/", 1)[-1]: q.reason for q in report.problems}
     assert "silent" in reasons["silence.wav"] and "cannot be decoded" in reasons["broken.wav"]

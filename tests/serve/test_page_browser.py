@@ -178,28 +178,17 @@ def test_search_page_with_an_api_key(collection, page):
 
 
 @pytest.fixture(scope="module")
-def audio_collection(tmp_path_factory):
+def audio_collection(tmp_path_factory, image_audio_model_dir):
     """Six tones indexed by an untrained image+audio model: the page's mechanics need
     audio items, not a good model."""
-    import torch
-
-    from jointspace.config import ModelConfig, PairSpec, TowerSpec
     from jointspace.data.sounds import write_wav
-    from jointspace.model import JointModel
 
     folder = tmp_path_factory.mktemp("page-audio")
-    config = ModelConfig(embed_dim=16, towers={
-        "image": TowerSpec("convnet", {"image_size": 16, "widths": [8]}),
-        "audio": TowerSpec("audio_conv", {"widths": [8, 16], "layers": 1, "heads": 2, "n_mels": 32,
-                                          "clip_seconds": 0.5})},
-        pairs=[PairSpec("audio", "image")])
-    torch.manual_seed(0)
-    model = JointModel(config).save(folder / "model")
     (folder / "sounds").mkdir()
     t = np.arange(8000) / 16_000
     for hz in (220, 330, 440, 550, 660, 880):
         write_wav(folder / "sounds" / f"tone-{hz}.wav", (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32))
-    index_source(folder / "col", model, folder / "sounds")
+    index_source(folder / "col", image_audio_model_dir, folder / "sounds")
     return folder
 
 
