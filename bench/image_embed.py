@@ -47,7 +47,7 @@ neighbours among all the images (``|ours ∩ reference| / 10``, mean and the
 Run from the repository root (never in CI)::
 
     .venv/bin/python bench/image_embed.py --images 256 --rounds 1        # a quick check
-    .venv/bin/python bench/image_embed.py --rounds 1 --work /tmp/ie      # 2,000 images: ~40 min here
+    .venv/bin/python bench/image_embed.py --rounds 1 --work /tmp/ie      # 2,000 images: ~30 min here
     .venv/bin/python bench/image_embed.py --images 500 --rounds 3 --cases hf js hf+bf16 js+bf16 js+bf16+w1
 """
 from __future__ import annotations
