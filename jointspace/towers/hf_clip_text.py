@@ -40,8 +40,8 @@ from torch import nn
 from ..errors import ConfigError, DataError, JointspaceError
 from .base import TOWERS
 from .hf_backbone import InferenceOptions
-from .hf_loading import (HF_CONFIG_FILE, FolderSource, config_signature, quiet_transformers, read_json,
-                         transformers_module)
+from .hf_loading import (HF_CONFIG_FILE, LOCAL_ONLY, FolderSource, config_signature,
+                         quiet_transformers, read_json, transformers_module)
 from .hf_text import HFTextTower
 
 SETTINGS_FILE = "hf_clip_text.json"
@@ -137,9 +137,9 @@ class HFClipTextTower(HFTextTower):
         with quiet_transformers():
             try:
                 tokenizer = transformers.AutoTokenizer.from_pretrained(
-                    str(src.model_dir), local_files_only=True, trust_remote_code=False)
+                    str(src.model_dir), **LOCAL_ONLY)
                 whole = transformers.AutoConfig.from_pretrained(
-                    str(src.model_dir), local_files_only=True, trust_remote_code=False)
+                    str(src.model_dir), **LOCAL_ONLY)
                 text_config = whole.text_config
                 if hasattr(whole, "projection_dim"):
                     text_config.projection_dim = whole.projection_dim  # CLIP's, not the default
@@ -269,7 +269,7 @@ class HFClipTextTower(HFTextTower):
         with quiet_transformers():
             hf_config = cls.config_class.from_pretrained(str(folder), local_files_only=True)
             tokenizer = transformers.AutoTokenizer.from_pretrained(
-                str(folder), local_files_only=True, trust_remote_code=False)
+                str(folder), **LOCAL_ONLY)
         self.text_class, self.masked = family.text_class, family.masked
         if self.backbone is None or config_signature(hf_config) != config_signature(self.backbone.config):
             self._rebuild_text(cls, hf_config)

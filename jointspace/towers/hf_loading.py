@@ -33,6 +33,11 @@ _LEGACY_POOLING = {"pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "
                    "pooling_mode_lasttoken": "lasttoken"}
 
 
+#: the keyword arguments of every ``from_pretrained`` here: this machine's files only, no
+#: code from the folder
+LOCAL_ONLY = {"local_files_only": True, "trust_remote_code": False}
+
+
 @contextlib.contextmanager
 def _offline() -> Iterator[None]:
     """``HF_HUB_OFFLINE=1`` while transformers loads (unless the user set it), then restored."""

@@ -84,7 +84,7 @@ from torch import nn
 from ..errors import ConfigError, DataError, JointspaceError
 from .base import TOWERS
 from .hf_backbone import HFBackboneTower, InferenceOptions
-from .hf_loading import (HF_CONFIG_FILE, POOLING_MODES, SETTINGS_FILE, TOKENIZER_FILE,
+from .hf_loading import (HF_CONFIG_FILE, LOCAL_ONLY, POOLING_MODES, SETTINGS_FILE, TOKENIZER_FILE,
                          FolderSource, config_signature, drop_pooler, inspect_folder, prepare_tokenizer,
                          quiet_transformers, read_json, transformers_module)
 
@@ -162,9 +162,9 @@ class HFTextTower(HFBackboneTower):
         with quiet_transformers():
             try:
                 hf_tok = transformers.AutoTokenizer.from_pretrained(
-                    str(src.model_dir), local_files_only=True, trust_remote_code=False)
+                    str(src.model_dir), **LOCAL_ONLY)
                 model = transformers.AutoModel.from_pretrained(
-                    str(src.model_dir), local_files_only=True, trust_remote_code=False,
+                    str(src.model_dir), **LOCAL_ONLY,
                     attn_implementation="sdpa")
             except (OSError, ValueError, KeyError, ImportError) as e:
                 raise ConfigError(f"cannot load the text model in {src.model_dir}: "
@@ -313,7 +313,7 @@ class HFTextTower(HFBackboneTower):
         transformers = transformers_module()
         with quiet_transformers():
             hf_config = transformers.AutoConfig.from_pretrained(
-                str(folder), local_files_only=True, trust_remote_code=False)
+                str(folder), **LOCAL_ONLY)
         rebuild = (self.backbone is None
                    or config_signature(hf_config) != config_signature(self.backbone.config))
         if rebuild:

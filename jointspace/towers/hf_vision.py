@@ -33,8 +33,8 @@ from torch import nn
 from ..errors import ConfigError, DataError, JointspaceError
 from .base import TOWERS, Adapter
 from .hf_backbone import HFBackboneTower, InferenceOptions
-from .hf_loading import (HF_CONFIG_FILE, config_signature, drop_pooler, quiet_transformers, read_json,
-                         transformers_module)
+from .hf_loading import (HF_CONFIG_FILE, LOCAL_ONLY, config_signature, drop_pooler,
+                         quiet_transformers, read_json, transformers_module)
 from .image_processing import ImageProcessing, read_image_processing
 from .vision import open_image
 
@@ -160,7 +160,7 @@ class HFVisionTower(HFBackboneTower):
         with quiet_transformers():
             try:
                 loaded, info = getattr(transformers, family.loader).from_pretrained(
-                    str(folder), config=vision_config, local_files_only=True, trust_remote_code=False,
+                    str(folder), config=vision_config, **LOCAL_ONLY,
                     output_loading_info=True)
             except (OSError, ValueError, KeyError, RuntimeError, ImportError) as e:
                 raise ConfigError(f"cannot load the vision model in {folder}: "
@@ -343,7 +343,7 @@ class HFVisionTower(HFBackboneTower):
         transformers = transformers_module()
         with quiet_transformers():
             hf_config = transformers.AutoConfig.from_pretrained(
-                str(folder), local_files_only=True, trust_remote_code=False)
+                str(folder), **LOCAL_ONLY)
         self.family_name = str(settings["family"])
         self.pooler = bool(settings["pooler"])
         self.head_layout = str(settings["head_layout"])
@@ -364,7 +364,7 @@ def _vision_config(transformers: Any, folder: Path) -> tuple[str, Any]:
     with quiet_transformers():
         try:
             config = transformers.AutoConfig.from_pretrained(
-                str(folder), local_files_only=True, trust_remote_code=False)
+                str(folder), **LOCAL_ONLY)
         except (OSError, ValueError, KeyError) as e:
             raise ConfigError(f"cannot read the model config in {folder}: "
                               f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
