@@ -209,14 +209,14 @@ def retrieval_metrics(image_emb: np.ndarray, text_emb: np.ndarray, groups: Keys 
     n_groups = n if groups is None else len(set(group_ids(groups)[0].tolist()))
     out: dict[str, Any] = {"n": n, "n_groups": n_groups,
                            "gallery": {names[0]: len(headline[0].gallery), names[1]: n}}
-    strict = directions(image_emb, text_emb, None, image_keys, names) if groups is not None else headline
     copies = len(headline[0].gallery) - len(set(_row_identity(headline[0].gallery)))
     if copies:  # distinct files with the same content tie with each other in every ranking
         out["identical_items"] = {names[0]: copies}
     ranks = {d.name: ranks_of(d.queries, d.gallery, d.positives, block=block) for d in headline}
     out.update({name: rank_summary(r, ks) for name, r in ranks.items()})
     out["chance"] = {d.name: chance_of(d.positives.counts(), len(d.gallery), ks) for d in headline}
-    if include_strict:
+    if include_strict:  # the strict directions only when asked (the label view and validation skip them)
+        strict = directions(image_emb, text_emb, None, image_keys, names) if groups is not None else headline
         strict_ranks = ranks if strict is headline else {
             d.name: ranks_of(d.queries, d.gallery, d.positives, block=block) for d in strict}
         if text_keys is None:  # identical texts are the rows that tie: identical embeddings
