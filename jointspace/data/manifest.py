@@ -31,6 +31,8 @@ from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
 from ..config import column_of, modality_of
 from ..errors import BadRowError, DataError
 from ..fileio import atomic_write_text
+from ..modalities import MODALITIES, ItemCheck  # noqa: F401 (ItemCheck re-exported)
+from ..modalities.image import check_image  # noqa: F401 (re-exported)
 from ..progress import logger, progress
 
 OnBadRow = Literal["skip", "fail"]
@@ -50,17 +52,11 @@ class Record:
     #: image); retrieval evaluation counts any of them as a hit
     group: str | None = None
 
-    @property
-    def image(self) -> Any:
-        return self.fields.get("image")
-
-    @property
-    def text(self) -> Any:
-        return self.fields.get("text")
-
-    @property
-    def audio(self) -> Any:
-        return self.fields.get("audio")
+    def __getattr__(self, name: str) -> Any:
+        # record.image, record.audio, record.<any registered modality>: that field's item
+        if not name.startswith("_") and name in MODALITIES:
+            return self.fields.get(name)
+        raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -68,15 +64,6 @@ class BadRow:
     line: int
     reason: str
     row: dict
-
-
-@dataclass(frozen=True)
-class ItemCheck:
-    """What a modality's check found: why an item cannot be used (None: it can),
-    and notes on what decoding does to make it usable (resampled, downmixed …)."""
-
-    problem: str | None = None
-    notes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -136,7 +123,6 @@ def manifest_columns(path: str | Path) -> list[str]:
 
 
 #: fields the CLI has a ``--<field>-column`` flag for
-COLUMN_FLAGS = ("image", "text", "audio")
 _SEPARATORS = {";": "';'", "\t": "tabs", "|": "'|'", ",": "','"}
 
 
@@ -161,7 +147,7 @@ def column_advice(path: str | Path, found: Sequence[str], wanted: Mapping[str, s
             continue
         same = [c for c in found if c.casefold() == name.casefold()]
         if len(same) == 1:
-            how = f"--{f}-column {same[0]}" if f in COLUMN_FLAGS else f"columns={{{f!r}: {same[0]!r}}}"
+            how = f"--{f}-column {same[0]}" if f in MODALITIES else f"columns={{{f!r}: {same[0]!r}}}"
             advice.append(f"no {name!r} column; {same[0]!r} differs only in case — rename it or pass {how}")
     if len(advice) < sum(name not in found for name in wanted.values()):
         advice.append("map other names with --image-column/--text-column (columns=...)")
@@ -213,27 +199,7 @@ def _jsonl_rows(text: str) -> Iterator[tuple[int, dict | None, str | None]]:
         yield line_no, row, None
 
 
-def check_image(path: Path, size: int = 1) -> str | None:
-    """Why the image file cannot be used, or None if it decodes.
-
-    It runs the same decoding as training and encoding (:func:`decode_image`:
-    EXIF, bit depth, transparency), so an image that passes here loads later.
-    JPEGs are decoded at reduced scale (at least ``size`` pixels a side, 1/8
-    by default), which still reads every byte, so truncated files are caught.
-    """
-    from ..towers.vision import decode_image  # lazy: keeps this module free of torch
-
-    try:
-        decode_image(path, size)
-    except FileNotFoundError:
-        return f"image file not found: {path}"
-    except Exception as e:  # PIL raises many types for corrupt data
-        return f"image file cannot be decoded ({type(e).__name__}: {e}): {path}"
-    return None
-
-
 def _modalities() -> Any:
-    from ..towers import MODALITIES  # lazy: registers every modality, imports torch
     return MODALITIES
 
 

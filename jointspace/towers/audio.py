@@ -23,15 +23,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.audio import AUDIO_SUFFIXES, MAX_SECONDS, SAMPLE_RATE, check_audio, decode_audio
+from ..modalities.audio_io import MAX_SECONDS, SAMPLE_RATE, decode_audio
 from ..errors import ConfigError, DataError
 from ..progress import logger
-from .base import MODALITIES, TOWERS, Modality, Tower
+from .base import TOWERS, Tower
 from .layers import conv_bn_relu, transformer_encoder
-
-MODALITIES.register("audio")(Modality("audio", is_file=True, check=check_audio,
-                                                default_tower="audio_conv",
-                                                suffixes=AUDIO_SUFFIXES))
 
 #: the floor of the power spectrum before the logarithm (−100 dB), so silence stays finite
 POWER_FLOOR = 1e-10

@@ -1,4 +1,4 @@
-"""The tower interface, the modality registry and the tower registry.
+"""The tower interface and the tower registry.
 
 A tower turns one modality's raw items (paths, PIL images, strings …) into
 unit vectors in the joint space, in three stages: ``preprocess_one`` (CPU,
@@ -9,15 +9,14 @@ which ``forward`` L2-normalises. A tower whose preprocessing is learned from
 data (a tokenizer) does it in ``prepare`` and keeps it with ``save_assets`` /
 ``load_assets`` in its own subfolder of the model folder.
 
-What a manifest cell of a modality means, and how it is checked, is the
-:class:`Modality`'s business (one per modality, registered in the module of
-its towers), so the manifest reader knows no modality by name.
+What an item of a modality is, and how it is read and checked, is its
+plug-in's business (:mod:`jointspace.modalities`); ``MODALITIES`` and
+``Modality`` are re-exported here for code written against earlier versions.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,31 +24,10 @@ from torch import nn
 
 from ..config import TowerSpec, from_dict
 from ..errors import ConfigError
+from ..modalities import MODALITIES, Modality  # noqa: F401 (re-exported: the registry moved)
 from ..registry import Registry
 
 
-@dataclass(frozen=True)
-class Modality:
-    """How a manifest cell becomes an item of this modality, and how it is checked.
-
-    ``is_file``: the cell is a path relative to the manifest. ``check`` (slow,
-    run on worker threads at read time) returns why an item cannot be used, or
-    None, or an :class:`~jointspace.data.manifest.ItemCheck` that also carries
-    notes (resampled, downmixed …); it must run the same decoding as the towers'
-    ``preprocess_one``. ``default_tower`` is the registered tower a new model
-    gets for this modality when its config names none (e.g. when binding it).
-    ``suffixes``: the file name endings of this modality in a folder being
-    indexed (a text file's content is the item when ``is_file`` is false).
-    """
-
-    name: str
-    is_file: bool = False
-    check: Callable[[Any], Any] | None = None
-    default_tower: str = ""
-    suffixes: tuple[str, ...] = ()
-
-
-MODALITIES: Registry[Modality] = Registry("modality")
 
 
 class Adapter(nn.Module):

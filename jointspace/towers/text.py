@@ -15,7 +15,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from torch import nn
 
 from ..errors import DataError, JointspaceError
-from .base import MODALITIES, TOWERS, Modality, Tower
+from .base import TOWERS, Tower
 from .layers import transformer_encoder
 
 PAD, BOS, EOS = "[PAD]", "[BOS]", "[EOS]"
@@ -33,9 +33,6 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int) -> Tokenizer:
                                   show_progress=False)
     tokenizer.train_from_iterator(texts, trainer)
     return tokenizer
-
-
-MODALITIES.register("text")(Modality("text", default_tower="transformer", suffixes=(".txt",)))
 
 
 @dataclass

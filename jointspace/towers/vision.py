@@ -6,99 +6,16 @@ and scale them to [-1, 1] inside ``embed``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import nn
 
-from ..errors import DataError
-from .base import MODALITIES, TOWERS, Modality, Tower
+from ..modalities.image import decode_image, open_image, to_rgb8  # noqa: F401 (re-exported)
+from .base import TOWERS, Tower
 from .layers import conv_bn_relu, transformer_encoder
-
-# single-channel modes whose values run 0–65535 (16-bit PNG/TIFF/PGM)
-_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
-_ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
-
-
-def to_rgb8(image: Image.Image) -> Image.Image:
-    """Any Pillow mode → 8-bit RGB, without clipping high-bit-depth data.
-
-    Policy:
-
-    * ``I;16*`` (16-bit PNG/TIFF) and ``I`` (what Pillow makes of 16-bit PGM,
-      already scaled to 0–65535) are taken as 0–65535 and divided by 257 with
-      rounding, so 257·k → k and 65535 → 255. ``I`` values outside that range
-      are clipped. (``convert("RGB")`` would clip everything above 255 to white.)
-    * ``F`` is taken as 0.0–1.0 (the float-image convention), ×255, clipped.
-    * Transparency (``LA``, ``RGBA``, ``PA``, palette or ``RGB``/``L`` with a
-      ``transparency`` entry) is composited onto white, so fully transparent
-      pixels become white whatever colour they happen to store.
-    * Everything else (``1``, ``L``, ``P``, ``CMYK``, ``YCbCr``, ``LAB`` …) uses
-      Pillow's own conversion. Pillow already decodes 16-bit RGB(A) PNGs to
-      8-bit ``RGB``/``RGBA`` by keeping the high byte.
-    """
-    mode = image.mode
-    if mode in _SIXTEEN_BIT:
-        a = np.clip(np.asarray(image).astype(np.int64), 0, 65535)
-        # integer round(v / 257): exact, and 257·k → k for every 8-bit k
-        return Image.fromarray(((a * 255 + 32767) // 65535).astype(np.uint8), "L").convert("RGB")
-    if mode == "F":
-        a = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0)
-        return Image.fromarray(np.rint(np.clip(a, 0.0, 1.0) * 255).astype(np.uint8), "L").convert("RGB")
-    if mode in ("P", "L", "RGB", "1") and "transparency" in image.info:
-        image = image.convert("RGBA")
-        mode = "RGBA"
-    if mode in _ALPHA_MODES:
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return image if mode == "RGB" else image.convert("RGB")
-
-
-def decode_image(path: str | Path, min_size: int | None = None) -> Image.Image:
-    """Decode an image file fully → upright 8-bit RGB.
-
-    With ``min_size`` a JPEG is decoded by libjpeg at 1/2, 1/4 or 1/8 scale,
-    the strongest reduction that keeps both sides ≥ ``min_size``
-    (``Image.draft``), which makes huge photos several times cheaper to read;
-    other formats decode in full.
-    The drafted image is still decoded completely, so truncated files fail here.
-    Raises ``FileNotFoundError`` or Pillow's errors; :func:`load_image` and
-    ``check_image`` turn them into messages.
-    """
-    with Image.open(path) as im:
-        if min_size is not None:
-            # square request: after an EXIF 90° turn both sides must still be enough
-            im.draft(None, (min_size, min_size))
-        im.load()
-        ImageOps.exif_transpose(im, in_place=True)
-        rgb = to_rgb8(im)
-        # closing the file also invalidates `im`, so never hand it back itself
-        return rgb.copy() if rgb is im else rgb
-
-
-def open_image(item: Any, min_size: int | None = None) -> Image.Image:
-    """A path or PIL image → upright 8-bit RGB PIL image, the one way towers read images.
-
-    EXIF orientation is applied, high-bit-depth and transparent images are
-    converted as :func:`to_rgb8` documents, and a JPEG file is decoded no smaller
-    than ``min_size`` (:func:`decode_image`). A PIL image passed in is not changed.
-    Unreadable items raise :class:`~jointspace.errors.DataError`.
-    """
-    if isinstance(item, (str, Path)):
-        try:
-            return decode_image(item, min_size)
-        except FileNotFoundError:
-            raise DataError(f"image file not found: {item}") from None
-        except Exception as e:
-            raise DataError(f"image file cannot be decoded ({e}): {item}") from None
-    if isinstance(item, Image.Image):
-        return to_rgb8(ImageOps.exif_transpose(item))  # a copy: the caller's image is untouched
-    raise DataError(f"expected an image path or PIL image, got {type(item).__name__}")
-
 
 def load_image(item: Any, size: int) -> torch.Tensor:
     """A path or PIL image → uint8 tensor ``[3, size, size]`` (RGB, bicubic resize) of
@@ -107,16 +24,6 @@ def load_image(item: Any, size: int) -> torch.Tensor:
     if image.size != (size, size):
         image = image.resize((size, size), Image.BICUBIC)
     return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
-
-
-def _check_image_file(path: Any) -> str | None:
-    from ..data.manifest import check_image  # the reader's check runs decode_image
-    return check_image(Path(path))
-
-
-MODALITIES.register("image")(Modality(
-    "image", is_file=True, check=_check_image_file, default_tower="convnet",
-    suffixes=(".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")))
 
 
 class ImageTower(Tower):
