@@ -25,7 +25,7 @@ from .progress import progress
 from .towers import Tower, build_tower
 
 #: a batch key ``"text#features"`` carries precomputed backbone features of field ``text``
-FEATURES_SUFFIX = "#features"
+from .data.pairs import FEATURES_SUFFIX  # noqa: E402 (re-exported)
 
 __all__ = ["FEATURES_SUFFIX", "JointModel", "as_items", "load", "build_pair_objectives",
            "build_training_objective", "resolve_device", "CONFIG_FILE", "WEIGHTS_FILE"]

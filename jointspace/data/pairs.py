@@ -1,15 +1,19 @@
 """Torch datasets over validated manifest records."""
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import torch
 from torch.utils.data import Dataset
 
 from ..config import modality_of
-from ..model import FEATURES_SUFFIX
-from ..towers import Tower
 from .manifest import Record
+
+if TYPE_CHECKING:
+    from ..towers import Tower
+
+#: the batch key suffix of a field's precomputed backbone features (``image#features``)
+FEATURES_SUFFIX = "#features"
 
 
 class PairDataset(Dataset):
@@ -20,7 +24,7 @@ class PairDataset(Dataset):
     >>> ds = PairDataset(manifest.records, model.towers)  # doctest: +SKIP
     """
 
-    def __init__(self, records: Sequence[Record], towers: Mapping[str, Tower],
+    def __init__(self, records: Sequence[Record], towers: Mapping[str, "Tower"],
                  fields: Sequence[str] | None = None,
                  features: Mapping[str, torch.Tensor] | None = None) -> None:
         self.records = list(records)

@@ -52,20 +52,13 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from ..fileio import atomic_write_text
 from ..progress import progress
+from .scenes import BACKGROUNDS, COLOURS, KINDS, SIZES, Scene, Shape, draw_shapes, polygon  # noqa: F401
 from .shifted import TEST_SHIFTED, render_shifted
 
-KINDS = ("circle", "square", "triangle", "diamond", "star", "hexagon")
-COLOURS = {
-    "red": (220, 40, 40), "green": (40, 180, 60), "blue": (50, 90, 230),
-    "yellow": (240, 220, 40), "purple": (150, 60, 200), "orange": (250, 140, 20),
-    "cyan": (40, 210, 220), "white": (245, 245, 245),
-}
-BACKGROUNDS = {"black": (10, 10, 10), "grey": (110, 110, 110), "brown": (90, 60, 30)}
-SIZES = {"small": 0.13, "medium": 0.2, "large": 0.28}  # radius as a fraction of the image
 HELD_OUT_COMBOS = frozenset({
     ("red", "triangle"), ("green", "star"), ("blue", "hexagon"),
     ("yellow", "square"), ("purple", "circle"), ("orange", "diamond"),
@@ -105,25 +98,6 @@ HELD_OUT_WORDS = {
     "large": ("huge", "enormous"),
 }
 TEST_WORDS = "test_words"  # the held-out-word twin of the test split (written by write_shapes)
-
-
-@dataclass(frozen=True)
-class Shape:
-    kind: str
-    colour: str
-    size: str
-    x: float  # centre, as a fraction of the width
-    y: float
-
-
-@dataclass(frozen=True)
-class Scene:
-    shapes: tuple[Shape, ...]  # shapes[0] is the main shape
-    background: str
-
-    @property
-    def label(self) -> str:
-        return f"{self.shapes[0].colour} {self.shapes[0].kind}"
 
 
 def class_names() -> list[str]:
@@ -204,39 +178,11 @@ def caption(scene: Scene, rng: random.Random, split: str) -> str:
     return _format(*_caption_fields(scene, rng, split))
 
 
-def _polygon(kind: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
-    import math
-
-    if kind == "square":
-        h = r * 0.85
-        return [(cx - h, cy - h), (cx + h, cy - h), (cx + h, cy + h), (cx - h, cy + h)]
-    if kind == "diamond":
-        return [(cx, cy - r), (cx + r * 0.75, cy), (cx, cy + r), (cx - r * 0.75, cy)]
-    if kind == "triangle":
-        return [(cx + r * math.cos(a), cy + r * math.sin(a))
-                for a in (-math.pi / 2, math.pi / 6, 5 * math.pi / 6)]
-    if kind == "hexagon":
-        return [(cx + r * math.cos(k * math.pi / 3), cy + r * math.sin(k * math.pi / 3))
-                for k in range(6)]
-    if kind == "star":
-        return [(cx + (r if k % 2 == 0 else r * 0.45) * math.cos(-math.pi / 2 + k * math.pi / 5),
-                 cy + (r if k % 2 == 0 else r * 0.45) * math.sin(-math.pi / 2 + k * math.pi / 5))
-                for k in range(10)]
-    raise ValueError(f"unknown shape kind {kind!r}")
-
-
 def render(scene: Scene, size: int = 64) -> Image.Image:
     """Draw a scene as an RGB image (rendered at 2× and downsampled for smooth edges)."""
     big = size * 2
     image = Image.new("RGB", (big, big), BACKGROUNDS[scene.background])
-    draw = ImageDraw.Draw(image)
-    for shape in scene.shapes:
-        cx, cy, r = shape.x * big, shape.y * big, SIZES[shape.size] * big
-        fill = COLOURS[shape.colour]
-        if shape.kind == "circle":
-            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
-        else:
-            draw.polygon(_polygon(shape.kind, cx, cy, r), fill=fill)
+    draw_shapes(image, scene)
     return image.resize((size, size), Image.LANCZOS)
 
 

@@ -28,7 +28,9 @@ import random
 from functools import lru_cache
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageFilter
+
+from .scenes import BACKGROUNDS, draw_shapes
 
 TEST_SHIFTED = "test_shifted"
 SHIFTED_SIZES = (48, 64, 96, 128)
@@ -61,21 +63,11 @@ def _background(rng: random.Random, colour: tuple[int, int, int], side: int) -> 
 def render_shifted(scene, seed_key: str) -> tuple[Image.Image, int]:
     """A scene rendered with the shift (see the module docstring) and the JPEG
     quality to save it at; ``seed_key`` (``"<seed>/test_shifted/<i>"``) fixes every draw."""
-    from .shapes import BACKGROUNDS, COLOURS, SIZES, _polygon
-
     rng = random.Random(seed_key)
     size = rng.choice(SHIFTED_SIZES)
     big = size * 2
     image = _background(rng, BACKGROUNDS[scene.background], big)
-    draw = ImageDraw.Draw(image)
-    scale = rng.uniform(*SCALE_RANGE)
-    for shape in scene.shapes:
-        cx, cy, r = shape.x * big, shape.y * big, SIZES[shape.size] * big * scale
-        fill = COLOURS[shape.colour]
-        if shape.kind == "circle":
-            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
-        else:
-            draw.polygon(_polygon(shape.kind, cx, cy, r), fill=fill)
+    draw_shapes(image, scene, rng.uniform(*SCALE_RANGE))
     image = image.resize((size, size), Image.LANCZOS)
     image = image.filter(ImageFilter.GaussianBlur(rng.uniform(*BLUR_RANGE) * size / 64))
     noise = np.random.default_rng(rng.getrandbits(64)).normal(0.0, rng.uniform(*NOISE_RANGE),

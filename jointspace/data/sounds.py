@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import SAMPLE_RATE
-from .shapes import Scene, Shape
+from ..modalities.audio_io import SAMPLE_RATE
+from .scenes import Scene, Shape
 
 CLIP_SECONDS = 1.0
 PITCHES = {colour: 220.0 * 2 ** (3 * k / 12) for k, colour in enumerate(

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..devices import native_bf16
 from ..progress import logger
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -181,6 +182,4 @@ def prepare_tokenizer(tokenizer: Any, max_len: int) -> Any:
 
 
 def native_bf16_device(device: torch.device) -> bool:
-    from ..train.step import native_bf16  # here: train imports the towers
-
     return native_bf16(device)

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..devices import native_bf16  # noqa: F401 (re-exported)
 from ..model import FEATURES_SUFFIX, JointModel, build_pair_objectives, build_training_objective
 from ..config import ModelConfig, modality_of
 from ..objectives import Objective
@@ -85,19 +86,6 @@ def weighted_sum(model: JointModel, losses: dict[str, torch.Tensor]) -> torch.Te
     """``Σ weight_p · loss_p`` over the pairs in ``losses``."""
     weights = {p.key: p.weight for p in model.pairs}
     return sum(weights[k] * loss for k, loss in losses.items())
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` runs bf16 matrix work natively: where bf16 autocast pays
-    (``bench/train_step.py`` measures it); on AVX2-only CPUs it is slower than fp32."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def resolve_precision(precision: str, device: torch.device) -> Precision:
