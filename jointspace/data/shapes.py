@@ -59,6 +59,10 @@ from ..progress import progress
 from .scenes import BACKGROUNDS, COLOURS, KINDS, SIZES, Scene, Shape, draw_shapes, polygon  # noqa: F401
 from .shifted import TEST_SHIFTED, render_shifted
 
+#: the built-in dataset is a dataset like any a user brings: its manifests have these
+#: columns and its files these formats (what ``jointspace data shapes`` documents)
+USER_FACING_DEFAULTS = ("image", "text", "audio", ".png", ".jpg", ".wav")
+
 HELD_OUT_COMBOS = frozenset({
     ("red", "triangle"), ("green", "star"), ("blue", "hexagon"),
     ("yellow", "square"), ("purple", "circle"), ("orange", "diamond"),
