@@ -23,6 +23,7 @@ import numpy as np
 from scipy.special import logsumexp
 from scipy.stats import skew
 
+from .pairs import DEFAULT_PAIR
 from .retrieval import score_blocks
 
 # rows per block: block · N float64 scores stay near 16 MB
@@ -236,7 +237,7 @@ def isoscore(x: np.ndarray) -> float:
     return float((n * fraction - 1.0) / (n - 1.0))
 
 
-def geometry_metrics(a: np.ndarray, b: np.ndarray, names: tuple[str, str] = ("image", "text"),
+def geometry_metrics(a: np.ndarray, b: np.ndarray, names: tuple[str, str] = DEFAULT_PAIR,
                      k: int = 10) -> dict[str, Any]:
     """All of the above for one paired space, flat, with the modality names in the keys.
 

@@ -16,7 +16,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..fileio import atomic_write_text
+from .pairs import DEFAULT_PAIR
 
+#: the plots are embedded in the page as PNG (matplotlib's ``format=``): a format of the
+#: report itself, which the image plug-in's shard key happens to spell the same way
+USER_FACING_DEFAULTS = ("png",)
 REPORT_FILE = "report.html"
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
@@ -189,7 +193,7 @@ def write_report(out_dir: str | Path, results: dict[str, Any], a_emb: np.ndarray
                  log_path: str | Path | None = None, a_ids: Sequence[Any] | None = None) -> Path:
     """Write ``out_dir/report.html`` for one pair's results (see :func:`.run.evaluate`);
     ``a_ids`` marks rows naming the same ``a`` item."""
-    names = tuple(results.get("pair", ("image", "text")))
+    names = tuple(results.get("pair", DEFAULT_PAIR))
     a, b = names
     r = results.get("retrieval")
     hit = f"; a retrieval hit = same {html.escape(r['grouped_by'])}" if r else ""

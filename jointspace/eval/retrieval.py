@@ -37,25 +37,28 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .pairs import DEFAULT_PAIR, is_text_like
 from .ranks import (DEFAULT_KS, Keys, Positives, chance_of, chance_recall, group_ids,  # noqa: F401
                     unique_rows, incidence, positive_ranks, rank_summary, ranks_of,
                     score_blocks)
 
 
 def group_field(fields: Sequence[str]) -> str:
-    """The field whose exact items group rows for retrieval: the text when there is
-    one (identical captions are the same answer), else the last field."""
-    return "text" if "text" in fields else fields[-1]
+    """The field whose exact items group rows for retrieval: a text-like modality's own
+    field when there is one (identical captions are the same answer), else the last."""
+    return next((f for f in fields if "@" not in f and is_text_like(f)), fields[-1])
 
 
-def group_keys(records: Sequence[Any], field: str = "text") -> tuple[list[tuple[str, str]], str]:
+def group_keys(records: Sequence[Any], field: str | None = None) -> tuple[list[tuple[str, str]], str]:
     """One retrieval key per record, and which field the keys came from.
 
     A record's ``group`` (when the manifest has that column and the row a value)
     is its key, else its exact ``field`` item (the caption, or a file's identity,
     :func:`item_identity`); the two kinds never collide. The second value is
-    ``field``, ``"group"`` or ``"group, else <field>"``.
+    ``field``, ``"group"`` or ``"group, else <field>"``. ``field`` defaults to the
+    grouping field of :data:`~.pairs.DEFAULT_PAIR` (the caption).
     """
+    field = field or group_field(DEFAULT_PAIR)
     keys = []
     for r in records:
         group = getattr(r, "group", None)
@@ -96,7 +99,7 @@ class Direction:
 
 
 def directions(a_emb: np.ndarray, b_emb: np.ndarray, keys: Keys | None = None,
-               a_ids: Keys | None = None, names: tuple[str, str] = ("image", "text")
+               a_ids: Keys | None = None, names: tuple[str, str] = DEFAULT_PAIR
                ) -> tuple[Direction, Direction]:
     """``(b→a, a→b)`` under the protocol of the module docstring.
 
@@ -147,7 +150,7 @@ def _names(names: tuple[str, str]) -> tuple[str, str]:
 
 def strict_ceiling(text_keys: Keys, ks: Sequence[int] = DEFAULT_KS,
                    image_keys: Keys | None = None,
-                   names: tuple[str, str] = ("image", "text")) -> dict[str, dict[str, float]]:
+                   names: tuple[str, str] = DEFAULT_PAIR) -> dict[str, dict[str, float]]:
     """The best strict R@K any model can reach when rows with equal ``text_keys`` have
     identical texts (which tie) and rows with equal ``image_keys`` name one image.
 
@@ -181,7 +184,7 @@ def strict_ceiling(text_keys: Keys, ks: Sequence[int] = DEFAULT_KS,
 def retrieval_metrics(image_emb: np.ndarray, text_emb: np.ndarray, groups: Keys | None = None,
                       ks: Sequence[int] = DEFAULT_KS, *, text_keys: Keys | None = None,
                       image_keys: Keys | None = None, include_strict: bool = True,
-                      block: int = 1024, names: tuple[str, str] = ("image", "text")) -> dict[str, Any]:
+                      block: int = 1024, names: tuple[str, str] = DEFAULT_PAIR) -> dict[str, Any]:
     """Retrieval of paired rows both ways; protocol and layout in the module docstring.
 
     ``groups`` (one key per row, e.g. the caption) makes the headline figures

@@ -1,5 +1,27 @@
 """``evaluate``: every metric for a model on a labelled, paired test manifest.
 
+Retrieval follows the multi-caption protocol of :mod:`.retrieval` (COCO-style data: a
+file named on several rows is one item, whatever the spelling of its path; ``<b>→<a>``
+is averaged over rows, ``<a>→<b>`` over distinct ``a`` items) and is reported in three
+views (directions ``<a>_to_<b>`` and ``<b>_to_<a>``):
+
+* ``retrieval`` (the headline): Recall@1/5/10, median rank and mAP@10, a hit being
+  any item paired with the query's key. A row's key is its manifest ``group`` value
+  when it has one, else its exact item of the pair's text-like field (its caption; the
+  second field when neither is text-like), so identical captions are interchangeable answers.
+* ``retrieval["strict"]``: only an item's own pairs count, with their ``ceiling``
+  (the best any model could reach given identical captions) and chance level.
+* ``retrieval_by_label``: a hit is any item with the query's label (only when every
+  row has a label).
+
+Zero-shot classification (when the model has a text-like tower and every row a label)
+classifies the pair's non-text-like side against prompts built from the class names
+and templates, embedded by the model's first text-like tower
+(:func:`.pairs.class_name_modality`). The linear probe and k-NN classifier
+(:mod:`.probe`) are fitted on a training manifest's embeddings of that same side.
+``geometry`` holds the measures of :mod:`.geometry` (alignment, uniformity, RankMe,
+IsoScore, modality gap, hubness with the top hubs as ``(row, count)``).
+
 ``results.json`` (retrieval blocks as in :mod:`.retrieval`, plus ``grouped_by``), here for
 the default pair image:text; for a pair ``a:b`` the directions are ``b_to_a`` and
 ``a_to_b`` (``text_to_audio``, ``audio_to_text``)::
@@ -23,6 +45,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -34,6 +57,7 @@ from ..fileio import atomic_write_json
 from ..model import JointModel
 from .embed import ModelSource, cached_array, embed_manifest
 from .geometry import geometry_metrics
+from .pairs import DEFAULT_PAIR, class_name_modality, parse_pair, query_side
 from .probe import knn_accuracy, linear_probe
 from .ranking import retrieval_extras
 from .report import write_report
@@ -52,121 +76,161 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
              templates: Sequence[str] = DEFAULT_TEMPLATES, on_bad_row: OnBadRow = "skip",
              subsets: dict[str, Sequence[str]] | None = None, device: str | None = None,
              batch_size: int = 256, columns: Mapping[str, str] | None = None,
-             pair: tuple[str, str] | str = ("image", "text"), report: bool = True,
+             pair: tuple[str, str] | str = DEFAULT_PAIR, report: bool = True,
              tasks: Sequence[str] | None = None, train_manifest: str | Path | None = None,
              probe_c: float | None = None) -> dict[str, Any]:
-    """Zero-shot accuracy (if the manifest has labels) and retrieval between two modalities.
+    """Retrieval, zero-shot, probes and geometry between two modalities (module docstring).
 
-    ``pair`` names the two fields evaluated against each other, ``("image", "text")``
-    by default; any two of the model's modalities work (``("audio", "text")``,
-    also written ``"audio:text"``), whether or not the model was trained on
-    that pair. Retrieval follows the multi-caption protocol of :mod:`.retrieval`
-    (COCO-style data: a file named on several rows is one item, whatever the
-    spelling of its path; ``<b>→<a>`` is averaged over rows, ``<a>→<b>`` over
-    distinct ``a`` items) and is reported in three views (directions
-    ``<a>_to_<b>`` and ``<b>_to_<a>``):
-
-    * ``retrieval`` (the headline): Recall@1/5/10, median rank and mAP@10, a
-      hit being any item paired with the query's key. A row's key is its
-      manifest ``group`` value when it has one, else its exact caption (the
-      exact item of the pair's second field when the pair has no text), so
-      identical captions are interchangeable answers.
-    * ``retrieval["strict"]``: only an item's own pairs count, with their
-      ``ceiling`` (the best any model could reach given identical captions)
-      and chance level.
-    * ``retrieval_by_label``: a hit is any item with the query's label (only
-      when every row has a label).
-
-    Zero-shot classification (when the model has a text tower and every row a
-    label) classifies the pair's non-text side against prompts built from
-    ``classes`` (default: the distinct labels of the manifest) and ``templates``.
-    With ``train_manifest`` (labelled), a linear probe (``C`` chosen on a
-    validation split unless ``probe_c`` is given) and a k-NN classifier are fitted
-    on its embeddings of that same side and scored on this manifest's
-    (:mod:`.probe`). ``geometry`` holds the measures of :mod:`.geometry`
-    (alignment, uniformity, RankMe, IsoScore, modality gap, hubness with the
-    top hubs as ``(row, count)``). ``tasks`` names the work, some of :data:`TASKS`;
-    a task named that cannot run (no labels, no training manifest for the probe,
-    no nested dims …) is a :class:`~jointspace.errors.ConfigError` saying why.
-    Default: every task the inputs allow.
+    ``pair`` names the two fields evaluated against each other (:data:`.pairs.DEFAULT_PAIR`
+    by default; any two of the model's modalities, also written ``"audio:text"``, whether or
+    not the model was trained on that pair). ``classes`` are zero-shot's class names
+    (default: the manifest's distinct labels), ``templates`` its prompts. ``train_manifest``
+    (labelled) fits the linear probe (``C``: ``probe_c``, else chosen on a validation
+    split) and the k-NN classifier. ``tasks`` names the work, some of :data:`TASKS`; a task
+    named that cannot run (no labels, no training manifest, no nested dims …) is a
+    :class:`~jointspace.errors.ConfigError` saying why; default: every task the inputs allow.
     ``subsets`` maps a name to labels whose rows are also scored on their own
-    (``zero_shot_<name>``, ``retrieval_<name>``, ``retrieval_by_label_<name>``;
-    retrieval there searches only the subset's rows). ``device`` is where the
-    model runs: ``"auto"`` picks CUDA when available, else CPU; ``None`` is
-    ``"auto"`` for a model folder and leaves a given model where it is.
-    ``columns`` maps fields to the manifest's column names (e.g.
-    ``{"image": "filepath", "text": "caption"}``), as in ``read_manifest``.
-    With ``out_dir`` the results are written to ``out_dir/results.json`` (and, with
-    ``report``, a self-contained ``out_dir/report.html`` of plots), and the
-    embeddings are cached there (:mod:`.embed`): evaluating the same model on the
-    same data again embeds nothing.
-    Returns the results mapping.
+    (``zero_shot_<name>``, ``retrieval_<name>``, ``retrieval_by_label_<name>``). ``device``:
+    ``"auto"`` picks CUDA when available; ``None`` is ``"auto"`` for a folder and leaves a
+    given model where it is. ``columns`` maps fields to the manifest's columns (e.g.
+    ``{"image": "filepath", "text": "caption"}``), as in ``read_manifest``. With ``out_dir``
+    the results go to ``out_dir/results.json`` (and, with ``report``, ``report.html``) and
+    the embeddings are cached there: evaluating again embeds nothing. Returns the results.
 
-    >>> results = evaluate("runs/demo/model", "shapes/test.csv")  # doctest: +SKIP
     >>> evaluate("runs/bound", "shapes/test.csv", pair="audio:text")  # doctest: +SKIP
     """
     started = time.perf_counter()
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     names = parse_pair(pair)
-    # a folder is built only if something is not cached yet
-    source = ModelSource(model, device)
-    log_path = None if source.folder is None else source.folder / "log.jsonl"
+    source = ModelSource(model, device)  # a folder is built only if something is not cached yet
     for m in names:
         source.check(m)  # a clear error before any file is read
-    side = 0 if names[0] != "text" else 1  # zero-shot and probes use the pair's non-text side
     plan = _TaskPlan(tasks, source, train_manifest)
-    embedded = embed_manifest(source, manifest, names, batch_size=batch_size, cache_dir=out_dir,
-                              on_bad_row=on_bad_row, columns=columns, quarantine_dir=out_dir)
-    data, records = embedded.manifest, embedded.records
-    a_emb, b_emb = (embedded.embeddings[f] for f in names)
-    keys, grouped_by = group_keys(records, group_field(names))
-    labels = data.labels()
-    labelled = labels is not None and len(labels) == len(data)
-    run = plan.runnable(labelled, len(data), manifest)
-    results: dict[str, Any] = {"manifest": str(manifest), "pair": list(names), "n": len(data),
-                               "quarantined": len(data.bad_rows),
+    settings = _Settings(classes, templates, subsets or {}, batch_size, out_dir, on_bad_row,
+                         columns, train_manifest, probe_c)
+    embedded = _embed_pair(source, manifest, names, settings)
+    run = plan.runnable(embedded.labels is not None, embedded.n, manifest)
+    results: dict[str, Any] = {"manifest": str(manifest), "pair": list(names), "n": embedded.n,
+                               "quarantined": embedded.quarantined,
                                "embeddings_from_cache": embedded.from_cache,
                                "device": source.device_name, "tasks": sorted(run)}
-    a_ids, b_ids = ([item_identity(r.fields[f]) for r in records] for f in names)
-    views = _Views(names, keys, a_ids, b_ids, grouped_by)
-    if "retrieval" in run:
-        results.update(views(a_emb, b_emb, labels if labelled else None))
-    query_emb = (a_emb, b_emb)[side]
-    if "zero_shot" in run:
-        classes = sorted(set(labels)) if classes is None else list(classes)
-        class_emb = _class_embeddings(source, classes, templates, None, batch_size, out_dir)
-        results["zero_shot"] = zero_shot_metrics(query_emb, labels, classes, class_emb)
-        results["zero_shot"]["templates"] = list(templates)
-    for name, subset_labels in (subsets or {}).items() if labelled else ():
-        wanted = set(subset_labels)
-        rows = [i for i, label in enumerate(labels) if label in wanted]
-        if not rows:
-            continue
-        if "zero_shot" in run:
-            results[f"zero_shot_{name}"] = zero_shot_metrics(
-                query_emb[rows], [labels[i] for i in rows], classes, class_emb)
-        if "retrieval" in run:
-            subset = views.subset(rows)(a_emb[rows], b_emb[rows], [labels[i] for i in rows])
-            results.update({f"{view}_{name}": value for view, value in subset.items()})
-    if "geometry" in run:
-        results["geometry"] = geometry_metrics(a_emb, b_emb, names, k=min(10, len(data)))
-    if "probe" in run:
-        results.update(_probes(source, train_manifest, names[side], query_emb, labels, batch_size,
-                               out_dir, on_bad_row, columns, probe_c))
-    if "matryoshka" in run:
-        results["matryoshka"] = _per_size(source, views, a_emb, b_emb, query_emb, labels,
-                                          classes if "zero_shot" in run else None, templates,
-                                          geometry="geometry" in run, batch_size=batch_size,
-                                          cache_dir=out_dir)
+    results.update(_scores(source, embedded, run, settings))
     results["metrics"] = flat_metrics(results)
     results["seconds"] = round(time.perf_counter() - started, 2)
     if out_dir is not None:
-        atomic_write_json(Path(out_dir) / RESULTS_FILE, results)
-        if report:
-            write_report(out_dir, results, a_emb, b_emb, keys, embedded.items, log_path,
-                         a_ids=a_ids)
+        _write(out_dir, results, embedded, source if report else None)
     return results
+
+
+def _write(out_dir: str | Path, results: dict[str, Any], e: "_Embedded",
+           report_of: ModelSource | None) -> None:
+    """``results.json``, and with ``report_of`` (the model evaluated) ``report.html``."""
+    atomic_write_json(Path(out_dir) / RESULTS_FILE, results)
+    if report_of is not None:
+        log_path = None if report_of.folder is None else report_of.folder / "log.jsonl"
+        write_report(out_dir, results, e.a_emb, e.b_emb, e.keys, e.items, log_path, a_ids=e.a_ids)
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """The arguments of :func:`evaluate` that its tasks read."""
+
+    classes: Sequence[str] | None
+    templates: Sequence[str]
+    subsets: dict[str, Sequence[str]]
+    batch_size: int
+    out_dir: str | Path | None
+    on_bad_row: OnBadRow
+    columns: Mapping[str, str] | None
+    train_manifest: str | Path | None
+    probe_c: float | None
+
+
+@dataclass(frozen=True)
+class _Embedded:
+    """One pair's embeddings of a manifest, with what the tasks score them by."""
+
+    names: tuple[str, str]
+    a_emb: np.ndarray
+    b_emb: np.ndarray
+    labels: list[str] | None  # None unless every row has a label
+    keys: list                # each row's retrieval key (:func:`.retrieval.group_keys`)
+    a_ids: list[str]          # each row's ``a`` item identity
+    views: "_Views"
+    n: int
+    quarantined: int
+    from_cache: bool
+    items: dict[str, list[str]]
+
+    @property
+    def side(self) -> int:
+        """The side zero-shot and the probes classify: the pair's non-text-like one."""
+        return query_side(self.names)
+
+    @property
+    def query_emb(self) -> np.ndarray:
+        return (self.a_emb, self.b_emb)[self.side]
+
+
+def _embed_pair(source: ModelSource, manifest: str | Path, names: tuple[str, str],
+                settings: _Settings) -> _Embedded:
+    """Read and embed ``manifest``'s two fields (cached in ``out_dir``), and key its rows."""
+    out_dir = settings.out_dir
+    embedded = embed_manifest(source, manifest, names, batch_size=settings.batch_size,
+                              cache_dir=out_dir, on_bad_row=settings.on_bad_row,
+                              columns=settings.columns, quarantine_dir=out_dir)
+    data, records = embedded.manifest, embedded.records
+    keys, grouped_by = group_keys(records, group_field(names))
+    labels = data.labels()
+    a_ids, b_ids = ([item_identity(r.fields[f]) for r in records] for f in names)
+    a_emb, b_emb = (embedded.embeddings[f] for f in names)
+    return _Embedded(names, a_emb, b_emb,
+                     labels if labels is not None and len(labels) == len(data) else None,
+                     keys, a_ids, _Views(names, keys, a_ids, b_ids, grouped_by), len(data),
+                     len(data.bad_rows), embedded.from_cache, embedded.items)
+
+
+def _scores(source: ModelSource, e: _Embedded, run: set[str], s: _Settings) -> dict[str, Any]:
+    """Every task in ``run`` on the embedded pair, in the order results.json lists them."""
+    results: dict[str, Any] = {}
+    if "retrieval" in run:
+        results.update(e.views(e.a_emb, e.b_emb, e.labels))
+    classes, class_emb = None, None
+    if "zero_shot" in run:
+        classes = sorted(set(e.labels)) if s.classes is None else list(s.classes)
+        class_emb = _class_embeddings(source, classes, s.templates, None, s.batch_size, s.out_dir)
+        results["zero_shot"] = zero_shot_metrics(e.query_emb, e.labels, classes, class_emb)
+        results["zero_shot"]["templates"] = list(s.templates)
+    results.update(_subset_scores(e, run, s.subsets, classes, class_emb))
+    if "geometry" in run:
+        results["geometry"] = geometry_metrics(e.a_emb, e.b_emb, e.names, k=min(10, e.n))
+    if "probe" in run:
+        results.update(_probes(source, s.train_manifest, e.names[e.side], e.query_emb, e.labels,
+                               s.batch_size, s.out_dir, s.on_bad_row, s.columns, s.probe_c))
+    if "matryoshka" in run:
+        results["matryoshka"] = _per_size(source, e.views, e.a_emb, e.b_emb, e.query_emb, e.labels,
+                                          classes, s.templates, geometry="geometry" in run,
+                                          batch_size=s.batch_size, cache_dir=s.out_dir)
+    return results
+
+
+def _subset_scores(e: _Embedded, run: set[str], subsets: dict[str, Sequence[str]],
+                   classes: list[str] | None, class_emb: np.ndarray | None) -> dict[str, Any]:
+    """Zero-shot and retrieval on each subset's rows alone (labelled manifests only)."""
+    out: dict[str, Any] = {}
+    for name, subset_labels in subsets.items() if e.labels is not None else ():
+        wanted = set(subset_labels)
+        rows = [i for i, label in enumerate(e.labels) if label in wanted]
+        if not rows:
+            continue
+        labels = [e.labels[i] for i in rows]
+        if "zero_shot" in run:
+            out[f"zero_shot_{name}"] = zero_shot_metrics(e.query_emb[rows], labels, classes, class_emb)
+        if "retrieval" in run:
+            subset = e.views.subset(rows)(e.a_emb[rows], e.b_emb[rows], labels)
+            out.update({f"{view}_{name}": value for view, value in subset.items()})
+    return out
 
 
 class _TaskPlan:
@@ -183,7 +247,7 @@ class _TaskPlan:
             raise ConfigError(f"unknown task(s) {', '.join(unknown) or '(none given)'}; "
                               f"tasks are {', '.join(TASKS)}")
         self.asked = set(asked)
-        self._drop("zero_shot", None if "text" in source.config.towers else
+        self._drop("zero_shot", None if class_name_modality(source.config.towers) else
                    f"zero_shot needs a text tower; this model has {', '.join(source.config.towers)}")
         self._drop("probe", None if train_manifest is not None else
                    "probe needs a labelled training manifest (train_manifest=…, CLI --train-data)")
@@ -204,14 +268,6 @@ class _TaskPlan:
         self._drop("geometry", None if n_rows >= MIN_GEOMETRY_ROWS else
                    f"geometry needs at least {MIN_GEOMETRY_ROWS} rows; {manifest} has {n_rows}")
         return set(self.asked)
-
-
-def parse_pair(pair: tuple[str, str] | Sequence[str] | str) -> tuple[str, str]:
-    """``"audio:text"`` or ``("audio", "text")`` → ``("audio", "text")``, checked."""
-    names = tuple(pair.split(":")) if isinstance(pair, str) else tuple(pair)
-    if len(names) != 2 or not all(names) or names[0] == names[1]:
-        raise ConfigError(f"a pair names two different modalities, like image:text; got {pair!r}")
-    return names  # type: ignore[return-value]
 
 
 class _Views:
@@ -278,7 +334,7 @@ def flat_metrics(results: dict[str, Any]) -> dict[str, float]:
     text→image), then ``<a>_retrieval_map@10``, ``<a>_retrieval_median_rank``,
     ``<a>_retrieval_csls_recall@K``, ``<a>_retrieval_by_label_recall@K``, and
     zero-shot ``acc1``, ``acc5``, ``mean_per_class_recall``."""
-    a, b = results.get("pair", ("image", "text"))
+    a, b = results.get("pair", DEFAULT_PAIR)
     out: dict[str, float] = {}
     for target, direction in ((a, f"{b}_to_{a}"), (b, f"{a}_to_{b}")) if "retrieval" in results else ():
         block = results["retrieval"][direction]

@@ -5,18 +5,26 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..model import JointModel
+from .pairs import class_name_modality
 
 DEFAULT_TEMPLATES = ("a {label}", "a picture of a {label}", "there is a {label}")
 
 
 def class_embeddings(model: JointModel, classes: Sequence[str],
                      templates: Sequence[str] = DEFAULT_TEMPLATES, dim: int | None = None,
-                     batch_size: int = 256) -> np.ndarray:
+                     batch_size: int = 256, modality: str | None = None) -> np.ndarray:
     """One unit vector per class: the renormalised mean of its prompt embeddings
-    (prompt ensembling, as in CLIP)."""
+    (prompt ensembling, as in CLIP), embedded as ``modality`` (default: the model's
+    first text-like tower, :func:`.pairs.class_name_modality`)."""
+    modality = modality or class_name_modality(model.modalities)
+    if modality is None:
+        raise ConfigError(f"zero-shot embeds class names with a text-like tower; this model has "
+                          f"{', '.join(model.modalities)}")
     prompts = [t.format(label=c) for c in classes for t in templates]
-    emb = model.encode_text(prompts, dim=dim, batch_size=batch_size).reshape(len(classes), len(templates), -1).mean(1)
+    emb = model.encode(modality, prompts, dim=dim, batch_size=batch_size)
+    emb = emb.reshape(len(classes), len(templates), -1).mean(1)
     return emb / np.linalg.norm(emb, axis=1, keepdims=True)
 
 
