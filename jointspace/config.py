@@ -23,6 +23,9 @@ T = TypeVar("T")
 
 
 TRAINABLE = ("all", "head", "adapter", "none")
+#: the towers of a new model when none are configured (an image–text model, as CLIP's)
+#: and the anchor the default pairs start from when the model has that tower
+USER_FACING_DEFAULTS = ("image", "text")
 
 
 @dataclass

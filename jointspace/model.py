@@ -27,6 +27,10 @@ from .towers import Tower, build_tower
 #: a batch key ``"text#features"`` carries precomputed backbone features of field ``text``
 from .data.pairs import FEATURES_SUFFIX  # noqa: E402 (re-exported)
 
+#: the convenience methods ``encode_text``, ``encode_image`` and ``encode_audio`` of the
+#: public API (each is ``encode(<name>, …)``): their names are documented to users
+USER_FACING_DEFAULTS = ("text", "image", "audio")
+
 __all__ = ["FEATURES_SUFFIX", "JointModel", "as_items", "load", "build_pair_objectives",
            "build_training_objective", "resolve_device", "CONFIG_FILE", "WEIGHTS_FILE"]
 

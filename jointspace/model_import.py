@@ -25,6 +25,8 @@ from .model import CONFIG_FILE, WEIGHTS_FILE, JointModel
 from .progress import logger
 from .towers.hf_loading import quiet_transformers, transformers_module
 
+#: a CLIP or SigLIP folder holds, by definition, an image tower and a text tower
+USER_FACING_DEFAULTS = ("image", "text")
 #: how far a stored logit_scale may pass the bound and still be at it: float32's rounding
 #: (CLIP's ln 100 is stored as 4.6051702499…, math.log(100) is 4.6051701859…)
 SCALE_TOLERANCE = 1e-6
