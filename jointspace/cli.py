@@ -346,7 +346,7 @@ def run(args: argparse.Namespace) -> None:
     elif args.verb == "demo" and args.audio:
         _audio_demo(args)
     elif args.verb == "demo":
-        from .demo import DEMO_SCENES, demo_config, run_demo
+        from .demos.shapes import DEMO_SCENES, demo_config, run_demo
         result = run_demo(args.out, n=args.n or DEMO_SCENES,
                           run=demo_config(args.overrides, args.config, args.text_tower,
                                           args.image_tower))
@@ -367,7 +367,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _audio_demo(args: argparse.Namespace) -> None:
-    from .demo_audio import AUDIO_DEMO_SCENES, run_audio_demo, summary
+    from .demos.audio import AUDIO_DEMO_SCENES, run_audio_demo, summary
     if args.text_tower != "minilm" or args.config or args.overrides:
         from .errors import ConfigError
         raise ConfigError("demo --audio takes --out and --n only")

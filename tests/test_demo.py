@@ -1,7 +1,7 @@
 """The demo end to end on a tiny budget, with its default text tower (locked MiniLM)."""
 import json
 
-from jointspace.demo import demo_config, held_out_fractions, run_demo
+from jointspace.demos.shapes import demo_config, held_out_fractions, run_demo
 
 
 #: steps the tiny demo needs to learn: with seed 0 it reaches zero-shot top-1 0.25 and
@@ -43,7 +43,7 @@ def test_demo_with_the_pretrained_image_tower(tmp_path):
     """``--image-tower efficientnet_lite0``: the ImageNet EfficientNet-Lite0 fine-tuned
     whole at 64 px next to the locked MiniLM; a few steps, both test splits evaluated."""
     import pytest
-    from jointspace.demo import IMAGE_TOWERS
+    from jointspace.demos.shapes import IMAGE_TOWERS
     assert IMAGE_TOWERS == ("convnet", "efficientnet_lite0")
     run = demo_config(["train.batch_size=8", "train.max_steps=2", "train.eval_every=2",
                        "train.warmup_steps=1"], image_tower="efficientnet_lite0")
@@ -65,7 +65,7 @@ def test_held_out_splits_stay_at_700_rows():
 
 def test_audio_demo_runs_end_to_end_and_queries_by_sound(tmp_path):
     from jointspace.config import load_run_config
-    from jointspace.demo_audio import EVALUATIONS, run_audio_demo, summary
+    from jointspace.demos.audio import EVALUATIONS, run_audio_demo, summary
     tiny = ["train.batch_size=16", "train.max_steps=4", "train.eval_every=4", "train.warmup_steps=1"]
     base = load_run_config(None, ["model.embed_dim=32", "model.towers.image={name: convnet, options: "
                                   "{widths: [8, 16]}}", "model.towers.text={name: minilm, trainable: none}",
@@ -83,3 +83,19 @@ def test_audio_demo_runs_end_to_end_and_queries_by_sound(tmp_path):
     assert [s for s, _ in text_hits] == sorted((s for s, _ in text_hits), reverse=True)
     # the bound model's text and image towers are the image–text model's, untouched
     assert "| text | minilm | none |" in (result.models["bound"] / "README.md").read_text()
+
+
+def test_the_old_demo_modules_still_import_with_a_deprecation_warning():
+    import importlib
+    import sys
+
+    import pytest
+    for old, new in (("jointspace.demo", "jointspace.demos.shapes"),
+                     ("jointspace.demo_audio", "jointspace.demos.audio")):
+        sys.modules.pop(old, None)
+        with pytest.warns(DeprecationWarning, match=new):
+            shim = importlib.import_module(old)
+        moved = importlib.import_module(new)
+        assert all(getattr(shim, name) is getattr(moved, name) for name in vars(moved)
+                   if not name.startswith("__"))
+        assert getattr(shim, "__all__", None) == getattr(moved, "__all__", None)
