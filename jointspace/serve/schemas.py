@@ -3,9 +3,15 @@ from __future__ import annotations
 
 from typing import Any, Union
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..errors import JointspaceError
+from ..modalities import MODALITIES
+
+#: the JSON body's fields named after the built-in modalities, kept for compatibility (a
+#: field named after any other registered modality is taken alike, as an extra field)
+USER_FACING_DEFAULTS = ("text", "image", "audio")
+MODALITY_FIELDS = USER_FACING_DEFAULTS
 
 Scalar = Union[str, int, float, bool]
 MAX_TERMS = 32  # each term is one encoder call: a request cannot queue thousands
@@ -32,22 +38,31 @@ def count_filter_values(where: Any) -> int:
 
 
 class TermIn(BaseModel):
-    """One weighted query term: a text, a base64 file (image or audio) or a vector."""
+    """One weighted query term: a file (base64 ``data``) or a value (``text``) of one of the
+    model's modalities, or a ``vector``."""
 
-    modality: str = Field(description="text, image, audio, or vector")
-    text: str | None = None
-    data: str | None = Field(None, description="base64 of an image or audio file (a data: URL works)")
+    modality: str | None = Field(None, description="one of the model's modalities (GET /modalities), "
+                                                   "or vector; omitted with data: recognised from "
+                                                   "the file's first bytes")
+    text: str | None = Field(None, description="the value of a modality that is not a file (a text)")
+    value: str | None = Field(None, description="the same as text (for modalities whose values "
+                                                "are not texts)")
+    data: str | None = Field(None, description="base64 of a file (a data: URL works)")
     vector: list[float] | None = None
     weight: float = Field(1.0, description="negative: push results away from this term")
 
 
 class SearchIn(BaseModel):
-    """A query: any mix of ``text``, ``image``, ``audio``, ``vector`` (each weight 1) and
-    weighted ``terms``; results ``offset`` … ``offset + k`` of the ranking."""
+    """A query: any mix of values of the model's modalities given in fields named after them
+    (``text``: a text, ``image``, ``audio``: base64 files; any other modality's field works
+    alike), a ``vector`` (each weight 1) and weighted ``terms``; results ``offset`` …
+    ``offset + k`` of the ranking."""
 
-    text: str | None = None
+    model_config = ConfigDict(extra="allow")  # a field named after any registered modality
+
+    text: str | None = Field(None, description="a text query")
     image: str | None = Field(None, description="base64 of an image file (a data: URL works)")
-    audio: str | None = Field(None, description="base64 of an audio file (WAV, FLAC, OGG)")
+    audio: str | None = Field(None, description="base64 of an audio file (WAV, FLAC, OGG, MP3 …)")
     vector: list[float] | None = Field(None, description="a query vector of the collection's size")
     terms: list[TermIn] = Field(default_factory=list, max_length=MAX_TERMS)
     k: int = Field(10, ge=1, description="results per page (at most the server's max_k)")
@@ -70,6 +85,13 @@ class SearchIn(BaseModel):
                                       "the Python API)")
         return where
 
+    def modality_fields(self) -> list[tuple[str, Any]]:
+        """``(modality, value)`` of each field named after a registered modality: the declared
+        ones (:data:`MODALITY_FIELDS`) in their order, then any other given."""
+        reserved = set(type(self).model_fields) - set(MODALITY_FIELDS)
+        return [(name, value) for name, value in self
+                if value is not None and name in MODALITIES and name not in reserved]
+
 
 class HitOut(BaseModel):
     rank: int = Field(description="1-based, counted across pages")
@@ -82,6 +104,9 @@ class HitOut(BaseModel):
     name: str | None = Field(None, description="the file's name")
     url: str | None = Field(None, description="the item's file; absent when it has none")
     thumbnail: str | None = Field(None, description="a JPEG of at most 256 px; images only")
+    preview: str | None = Field(None, description="the item's preview (GET /modalities: its kind)")
+    preview_kind: str | None = Field(None, description="how a page shows the preview: image, "
+                                                       "audio, text …")
 
 
 class SearchOut(BaseModel):
@@ -101,6 +126,25 @@ class ItemOut(BaseModel):
     label: str | None = None
     meta: dict[str, Any] = Field(default_factory=dict)
     name: str | None = None
+
+
+class ModalityOut(BaseModel):
+    """One of the model's modalities, as its plug-in describes it."""
+
+    name: str
+    preview_kind: str = Field("", description="how a page shows an item's preview (image: an "
+                                              "<img>, audio: a player, text: the text; empty: none)")
+    uploadable: bool = Field(description="files of it are taken as queries (POST /search/upload)")
+    is_file: bool = Field(description="its items are files (else values: a text …)")
+    text_like: bool = False
+    suffixes: list[str] = Field(default_factory=list, description="file name endings of it")
+    indexed: bool = Field(description="the collection holds its vectors: a search can target it")
+    items: int = Field(description="items of this modality in the collection")
+
+
+class ModalitiesOut(BaseModel):
+    modalities: list[ModalityOut]
+    target: str = Field(description="the modality searched when a query names no target")
 
 
 class Health(BaseModel):
@@ -126,5 +170,5 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (413, "an upload, a query text, the filter values or the request body are too large"))}
 
 __all__ = ["ERRORS", "Health", "HitOut", "ItemOut", "MAX_FILTER_VALUES", "MAX_QUERY_CHARS", "MAX_TERMS",
-           "Problem", "Ready", "SearchIn", "SearchOut", "TermIn", "TooManyFilterValues",
-           "count_filter_values"]
+           "MODALITY_FIELDS", "ModalitiesOut", "ModalityOut", "Problem", "Ready", "SearchIn", "SearchOut",
+           "TermIn", "TooManyFilterValues", "count_filter_values"]

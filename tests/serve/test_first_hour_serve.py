@@ -108,9 +108,9 @@ def test_a_failed_warm_up_is_not_ready(col, monkeypatch):
 def test_warm_up_takes_files_through_the_decoding_a_query_takes(col, monkeypatch):
     """The warm-up encoded a 16 kHz array, so the first real 44.1 kHz WAV still paid for
     soundfile and scipy.signal (1.6 s): it decodes a 44.1 kHz WAV file, and an image file
-    through open_image, as queries' files are."""
-    import jointspace.data.audio as audio
-    import jointspace.towers.vision as vision
+    through open_image, as queries' files are (the decoding lives in the plug-ins)."""
+    import jointspace.modalities.audio_io as audio
+    import jointspace.modalities.image as vision
 
     rates, images = [], []
     real_resample, real_decode = audio.resample, vision.decode_image
@@ -136,24 +136,26 @@ def test_warm_before_serving_warms_in_the_lifespan_startup(col, monkeypatch):
         assert client.get("/healthz").json()["ready"] is True
 
 
-def test_an_audio_upload_is_decoded_once_to_check_it_and_once_to_encode_it(client, media_dir, monkeypatch):
-    """It was decoded three times: the upload's check, the search's check of the same file,
-    then the tower."""
-    import jointspace.data.audio as audio
+def test_an_audio_upload_is_decoded_once_by_its_plug_in(client, media_dir, monkeypatch):
+    """It was decoded three times (the upload's check, the search's check of the same file,
+    then the tower), then twice: the audio plug-in decodes the bytes once, which is also
+    their check, and the tower takes the samples."""
+    import jointspace.modalities.audio as plugin
     import jointspace.towers.audio as tower
 
     decoded = []
-    for module in (audio, tower):
+    for module in (plugin, tower):
         real = module.decode_audio
-        monkeypatch.setattr(module, "decode_audio", lambda path, *a, _real=real, **kw:
-                            decoded.append(path) or _real(path, *a, **kw))
+        monkeypatch.setattr(module, "decode_audio", lambda path, *a, _real=real, _m=module, **kw:
+                            decoded.append(_m.__name__) or _real(path, *a, **kw))
     r = client.post("/search/upload", files={"file": ("q.wav", (media_dir / "tone-440.wav").read_bytes())},
                     data={"target": "audio", "k": "1"})
     assert r.status_code == 200 and r.json()["hits"][0]["name"] == "tone-440.wav"
-    assert len(decoded) == 2
+    assert r.json()["hits"][0]["score"] == pytest.approx(1, abs=1e-4)  # as the indexed file
+    assert decoded == [plugin.__name__]
     r = client.post("/search", json={"audio": base64.b64encode((media_dir / "tone-440.wav").read_bytes())
                                      .decode(), "target": "audio", "k": 1})
-    assert r.status_code == 200 and len(decoded) == 4
+    assert r.status_code == 200 and decoded == [plugin.__name__] * 2
 
 
 def test_silent_arrays_are_refused_as_silent_files_are(col):
@@ -169,11 +171,16 @@ def test_silent_arrays_are_refused_as_silent_files_are(col):
     assert col.search(audio=tone, target="audio", k=1)
 
 
+def refuse_decoding(monkeypatch):
+    from jointspace.modalities import MODALITIES
+
+    for name in MODALITIES.names():
+        monkeypatch.setattr(MODALITIES.get(name), "decode", lambda *a, **kw: pytest.fail("decoded"))
+
+
 @pytest.mark.parametrize("modality", ["text", "Image", "video"])
 def test_an_invalid_modality_is_a_422_naming_the_allowed_ones(client, media_dir, monkeypatch, modality):
-    from jointspace.serve.uploads import Uploads
-
-    monkeypatch.setattr(Uploads, "image", lambda *a: pytest.fail("the file was decoded"))
+    refuse_decoding(monkeypatch)
     r = client.post("/search/upload", files={"file": ("q.png", (media_dir / "red.png").read_bytes())},
                     data={"modality": modality})
     assert r.status_code == 422, r.text
@@ -183,18 +190,19 @@ def test_an_invalid_modality_is_a_422_naming_the_allowed_ones(client, media_dir,
 
 def test_the_mp3_sniff_reads_frame_headers(client, media_dir):
     """FF FE (a UTF-16LE byte order mark) and AAC's ADTS header (FF F1) passed as MP3."""
-    from jointspace.serve.uploads import sniff
+    from jointspace.modalities import sniff
+    from jointspace.serve.uploads import sniff as sniff_name  # the name, as earlier versions had it
 
     utf16 = "\ufeffa red circle, and more text to fill a frame or two".encode("utf-16-le") * 8
     adts = bytes.fromhex("fff15080") + bytes(400)
     for data in (utf16, adts, "hello".encode("utf-16"), b"ID3 is a tag", b"\xff\xfb"):
-        assert sniff(data) is None, data[:8]
+        assert sniff(data) is None and sniff_name(data) is None, data[:8]
         r = client.post("/search/upload", files={"file": ("q", data, "application/octet-stream")})
         assert r.status_code == 415 and "say modality=image or modality=audio" in r.json()["detail"]
     mp3 = (media_dir / "tone-330.mp3").read_bytes()
     tag = b"ID3\x04\x00\x00\x00\x00\x02\x01" + bytes(257)
     for data in (mp3, tag + mp3):
-        assert sniff(data) == "audio"
+        assert sniff(data).name == sniff_name(data) == "audio"
 
 
 def test_the_docs_are_public_and_declare_the_key(col):

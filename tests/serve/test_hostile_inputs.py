@@ -184,10 +184,11 @@ def test_any_bad_where_form_field_is_a_4xx(client, where, message):
 def test_the_text_of_an_upload_is_checked_before_its_file_is_decoded(col_dir, monkeypatch):
     """Review of issue 20: the text cap was checked after the file was decoded, and the
     message named 'term 1'; it names the form field."""
-    from jointspace.serve.uploads import Uploads
+    from jointspace.modalities import MODALITIES
 
     small = TestClient(create_app(col_dir, max_query_chars=10))
-    monkeypatch.setattr(Uploads, "audio", lambda *a: pytest.fail("the file was decoded"))
+    for name in MODALITIES.names():
+        monkeypatch.setattr(MODALITIES.get(name), "decode", lambda *a, **kw: pytest.fail("decoded"))
     r = small.post("/search/upload", data={"text": "a red tone!"},
                    files={"file": ("q.wav", b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\x00" * 64)})
     assert r.status_code == 413
