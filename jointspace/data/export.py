@@ -5,9 +5,12 @@ quarantines exactly what the manifest reader would); a row whose file is
 missing cannot be exported and is listed in ``export-quarantine.jsonl`` with
 its reason. Keys are the manifest ids with ``.`` and ``/`` replaced (WebDataset
 splits a member name at its first dot), made unique with a suffix where two
-ids would meet (``a.b`` and ``a_b``); the original id is kept as metadata. A
-file whose extension the shard readers do not know (``.gif``, ``.bmp``,
-``.mp3`` …) is stored as ``KEY.image`` / ``KEY.audio``, which they do. The
+ids would meet (``a.b`` and ``a_b``); the original id is kept as metadata.
+Every registered modality with a column in the manifest is exported: a file
+under the member extension its plug-in names (:meth:`~jointspace.modalities.Modality.shard_member`:
+its own suffix when the shard readers know it, else ``KEY.<modality>`` —
+``KEY.image`` for a ``.gif``, ``KEY.audio`` for an ``.mp3`` …), a value (a
+text …) as UTF-8 under its plug-in's first shard key (``KEY.txt``). The
 output folder must hold no shards yet: old ones would be read with the new.
 """
 from __future__ import annotations
@@ -16,14 +19,27 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from ..errors import DataError
+from ..modalities import MODALITIES, Modality
 from ..progress import logger, progress
 from .manifest import manifest_columns, read_manifest
-from .shards import MODALITY_KEYS, ShardWriter
+from .shards import ShardWriter
 
-EXPORT_MODALITIES = ("image", "audio", "text")
+
+def export_modalities(header: Sequence[str], columns: Mapping[str, str] | None = None) -> list[str]:
+    """The registered modalities a manifest with columns ``header`` holds (``columns`` maps a
+    modality to its column), file modalities first, each group in the manifest's column
+    order: the first is the one every exported row must have."""
+    mapped = {**{m: m for m in MODALITIES.names()}, **(columns or {})}
+    present = [m for m in MODALITIES.names() if mapped[m] in header]
+    return sorted(present, key=lambda m: (not MODALITIES.get(m).is_file, header.index(mapped[m])))
+
+
+def _member(plugin: Modality) -> str:
+    """The member extension a value (not a file) of ``plugin`` is exported under."""
+    return plugin.shard_keys[0] if plugin.shard_keys else plugin.name
 
 
 @dataclass
@@ -37,10 +53,10 @@ def export_manifest(manifest: str | Path, out: str | Path, *, format: str = "web
                     shard_size: int = 1000, columns: Mapping[str, str] | None = None) -> ExportReport:
     """Write the rows of ``manifest`` as shards of ``shard_size`` samples into ``out``."""
     manifest, out = Path(manifest), Path(out)
-    mapped = {**{m: m for m in EXPORT_MODALITIES}, **(columns or {})}
-    present = [m for m in EXPORT_MODALITIES if mapped[m] in manifest_columns(manifest)]
+    present = export_modalities(manifest_columns(manifest), columns)
     if not present:
-        raise DataError(f"manifest {manifest} has no image, audio or text column")
+        raise DataError(f"manifest {manifest} has no column of a registered modality "
+                        f"({', '.join(MODALITIES.names())})")
     data = read_manifest(manifest, required=(present[0],), optional=tuple(present[1:]),
                          check_files=False, columns=columns)
     writer = ShardWriter(out, format, shard_size)
@@ -53,15 +69,14 @@ def export_manifest(manifest: str | Path, out: str | Path, *, format: str = "web
             value = record.fields.get(modality)
             if value is None or value == "":
                 continue
-            if modality == "text":
-                items["text"] = ("txt", str(value))
+            plugin = MODALITIES.get(modality)
+            if not plugin.is_file:
+                items[modality] = (_member(plugin), str(value))
                 continue
             path = value if Path(value).is_absolute() or modality == present[0] \
                 else manifest.parent / value
             try:
-                ext = Path(path).suffix.lower().lstrip(".")
-                items[modality] = (ext if ext in MODALITY_KEYS[modality] else modality,
-                                   Path(path).read_bytes())
+                items[modality] = (plugin.shard_member(path), Path(path).read_bytes())
             except OSError:
                 problem = f"{modality} file not found: {path}"
                 break
@@ -88,4 +103,4 @@ def export_manifest(manifest: str | Path, out: str | Path, *, format: str = "web
     return ExportReport(writer.written, count, skipped)
 
 
-__all__ = ["ExportReport", "export_manifest"]
+__all__ = ["ExportReport", "export_manifest", "export_modalities"]

@@ -37,6 +37,10 @@ from ..progress import logger, progress
 
 OnBadRow = Literal["skip", "fail"]
 META_FIELDS = ("id", "label", "group")
+#: names of modalities this module's code uses: :func:`read_manifest`'s default ``required``
+#: fields, the image–caption manifest of the quick start and the documented Python API
+#: (``read_manifest("train.csv")``); every other use asks :data:`MODALITIES`
+USER_FACING_DEFAULTS = ("image", "text")
 
 
 @dataclass(frozen=True)

@@ -4,19 +4,26 @@ A shard *source* is a tar or Parquet file, a glob (``shards/*.tar``), a brace
 range (``shards/{00000..00099}.tar``) or a folder of ``.parquet`` files.
 Listing a source opens no shard, so a run over thousands of them starts at once.
 
-- **WebDataset** (img2dataset's ``--output_format webdataset``): consecutive tar
-  members sharing a key form a sample — ``KEY.jpg|jpeg|png|webp`` (image),
-  ``KEY.txt`` (text), ``KEY.wav|flac|ogg`` (audio), ``KEY.json`` (metadata:
-  ``label``, ``group`` and anything else). The key is the member path up to the
-  first dot of its basename, folders included (``a/0001.jpg`` → ``a/0001``).
-- **Parquet** (img2dataset's ``--output_format parquet``): one row per sample —
-  the image as bytes (a ``jpg``/``png``/``webp``/``image`` column, raw or a
-  ``{"bytes": …}`` struct) or a path (relative to the shard's folder),
-  ``caption``/``text``, ``key``, ``wav``/``audio`` bytes or path, ``label``,
-  ``group``; other columns are metadata.
+Which member or column holds which modality is the modality plug-ins' to say
+(:attr:`~jointspace.modalities.Modality.shard_keys`, preferred first, and the
+modality's own name; :func:`shard_keys`):
 
-Samples come out *raw* (:class:`RawSample`: bytes and strings); decoding and
-checking them is :mod:`jointspace.data.stream`'s job.
+- **WebDataset** (img2dataset's ``--output_format webdataset``): consecutive tar
+  members sharing a key form a sample — with the built-in plug-ins
+  ``KEY.jpg|jpeg|png|webp|image`` (image), ``KEY.txt|caption|text`` (text),
+  ``KEY.wav|flac|ogg|audio`` (audio) — and ``KEY.json`` (metadata: ``label``,
+  ``group`` and anything else). The key is the member path up to the first dot
+  of its basename, folders included (``a/0001.jpg`` → ``a/0001``).
+- **Parquet** (img2dataset's ``--output_format parquet``): one row per sample —
+  a file modality's item as bytes (raw or a ``{"bytes": …}`` struct) or a path
+  (relative to the shard's folder) in the first of its columns the file has
+  (``jpg``/``png``/``webp``/``image`` …), a value modality's in its column
+  (``caption``/``text`` …), ``key``, ``label``, ``group``; other columns are
+  metadata.
+
+Samples come out *raw* (:class:`RawSample`: a file modality's bytes or path, a
+value modality's string — a member of one is read as UTF-8, the form a manifest
+cell has); decoding and checking them is :mod:`jointspace.data.stream`'s job.
 """
 from __future__ import annotations
 
@@ -31,12 +38,21 @@ from typing import Any, Iterator, Sequence
 
 from ..errors import DataError
 from ..fileio import atomic_path
+from ..modalities import MODALITIES, Modality, modality_for_shard_key
 
-IMAGE_KEYS = ("jpg", "jpeg", "png", "webp", "image")
-TEXT_KEYS = ("txt", "caption", "text")
-AUDIO_KEYS = ("wav", "flac", "ogg", "audio")
-MODALITY_KEYS = {"image": IMAGE_KEYS, "text": TEXT_KEYS, "audio": AUDIO_KEYS}
+#: shard keys this module's code names: the Parquet column :class:`ShardWriter` writes a
+#: caption into (:data:`CAPTION_COLUMN`) is part of the shard format — img2dataset's name
+#: for it, used by the shards earlier versions wrote and by the tools that read them
+USER_FACING_DEFAULTS = ("caption",)
+#: the Parquet column of a value modality whose plug-in reads it (the built-in text's)
+CAPTION_COLUMN = "caption"
 SHARD_SUFFIXES = (".tar", ".parquet")
+
+
+def shard_keys() -> dict[str, tuple[str, ...]]:
+    """Each registered modality → the member extensions and Parquet columns that hold it,
+    preferred first, then its own name (a member ``KEY.<name>`` is always read)."""
+    return {m: tuple(dict.fromkeys((*MODALITIES.get(m).shard_keys, m))) for m in MODALITIES.names()}
 
 
 class ShardError(DataError):
@@ -45,8 +61,9 @@ class ShardError(DataError):
 
 @dataclass
 class RawSample:
-    """One sample as stored: ``items`` maps a modality to bytes (image, audio), a string
-    (text) or a path (an image column holding paths); ``index`` is its place in the shard."""
+    """One sample as stored: ``items`` maps a modality to the bytes of a file modality's
+    member or column, its path (a Parquet column holding paths), or a value modality's
+    string (a text); ``index`` is its place in the shard."""
 
     shard: str
     key: str
@@ -118,13 +135,6 @@ def read_shard(path: str) -> Iterator[RawSample]:
         yield from _read_parquet(path)
     else:
         yield from _read_tar(path)
-
-
-def _kind(ext: str) -> str | None:
-    for modality, keys in MODALITY_KEYS.items():
-        if ext in keys:
-            return modality
-    return None
 
 
 def sample_key(member: str) -> tuple[str, str]:
@@ -204,16 +214,16 @@ def _add(sample: RawSample, ext: str, data: bytes) -> None:
         sample.group = _str(meta.pop("group", None)) or sample.group
         sample.meta.update(meta)
         return
-    modality = _kind(ext)
-    if modality is None:
+    plugin = modality_for_shard_key(ext)
+    if plugin is None:
         sample.meta.setdefault("ignored", []).append(ext)
-    elif modality == "text":
+    elif not plugin.is_file:  # a value (a text …): its UTF-8, as a manifest cell holds it
         try:
-            sample.items["text"] = data.decode("utf-8-sig")
+            sample.items[plugin.name] = data.decode("utf-8-sig")
         except UnicodeDecodeError as e:
             sample.problem = f"{sample.key}.{ext} is not UTF-8 text ({e.reason} at byte {e.start})"
     else:
-        sample.items[modality] = data
+        sample.items[plugin.name] = data
 
 
 def _str(value: Any) -> str | None:
@@ -228,7 +238,8 @@ def _read_parquet(path: str) -> Iterator[RawSample]:
     except Exception as e:  # pyarrow raises ArrowInvalid, OSError …
         raise ShardError(f"shard cannot be opened as a Parquet file ({e}): {path}") from None
     names = file.schema_arrow.names
-    columns = {m: next((c for c in keys if c in names), None) for m, keys in MODALITY_KEYS.items()}
+    columns = {m: next((c for c in keys if c in names), None) for m, keys in shard_keys().items()}
+    is_file = {m: MODALITIES.get(m).is_file for m in columns}
     key_col = next((c for c in ("key", "id") if c in names), None)
     used = {c for c in columns.values() if c} | {key_col, "label", "group"}
     base = Path(path).parent
@@ -247,7 +258,7 @@ def _read_parquet(path: str) -> Iterator[RawSample]:
                         value = value.get("bytes") or value.get("path")
                     if value is None or value == "":
                         continue
-                    if modality != "text" and isinstance(value, str):
+                    if is_file[modality] and isinstance(value, str):
                         # a path, relative to the shard's folder (as a manifest's paths are
                         # to the manifest's), not to the working directory
                         value = str(base / value)
@@ -288,7 +299,8 @@ class ShardWriter:
         self.out.mkdir(parents=True, exist_ok=True)
 
     def add(self, key: str, items: dict[str, tuple[str, bytes | str]], meta: dict[str, Any]) -> None:
-        """``items``: modality → (file extension, bytes or text)."""
+        """``items``: modality → (member extension, bytes or text); a Parquet shard names
+        its column after the extension (a caption's: :data:`CAPTION_COLUMN`)."""
         self._pending.append({"key": key, "items": items, "meta": meta})
         if len(self._pending) >= self.shard_size:
             self.flush()
@@ -322,11 +334,19 @@ class ShardWriter:
         columns: dict[str, list[Any]] = {"key": [s["key"] for s in self._pending]}
         exts = {m: ext for s in self._pending for m, (ext, _) in s["items"].items()}
         for modality, ext in exts.items():
-            name = "caption" if modality == "text" else ext
+            name = _column(MODALITIES.get(modality) if modality in MODALITIES else None, ext)
             columns[name] = [s["items"].get(modality, (None, None))[1] for s in self._pending]
         for name in sorted({k for s in self._pending for k in s["meta"]}):
             columns[name] = [_str(s["meta"].get(name)) for s in self._pending]
         pq.write_table(pa.table(columns), path)
+
+
+def _column(plugin: Modality | None, ext: str) -> str:
+    """The Parquet column of a member extension: the caption column for a value modality
+    whose plug-in reads it (img2dataset's layout), else the extension."""
+    if plugin is not None and not plugin.is_file and CAPTION_COLUMN in plugin.shard_keys:
+        return CAPTION_COLUMN
+    return ext
 
 
 def sample_count(shards: Sequence[str]) -> int | None:
@@ -338,5 +358,5 @@ def sample_count(shards: Sequence[str]) -> int | None:
     return sum(pq.ParquetFile(s).metadata.num_rows for s in shards if Path(s).is_file())
 
 
-__all__ = ["RawSample", "ShardError", "ShardWriter", "is_shard_source", "list_shards", "read_shard",
-           "sample_key", "sample_count"]
+__all__ = ["CAPTION_COLUMN", "RawSample", "ShardError", "ShardWriter", "is_shard_source",
+           "list_shards", "read_shard", "sample_key", "sample_count", "shard_keys"]

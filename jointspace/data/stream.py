@@ -37,18 +37,18 @@ every shard of the source without one valid sample.
 """
 from __future__ import annotations
 
-import io
+import inspect
 import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ..config import modality_of
 from ..errors import DataError
+from ..modalities import MODALITIES, Modality
 from ..progress import logger
 from .shards import RawSample, ShardError, read_shard
 
@@ -60,20 +60,18 @@ POSITION_KEY = "_stream_position"
 class DecodedSample:
     key: str
     shard: str
-    fields: dict[str, Any]  # field → item a tower's preprocess_one takes (PIL image, samples, str)
+    fields: dict[str, Any]  # field → the item a tower's preprocess_one takes (its plug-in's decode)
     label: str | None = None
     group: str | None = None
 
 
 def decode_sample(sample: RawSample, fields: Sequence[str], max_text_chars: int = 1000,
                   image_size: int | None = None) -> DecodedSample:
-    """Decode and check the items a run needs, as the manifest reader checks files.
-    Raises :class:`DataError` naming the shard, the key and what is wrong."""
-    from PIL import Image
-
-    from ..towers.vision import decode_image
-    from .audio import SILENCE_PEAK, decode_audio
-
+    """Decode and check the items a run needs with their modality plug-ins' ``decode``, as
+    the manifest reader checks files. The bounds go to the plug-ins whose ``decode`` takes
+    them: ``max_text_chars`` as ``max_chars`` (a text's length), ``image_size`` as
+    ``min_size`` (a picture decoded no smaller than a tower needs).
+    Raises :class:`DataError` naming the field, what is wrong, and the shard and key."""
     where = f"{Path(sample.shard).name}:{sample.key}"
     if sample.problem:
         raise DataError(f"{sample.problem} ({where})")
@@ -83,31 +81,28 @@ def decode_sample(sample: RawSample, fields: Sequence[str], max_text_chars: int 
         value = sample.items.get(modality)
         if value is None or (isinstance(value, str) and not value.strip()):
             raise DataError(f"empty {f!r} ({where})")
-        if modality == "text":
-            text = value.strip()
-            if len(text) > max_text_chars:
-                raise DataError(f"{f!r} has {len(text)} characters (limit {max_text_chars}) ({where})")
-            out[f] = text
-        elif modality == "image":
-            try:
-                source = io.BytesIO(value) if isinstance(value, bytes) else value
-                out[f] = decode_image(source, image_size)
-            except FileNotFoundError:
-                raise DataError(f"image file not found: {value} ({where})") from None
-            except Exception as e:  # PIL raises many types for corrupt data
-                raise DataError(f"image file cannot be decoded ({type(e).__name__}: {e}) "
-                                f"({where})") from None
-            if isinstance(out[f], Image.Image) and min(out[f].size) < 1:
-                raise DataError(f"image is empty ({where})")
-        elif modality == "audio":
-            source = io.BytesIO(value) if isinstance(value, bytes) else value
-            decoded = decode_audio(source, name=where)
-            if float(np.abs(decoded.samples).max()) < SILENCE_PEAK:
-                raise DataError(f"audio is silent (peak below -80 dBFS) ({where})")
-            out[f] = decoded.samples
-        else:
-            raise DataError(f"shards hold image, audio and text; not {modality!r} ({where})")
+        if modality not in MODALITIES:
+            raise DataError(f"no plug-in for {modality!r} (registered: "
+                            f"{', '.join(MODALITIES.names())}) ({where})")
+        plugin = MODALITIES.get(modality)
+        # a path names itself in the plug-in's message; bytes and values by their field
+        name = value if plugin.is_file and isinstance(value, str) else repr(f)
+        limits = _limits(plugin, max_chars=max_text_chars, min_size=image_size)
+        try:
+            out[f] = plugin.decode(value, where=name, **limits)
+        except DataError as e:
+            raise DataError(f"{e} ({where})") from None
     return DecodedSample(sample.key, sample.shard, out, sample.label, sample.group)
+
+
+def _limits(plugin: Modality, **limits: Any) -> dict[str, Any]:
+    """The ``limits`` (those not None) that ``plugin.decode`` takes as keywords: a text's
+    ``max_chars``, a picture's ``min_size`` … (a plug-in's decode may take none of them)."""
+    params = inspect.signature(plugin.decode).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return {k: v for k, v in limits.items() if v is not None}
+    takes = {p.name for p in params if p.kind is p.KEYWORD_ONLY}
+    return {k: v for k, v in limits.items() if v is not None and k in takes}
 
 
 def _permutation(n: int, *seed: int) -> list[int]:
