@@ -118,3 +118,28 @@ def test_openclip_columns_excel_bom_and_device(tmp_path, capsys, shapes_dir, tra
     assert asked == ["cpu"]
     assert main(["search", "--collection", str(col), "a red circle", "--device", "cpu"]) == 0
     assert asked == ["cpu", "cpu"]  # the query is embedded there too
+
+
+def test_column_flags_are_one_per_registered_modality(monkeypatch):
+    from jointspace.cli import _parser
+    from jointspace.cli.common import columns
+    from jointspace.modalities import MODALITIES, Modality
+    monkeypatch.setitem(MODALITIES._items, "tabular", Modality("tabular", is_file=False))
+    args = _parser().parse_args(["eval", "m", "--data", "x.csv", "--tabular-column", "row",
+                                 "--text-column", "caption"])
+    assert columns(args) == {"tabular": "row", "text": "caption"}
+    assert columns(_parser().parse_args(["index", "m", "src", "--collection", "c"])) is None
+
+
+def test_the_old_cli_modules_still_import_with_a_deprecation_warning():
+    import importlib
+    for old, new in (("jointspace.cli_search", "jointspace.cli.index"),
+                     ("jointspace.cli_embed", "jointspace.cli.embed")):
+        sys.modules.pop(old, None)
+        with pytest.warns(DeprecationWarning, match=new):
+            shim = importlib.import_module(old)
+        moved = importlib.import_module(new)
+        assert all(getattr(shim, name) is getattr(moved, name) for name in vars(moved)
+                   if not name.startswith("__") and name not in ("add_verbs", "run"))
+    from jointspace import cli_embed, cli_search
+    assert cli_search.parse_term("text:red:0.5").weight == 0.5 and callable(cli_embed.add_verb)
