@@ -25,7 +25,14 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from ..errors import JointspaceError
+from ..modalities import MODALITIES
 from .filters import UnknownFilterError, where_sql
+
+#: names this module's code uses that a modality has too: the catalog's ``text`` column (an
+#: item's text), a stored field name — in every catalog file written, in each hit's item,
+#: and filterable by name (``where={"text": …}``)
+USER_FACING_DEFAULTS = ("text",)
+TEXT_COLUMN = "text"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -50,7 +57,16 @@ CREATE TABLE IF NOT EXISTS quarantine (
 CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO state VALUES ('seq', 0);
 """
-COLUMNS = ("id", "key", "source", "modality", "path", "content_hash", "text", "label", "meta")
+COLUMNS = ("id", "key", "source", "modality", "path", "content_hash", TEXT_COLUMN, "label", "meta")
+
+
+def item_text(fields: Mapping[str, Any]) -> str | None:
+    """What an item stores in the :data:`TEXT_COLUMN`: the string value of its first
+    text-like modality (a caption beside an image, a text file's content), or None."""
+    for modality, value in fields.items():
+        if isinstance(value, str) and modality in MODALITIES and MODALITIES.get(modality).text_like:
+            return value
+    return None
 
 
 @dataclass

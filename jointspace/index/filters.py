@@ -13,6 +13,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import JointspaceError
 
+#: names this module's code uses that a modality has too: the catalog's ``text`` column, a
+#: stored field a filter names (``where={"text": …}``), whatever modality the items are
+USER_FACING_DEFAULTS = ("text",)
 FILTER_COLUMNS = ("key", "source", "modality", "path", "label", "text")
 MAX_LISTED = 30  # metadata keys named in an unknown-filter error
 MAX_FILTER_FIELDS = 32  # fields one filter may name (each is a clause of one SQL statement)

@@ -23,8 +23,9 @@ from typing import Any, Callable, Mapping, Sequence
 from ..data.manifest import ItemCheck, column_advice, manifest_columns, read_manifest
 from ..errors import DataError
 from ..fileio import atomic_write_json, kill_point
+from ..modalities import MODALITIES
 from ..progress import logger, progress
-from .catalog import ItemRow, Quarantined
+from .catalog import ItemRow, Quarantined, item_text
 from .collection import INFO_FILE, Collection, WriterLock, check_model_arg
 from .ingest_vectors import embed_info, ingest_embeddings
 from .keys import content_key, rekey_line_keys
@@ -70,16 +71,12 @@ class IngestReport:
                 f"({self.seconds:.1f} s, {rate:.0f} items/s)")
 
 
-def _modalities() -> Any:
-    from ..towers import MODALITIES
-
-    return MODALITIES
-
-
 def scan_folder(folder: Path, modalities: Sequence[str]) -> list[Candidate]:
-    """Every file under ``folder`` (recursively, sorted) whose suffix one of ``modalities`` claims."""
-    registry = _modalities()
-    by_suffix = {s: m for m in modalities for s in registry.get(m).suffixes}
+    """Every file under ``folder`` (recursively, sorted) whose suffix the plug-in of one of
+    ``modalities`` claims (:attr:`~jointspace.modalities.Modality.suffixes`). A file of a
+    modality whose items are values (a ``.txt`` of text) is read when it is checked: its
+    content is the value."""
+    by_suffix = {s: m for m in modalities for s in MODALITIES.get(m).suffixes}
     found, ignored, keys = [], 0, set()
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
         if str(path.resolve()) in keys:  # a link to a file already found: one item, not two
@@ -90,7 +87,7 @@ def scan_folder(folder: Path, modalities: Sequence[str]) -> list[Candidate]:
         if modality is None:
             ignored += 1
             continue
-        value = path if registry.get(modality).is_file else None  # text: read when checked
+        value = path if MODALITIES.get(modality).is_file else None  # a value: read when checked
         found.append(Candidate(str(path.resolve()), modality, {modality: value}, path.resolve(),
                                meta={"name": path.name, "folder": str(path.parent.relative_to(folder))}))
     if ignored:
@@ -106,7 +103,6 @@ def scan_manifest(path: Path, modalities: Sequence[str], quarantine_dir: Path,
     """The rows of a manifest: one candidate per row with an item per modality column
     present, keyed by its id or, without one, by its content (:mod:`.keys`); rows the
     reader rejects are returned as quarantined."""
-    registry = _modalities()
     mapped = {**{m: m for m in modalities}, **(columns or {})}
     header = manifest_columns(path)
     present = [m for m in modalities if mapped[m] in header]
@@ -114,7 +110,7 @@ def scan_manifest(path: Path, modalities: Sequence[str], quarantine_dir: Path,
         raise DataError(f"manifest {path} has no column for {', '.join(modalities)} "
                         f"(columns: {', '.join(header) or 'none'}) — "
                         + column_advice(path, header, {m: mapped[m] for m in modalities}))
-    files = [m for m in present if registry.get(m).is_file]
+    files = [m for m in present if MODALITIES.get(m).is_file]
     primary = (files or present)[0]
     data = read_manifest(path, required=(primary,), optional=tuple(m for m in present if m != primary),
                          check_files=False, columns=columns, quarantine_dir=quarantine_dir)
@@ -123,12 +119,12 @@ def scan_manifest(path: Path, modalities: Sequence[str], quarantine_dir: Path,
         (columns or {}).get(f, f) for f in ("id", "label", "group")})
     found, seen = [], {}
     for r in data.records:
-        fields = {m: (path.parent / v if registry.get(m).is_file and m != primary else v)
+        fields = {m: (path.parent / v if MODALITIES.get(m).is_file and m != primary else v)
                   for m, v in r.fields.items() if m in present}
-        item_path = fields[primary] if registry.get(primary).is_file else None
+        item_path = fields[primary] if MODALITIES.get(primary).is_file else None
         own_id = r.id != f"{path.stem}:{r.line}"  # else the reader's stand-in: the line moves
         key = f"{source}#{r.id}" if own_id else content_key(
-            source, fields, lambda m: registry.get(m).is_file, seen)
+            source, fields, lambda m: MODALITIES.get(m).is_file, seen)
         found.append(Candidate(key, primary, fields,
                                Path(item_path).resolve() if item_path else None, r.label,
                                {**extra.get(r.line, {}), **({"id": r.id} if own_id else {}),
@@ -166,28 +162,30 @@ def content_hash(candidate: Candidate) -> str:
     return h.hexdigest()
 
 
-def _read_text_file(path: Path) -> str:
+def _read_value_file(path: Path, modality: str) -> str:
+    """The content of a folder's file of a value modality (a ``.txt``): UTF-8, stripped,
+    at most :data:`MAX_TEXT_FILE_BYTES`."""
     if path.stat().st_size > MAX_TEXT_FILE_BYTES:
-        raise DataError(f"text file is larger than {MAX_TEXT_FILE_BYTES} bytes: {path}")
+        raise DataError(f"{modality} file is larger than {MAX_TEXT_FILE_BYTES} bytes: {path}")
     try:
         text = path.read_bytes().decode("utf-8-sig").strip()
     except UnicodeDecodeError as e:
-        raise DataError(f"text file is not UTF-8 ({e.reason} at byte {e.start}): {path}") from None
+        raise DataError(f"{modality} file is not UTF-8 ({e.reason} at byte {e.start}): {path}") from None
     if not text:
-        raise DataError(f"text file is empty: {path}")
+        raise DataError(f"{modality} file is empty: {path}")
     return text
 
 
 def check_candidate(candidate: Candidate) -> str | None:
-    """Why the candidate cannot be indexed, or None; reads text files into ``fields``."""
-    registry = _modalities()
+    """Why the candidate cannot be indexed, or None, as each modality's plug-in checks it
+    (a file its ``check``); reads a folder's files of value modalities into ``fields``."""
     for modality, value in candidate.fields.items():
-        spec = registry.get(modality)
+        spec = MODALITIES.get(modality)
         try:
-            if value is None:  # a text file of a folder
-                candidate.fields[modality] = _read_text_file(candidate.path)
+            if value is None:  # a folder's file of a value modality (a .txt)
+                candidate.fields[modality] = _read_value_file(candidate.path, modality)
             elif spec.check is not None:
-                found = spec.check(Path(value))
+                found = spec.check(Path(value) if spec.is_file else value)
                 problem = found.problem if isinstance(found, ItemCheck) else found
                 if problem:
                     return problem
@@ -239,13 +237,12 @@ def _source_modalities(model_dir: str | Path, source: Path,
 
     model = list(read_config(model_dir).towers)
     if source.is_dir():
-        registry = _modalities()
         suffixes = {p.suffix.lower() for p in source.rglob("*") if p.is_file()}
-        found = [m for m in model if set(registry.get(m).suffixes) & suffixes]
+        found = [m for m in model if set(MODALITIES.get(m).suffixes) & suffixes]
     else:
         mapped = {**{m: m for m in model}, **(columns or {})}
         found = [m for m in model if mapped[m] in manifest_columns(source)]
-    files = [m for m in found if _modalities().get(m).is_file]
+    files = [m for m in found if MODALITIES.get(m).is_file]
     return files + [m for m in found if m not in files] or model
 
 
@@ -325,8 +322,7 @@ def _write_batch(col: Collection, source: str, pending: list[tuple[Candidate, st
                 vectors[i][modality] = v
     kill_point("encoded")
     items = [ItemRow(c.key, source, c.modality, d, vectors[i],
-                     path=str(c.path) if c.path else None,
-                     text=c.fields.get("text") if isinstance(c.fields.get("text"), str) else None,
+                     path=str(c.path) if c.path else None, text=item_text(c.fields),
                      label=c.label, meta=c.meta) for i, (c, d) in enumerate(good)]
     col.write(items, bad)
     kill_point("written")

@@ -16,7 +16,7 @@ from typing import Callable
 
 from ..errors import JointspaceError
 from ..progress import progress
-from .catalog import ItemRow
+from .catalog import TEXT_COLUMN, ItemRow
 from .collection import Collection
 
 BATCH = 5_000
@@ -66,14 +66,15 @@ def ingest_embeddings(col: Collection, folder: Path, report: object, delete_miss
             seen.add(key)
             if in_shard and plain in indexed:  # keyed without its shard before
                 legacy.add(plain)
+            # a part's metadata columns are the catalog's (bulk_embed writes key, label, text, source)
             digest = hashlib.blake2b(vector.tobytes() + json.dumps(
-                [row.get("label"), row.get("text"), item_path]).encode(), digest_size=16).hexdigest()
+                [row.get("label"), row.get(TEXT_COLUMN), item_path]).encode(), digest_size=16).hexdigest()
             if known.get(key) == digest:
                 report.unchanged += 1
                 continue
             is_file = bool(item_path) and not in_shard and Path(item_path).is_file()
             pending.append(ItemRow(key, source, modality, digest, {modality: vector.copy()},
-                                   path=item_path if is_file else None, text=row.get("text"),
+                                   path=item_path if is_file else None, text=row.get(TEXT_COLUMN),
                                    label=row.get("label"), meta={"key": row["key"]}))
             if len(pending) >= BATCH:
                 flush()

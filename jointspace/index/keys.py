@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ..progress import logger
+from .catalog import TEXT_COLUMN, item_text
 
 if TYPE_CHECKING:
     from .catalog import Catalog
@@ -59,10 +60,10 @@ def rekey_line_keys(catalog: "Catalog", source: str, stem: str, candidates: Sequ
     waiting: dict[tuple, list["Candidate"]] = {}
     for c in candidates:
         if c.by_content and c.key not in indexed:
-            waiting.setdefault(_signature(c.path, c.fields.get("text")), []).append(c)
+            waiting.setdefault(_signature(c.path, item_text(c.fields)), []).append(c)
     changes = []
     for key in sorted(items, key=lambda k: int(line_key.fullmatch(k)[1])):
-        queue = waiting.get(_signature(items[key].get("path"), items[key].get("text")))
+        queue = waiting.get(_signature(items[key].get("path"), items[key].get(TEXT_COLUMN)))
         if not queue:
             continue  # its row is gone: left as it is (--delete-missing deletes it)
         c = queue.pop(0)

@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import DataError, JointspaceError
+from ..modalities import MODALITIES
 
 CALIBRATION_SAMPLE = 20_000
 
@@ -104,8 +105,6 @@ def check_terms(terms: Sequence[Term], modalities: Sequence[str]) -> list[Term]:
                                   f"{', '.join(modalities)} (or give a 'vector')")
         if not isinstance(term.weight, (int, float)) or not np.isfinite(term.weight):
             raise JointspaceError(f"{where}: weight must be a finite number, got {term.weight!r}")
-        if term.modality == "text" and (not isinstance(term.value, str) or not term.value.strip()):
-            raise JointspaceError(f"{where}: the text is empty")
         problem = None if term.checked else file_problem(term.modality, term.value)
         if problem:
             raise DataError(f"{where}: {problem}")
@@ -113,24 +112,19 @@ def check_terms(terms: Sequence[Term], modalities: Sequence[str]) -> list[Term]:
 
 
 def file_problem(modality: str, value: Any) -> str | None:
-    """Why a query's file cannot be used, or None: the check indexing and training apply
-    to every file of ``modality`` (audio: undecodable, empty or silent; images: not
-    decodable), so a file refused there is refused as a query, from the CLI, Python or
-    HTTP. An array of audio samples (NumPy or torch) gets the same silence rule (and an
-    empty one is refused); other values that are not paths (a PIL image) are not checked."""
-    if modality == "audio" and (isinstance(value, np.ndarray) or hasattr(value, "detach")):
-        from ..data.audio import samples_problem
-
-        return samples_problem(value)
-    if not isinstance(value, (str, Path)):
+    """Why a query's item cannot be used, or None, as its modality's plug-in says: a path
+    of a file modality gets the plug-in's ``check``, the one indexing and training apply to
+    every file of it (audio: undecodable, empty or silent; images: not decodable), so a file
+    refused there is refused as a query, from the CLI, Python or HTTP; any other value its
+    ``check_value`` (an empty text; an array of audio samples, NumPy or torch, gets the
+    silence rule; a PIL image passes)."""
+    plugin = MODALITIES.get(modality) if modality in MODALITIES else None
+    if plugin is None:
         return None
-    from ..towers import MODALITIES  # lazy: registers every modality
-
-    spec = MODALITIES.get(modality) if modality in MODALITIES else None
-    if spec is None or not spec.is_file or spec.check is None:
-        return None
-    found = spec.check(value)
-    return getattr(found, "problem", found)
+    if plugin.is_file and isinstance(value, (str, Path)):
+        found = plugin.check(value)
+        return getattr(found, "problem", found)
+    return plugin.check_value(value)
 
 
 __all__ = ["CALIBRATION_SAMPLE", "Calibration", "Term", "check_terms", "compose", "file_problem"]
