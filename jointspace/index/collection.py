@@ -10,17 +10,16 @@ A collection folder::
 Reading never takes the lock: a reader opens each store at the change number
 it was committed at and replays the catalog's later changes in memory, so
 searches keep working, and see new items, while an ingest runs.
+
+This module makes, opens and writes collections and keeps their stores up to
+date; searching is :mod:`jointspace.index.search`'s, warming up
+:mod:`jointspace.index.warm`'s (both parts of :class:`Collection`).
 """
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
-import socket
 import threading
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -34,18 +33,15 @@ from ..progress import logger
 from . import exact, faiss_store  # noqa: F401  (register the "exact" and "faiss" stores)
 from .batching import QueryBatcher
 from .catalog import Catalog, ItemRow, Quarantined
-from .query import CALIBRATION_SAMPLE, Calibration, Term, check_terms, compose
+from .lock import LOCK_FILE, WriterLock  # noqa: F401 (LOCK_FILE: importable from here as before)
+from .query import Calibration
+from .search import EXACT_FILTER_MAX, MAX_QUERY_TEXT, RERANK_FACTOR, Hit, Searching  # noqa: F401 (as before)
 from .store import VectorStore, open_store
+from .warm import WarmingUp
 
 FORMAT = 2
 INFO_FILE = "collection.json"
 CATALOG_FILE = "catalog.sqlite"
-LOCK_FILE = "writer.lock"
-EXACT_FILTER_MAX = 20_000  # a filter leaving this few items is answered exactly from the catalog
-#: characters of a query text that are tokenised: the rest is cut first (no text tower reads
-#: that far: 512 tokens are ~2,500 characters; tokenising 2 MB took 2 s)
-MAX_QUERY_TEXT = 10_000
-RERANK_FACTOR = 10  # two-stage search: prefix candidates per final result
 
 
 class ModelMovedError(JointspaceError):
@@ -63,73 +59,9 @@ def check_model_arg(collection: str | Path, model_dir: str | Path) -> None:
                               "--collection …)")
 
 
-@dataclass(frozen=True)
-class Hit:
-    """One search result: rank (1-based, counting across pages), score, and the item."""
-
-    rank: int
-    score: float
-    item: dict[str, Any]
-
-
-class WriterLock:
-    """An exclusive, non-blocking lock on a collection (released by the OS if the holder dies).
-
-    The holder signs the lock file with its pid, host and start time; a second writer's
-    error names them. The signature is one fixed-size write over the old one (never an
-    empty file in between), and a second writer that finds the file unsigned (the holder
-    took the lock a moment ago and is signing it) waits up to ``SIGN_WAIT`` seconds for it."""
-
-    RECORD_BYTES = 256
-    SIGN_WAIT = 2.0
-
-    def __init__(self, folder: Path) -> None:
-        self.path = folder / LOCK_FILE
-        self._fd: int | None = None
-
-    def __enter__(self) -> "WriterLock":
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = self._holder(fd)
-            os.close(fd)
-            raise JointspaceError(f"{self.path.parent} is being written by another process "
-                                  f"({holder}); wait for it to finish") from None
-        self._sign(fd)
-        self._fd = fd
-        return self
-
-    def _sign(self, fd: int) -> None:
-        record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                             "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode()
-        os.pwrite(fd, record[:self.RECORD_BYTES].ljust(self.RECORD_BYTES), 0)
-        os.ftruncate(fd, self.RECORD_BYTES)  # a longer record of an older version ends here
-
-    def _holder(self, fd: int) -> str:
-        """``pid N on HOST, since TIME`` of the holder, read from the lock file."""
-        deadline = time.monotonic() + self.SIGN_WAIT
-        while True:
-            raw = os.pread(fd, self.RECORD_BYTES, 0).decode(errors="replace").strip()
-            if raw.isdigit():  # signed by an older jointspace: a bare pid
-                return f"pid {raw}"
-            try:
-                who = json.loads(raw)
-                return f"pid {who['pid']} on {who['host']}, since {who['since']}"
-            except (ValueError, TypeError, KeyError):
-                if time.monotonic() > deadline:
-                    return "pid unknown: the lock file is not signed"
-                time.sleep(0.02)
-
-    def __exit__(self, *_: Any) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
-
-
-class Collection:
-    """An opened collection. Make one with :meth:`create` (or ``jointspace index``).
+class Collection(Searching, WarmingUp):
+    """An opened collection. Make one with :meth:`create` (or ``jointspace index``); search
+    it with :meth:`~jointspace.index.search.Searching.search`.
 
     >>> col = Collection.open("runs/demo/collection")                  # doctest: +SKIP
     >>> col.search(text="a red circle", k=5)                           # doctest: +SKIP
@@ -398,154 +330,6 @@ class Collection:
     def quarantined(self) -> list[Quarantined]:
         return self.catalog.quarantined()
 
-    def calibration(self, modality: str) -> Calibration:
-        """Mean and covariance of a modality's vectors (see :mod:`jointspace.index.query`)."""
-        with self._lock:
-            count = self.store(modality).count()
-            fitted_at, cal = self._calibration.get(modality, (-1, None))
-            if cal is None or abs(count - fitted_at) > 0.05 * fitted_at:  # refit as it grows
-                cal = Calibration.fit(self.catalog.sample_vectors(modality, CALIBRATION_SAMPLE))
-                self._calibration[modality] = (count, cal)
-            return cal
-
-    def encode_terms(self, terms: Sequence[Term]) -> list[np.ndarray]:
-        """The unit vector of each term (``vector`` terms are checked and normalised; a text
-        is encoded from its first :data:`MAX_QUERY_TEXT` characters)."""
-        vectors = []
-        for i, term in enumerate(terms):
-            if term.modality == "vector":
-                try:
-                    v = np.asarray(term.value, dtype=np.float32).reshape(-1)
-                except (TypeError, ValueError):
-                    raise JointspaceError(f"query term {i + 1}: a vector must be a list of numbers, "
-                                          f"not {type(term.value).__name__}") from None
-                if v.shape != (self.dim,) or not np.isfinite(v).all() or not np.any(v):
-                    raise JointspaceError(f"query term {i + 1}: a vector must hold {self.dim} "
-                                          f"finite values, not all zero; got shape {v.shape}")
-                vectors.append(v / np.linalg.norm(v))
-            else:
-                value = term.value
-                if term.modality == "text" and isinstance(value, str):
-                    value = value[:MAX_QUERY_TEXT]
-                vectors.append(self._batcher.encode(term.modality, value))
-        return vectors
-
-    def search(self, *, text: str | None = None, image: Any = None, audio: Any = None,
-               vector: Any = None, terms: Sequence[Term] = (), k: int = 10, offset: int = 0,
-               where: Mapping[str, Any] | None = None, target: str | None = None,
-               calibrate: bool = True, nprobe: int | None = None) -> list[Hit]:
-        """Search by any mix of text, image, audio and vectors (each weight 1), plus
-        weighted ``terms``; ``where`` filters on item fields or metadata keys (one no item
-        has raises :class:`~jointspace.index.filters.UnknownFilterError`); results
-        ``offset`` … ``offset + k`` of the ranking; ``target`` is the indexed modality
-        searched (default: the first). See :mod:`jointspace.index.query` for scoring."""
-        plain = [Term(m, v) for m, v in (("text", text), ("image", image), ("audio", audio),
-                                          ("vector", vector)) if v is not None]
-        terms = check_terms([*plain, *terms], self.model_modalities())
-        if not isinstance(k, int) or not isinstance(offset, int) or k < 1 or offset < 0:
-            raise JointspaceError(f"k must be ≥ 1 and offset ≥ 0 (got k={k!r}, offset={offset!r})")
-        target = target or self.modalities[0]
-        store = self.store(target)
-        vectors = self.encode_terms(terms)
-        cal = self.calibration(target) if calibrate and len(terms) > 1 else None
-        query, shift = compose(vectors, [t.weight for t in terms], cal)
-        allowed = None if where is None else self.catalog.filter_ids(where)  # unknown field: error
-        want = min(offset + k, store.count())  # never deeper than the store: a huge offset
-        if offset >= want:                     # must not allocate its size
-            return []
-        if allowed is not None and (len(allowed) <= EXACT_FILTER_MAX or getattr(store, "kind", "") == "flat"):
-            ids, vecs = self.catalog.vectors(target, allowed, self.dim)
-            scores = vecs @ query
-            order = np.lexsort((ids, -scores))[:want]
-            found_ids, found = ids[order], scores[order]
-        elif self.info.get("prefix_dim"):
-            _, cand = self._search_store(store, self._prefix(query), want * RERANK_FACTOR, allowed, nprobe)
-            ids, vecs = self.catalog.vectors(target, cand[cand >= 0], self.dim)
-            scores = vecs @ query
-            order = np.lexsort((ids, -scores))[:want]
-            found_ids, found = ids[order], scores[order]
-        else:
-            found, found_ids = self._search_store(store, query, want, allowed, nprobe)
-            keep = found_ids >= 0
-            found, found_ids = found[keep], found_ids[keep]
-        found, found_ids = found[offset:], found_ids[offset:]
-        items = self.catalog.items(found_ids)
-        return [Hit(offset + i + 1, float(s) - shift, items[int(j)])
-                for i, (s, j) in enumerate(zip(found, found_ids)) if int(j) in items]
-
-    def search_vectors(self, queries: np.ndarray, k: int = 10, *, target: str | None = None,
-                       nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The bulk path: ``(scores [Q, k], item ids [Q, k])`` for a batch of query vectors,
-        without item lookups (ids ``-1`` where fewer than ``k`` items exist)."""
-        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
-        if queries.shape[1:] != (self.dim,):
-            raise JointspaceError(f"queries have shape {queries.shape}; the collection holds "
-                                  f"{self.dim}-dim vectors")
-        store = self.store(target or self.modalities[0])
-        kwargs = {"nprobe": nprobe} if nprobe is not None else {}
-        if not self.info.get("prefix_dim"):
-            with self._lock:
-                return store.search(queries, k, **kwargs)
-        with self._lock:
-            _, cand = store.search(self._prefix(queries), k * RERANK_FACTOR, **kwargs)
-        scores = np.full((len(queries), k), -np.inf, np.float32)
-        ids = np.full((len(queries), k), -1, np.int64)
-        for row, (query, found) in enumerate(zip(queries, cand)):
-            have, vecs = self.catalog.vectors(target or self.modalities[0], found[found >= 0], self.dim)
-            s = vecs @ query
-            order = np.lexsort((have, -s))[:k]
-            scores[row, :len(order)], ids[row, :len(order)] = s[order], have[order]
-        return scores, ids
-
-    def _search_store(self, store: VectorStore, query: np.ndarray, k: int,
-                      allowed: np.ndarray | None, nprobe: int | None) -> tuple[np.ndarray, np.ndarray]:
-        kwargs = {"nprobe": nprobe} if nprobe is not None else {}
-        with self._lock:
-            scores, ids = store.search(query[None, :], k, allowed=allowed, **kwargs)
-        return scores[0], ids[0]
-
-    def warm_up(self) -> float:
-        """Encode one query in each modality the model takes (text, image, audio) and search
-        each indexed store once, so that the first real query costs what any does (a server
-        does this before it reports ready). Images and audio are files written to a
-        temporary folder and taken the way a query's file is (checked, then decoded by the
-        tower): the audio a 44.1 kHz WAV, so the decoder (soundfile) and the resampler
-        (``scipy.signal``) are loaded here, not by the first real clip; the image a JPEG,
-        through :func:`~jointspace.towers.vision.open_image`. Returns the seconds it took."""
-        import tempfile
-
-        from PIL import Image
-
-        from .query import file_problem
-
-        started = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="jointspace-warm-up-") as tmp:
-            def image() -> Path:
-                path = Path(tmp) / "warm-up.jpg"
-                Image.new("RGB", (64, 64), "gray").save(path, "JPEG")
-                return path
-
-            def audio() -> Path:
-                import soundfile
-
-                path, rate = Path(tmp) / "warm-up.wav", 44_100
-                t = np.arange(rate // 4, dtype=np.float32) / rate  # 0.25 s of 440 Hz
-                soundfile.write(path, 0.1 * np.sin(2 * np.pi * 440 * t), rate, subtype="PCM_16")
-                return path
-            samples = {"text": lambda: "warm-up", "image": image, "audio": audio}
-            for modality in self.model_modalities():
-                if modality in samples:
-                    item = samples[modality]()
-                    problem = file_problem(modality, item)  # what a query's file goes through
-                    if problem:
-                        raise JointspaceError(f"warming up {modality}: {problem}")
-                    self._batcher.encode(modality, item)
-        probe = np.full(self.dim, self.dim ** -0.5, np.float32)
-        for modality in self.modalities:
-            if self.store(modality).count():
-                self.search_vectors(probe, 1, target=modality)
-        return time.perf_counter() - started
-
     def model_modalities(self) -> list[str]:
         """The modalities a query can be given in (the model's towers), without loading it."""
         from ..model_io import read_config
@@ -556,15 +340,6 @@ class Collection:
             self._towers = list(read_config(self.model_dir).towers) \
                 if self.model_dir.is_dir() else list(self.model.modalities)
         return self._towers
-
-    def search_text(self, text: str, k: int = 10, **kwargs: Any) -> list[Hit]:
-        return self.search(text=text, k=k, **kwargs)
-
-    def search_image(self, image: Any, k: int = 10, **kwargs: Any) -> list[Hit]:
-        return self.search(image=image, k=k, **kwargs)
-
-    def search_audio(self, audio: Any, k: int = 10, **kwargs: Any) -> list[Hit]:
-        return self.search(audio=audio, k=k, **kwargs)
 
 
 __all__ = ["Collection", "Hit", "ModelMovedError", "WriterLock"]

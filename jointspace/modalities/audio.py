@@ -112,5 +112,16 @@ class AudioModality(Modality):
         return Preview("audio", _MIME.get(path.suffix.lower(), "application/octet-stream"),
                        path.read_bytes())
 
+    def sample(self, folder: Path) -> Path:
+        """A WAV file of 0.25 s of 440 Hz at 44.1 kHz, so that the decoder (soundfile) and
+        the resampler (``scipy.signal``) are loaded by it, not by the first real clip."""
+        import numpy as np
+        import soundfile
+
+        path, rate = Path(folder) / "warm-up.wav", 44_100
+        t = np.arange(rate // 4, dtype=np.float32) / rate
+        soundfile.write(path, 0.1 * np.sin(2 * np.pi * 440 * t), rate, subtype="PCM_16")
+        return path
+
 
 AUDIO = MODALITIES.register("audio")(AudioModality())

@@ -154,6 +154,14 @@ class Modality:
         """A small rendering of the file at ``path`` for reports and the page."""
         raise DataError(f"{self.name} items have no preview")
 
+    def sample(self, folder: Path) -> Any:
+        """A tiny item of this modality, taken the way a query's item is, so that a server
+        can encode one before it reports ready (its decoder's imports and first-call costs
+        paid then, not by the first real query): a file written into ``folder`` for a file
+        modality, else a value. None (the default): the plug-in has none, and the modality
+        is not warmed up."""
+        return None
+
     def shard_member(self, path: str | Path) -> str:
         """The member extension a file is exported under: its own suffix when the
         shard readers know it, else the modality's name."""

@@ -176,5 +176,11 @@ class ImageModality(Modality):
         image.save(out, "JPEG", quality=85)
         return Preview("image", "image/jpeg", out.getvalue())
 
+    def sample(self, folder: Path) -> Path:
+        """A 64×64 grey JPEG file (decoded through :func:`open_image`, as a query's file is)."""
+        path = Path(folder) / "warm-up.jpg"
+        Image.new("RGB", (64, 64), "gray").save(path, "JPEG")
+        return path
+
 
 IMAGE = MODALITIES.register("image")(ImageModality())

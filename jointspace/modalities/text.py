@@ -49,5 +49,9 @@ class TextModality(Modality):
         return Preview("text", "text/plain; charset=utf-8",
                        Path(path).read_text("utf-8", errors="replace")[:2000].encode())
 
+    def sample(self, folder: Path) -> str:
+        """A short text (no file: a text query is its value)."""
+        return "warm-up"
+
 
 TEXT = MODALITIES.register("text")(TextModality())

@@ -110,7 +110,7 @@ def test_a_second_writer_names_the_holder(tmp_path, monkeypatch):
     # waits (at its first pause, not after a timer racing its deadline)
     import fcntl
 
-    import jointspace.index.collection as collection
+    import jointspace.index.lock as lock
 
     holder = WriterLock(tmp_path)
     fd = os.open(holder.path, os.O_RDWR)
@@ -122,7 +122,7 @@ def test_a_second_writer_names_the_holder(tmp_path, monkeypatch):
         if not pauses:
             holder._sign(fd)
         pauses.append(seconds)
-    monkeypatch.setattr(collection.time, "sleep", pause)
+    monkeypatch.setattr(lock.time, "sleep", pause)
     try:
         with pytest.raises(JointspaceError, match=who):
             WriterLock(tmp_path).__enter__()
