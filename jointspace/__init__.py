@@ -3,6 +3,6 @@ from .config import ModelConfig, RunConfig, TrainConfig
 from .model import JointModel, load
 from .model_import import import_model
 
-__version__ = "0.1.0"
+from .version import __version__
 __all__ = ["JointModel", "ModelConfig", "RunConfig", "TrainConfig", "import_model", "load",
            "__version__"]

@@ -207,7 +207,7 @@ def _hub_origin(source: Path) -> str:
 
 def model_card(model: JointModel, source: Path, hf: dict[str, Any], family: Family, out: Path) -> str:
     """The ``README.md`` of an imported model: where it came from, what it holds, how to use it."""
-    from . import __version__
+    from .version import __version__
 
     transformers = transformers_module()
 

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "jointspace"
 #: low to high; a module may import its own layer's modules and lower layers' only.
 #: The root ``jointspace/__init__`` (the public API) and the CLI sit on top.
 LAYERS: tuple[frozenset[str], ...] = tuple(frozenset(layer) for layer in (
-    {"errors", "registry", "progress", "fileio", "config", "extras", "vectors", "devices"},
+    {"errors", "registry", "progress", "fileio", "config", "extras", "vectors", "devices", "version"},
     {"modalities"},
     {"data"},
     {"towers", "objectives"},

@@ -22,7 +22,11 @@ from ..errors import ConfigError
 from ..model import JointModel
 from ..model_io import read_config
 from ..progress import logger
-from ..towers import MODALITIES
+from ..modalities import MODALITIES
+
+#: ``--bind audio`` binds through the image tower unless ``--bind audio:<anchor>`` says
+#: otherwise: ImageBind's anchor, the documented default of the CLI and of bind_config
+USER_FACING_DEFAULTS = ("image",)
 
 
 def init_from_model(model: JointModel, folder: str | Path) -> list[str]:
