@@ -4,25 +4,13 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: F401 (used by the doctest below)
 
+from ..vectors import prefix_normalise as truncate_normalise
 from .base import OBJECTIVES, Objective
 from .distributed import Group
 
 __all__ = ["MatryoshkaObjective", "truncate_normalise"]
-
-
-def truncate_normalise(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """The first ``dim`` features of each row of ``x``, L2-renormalised.
-
-    This is what a Matryoshka-trained model serves at a smaller size.
-
-    >>> truncate_normalise(torch.tensor([[3.0, 4.0, 12.0]]), 2)
-    tensor([[0.6000, 0.8000]])
-    """
-    if not 0 < dim <= x.shape[-1]:
-        raise ValueError(f"cannot truncate {x.shape[-1]}-dim embeddings to {dim}")
-    return F.normalize(x[..., :dim], dim=-1)
 
 
 class MatryoshkaObjective(Objective):
