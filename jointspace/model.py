@@ -23,6 +23,7 @@ from .model_io import (CONFIG_FILE, WEIGHTS_FILE, load_assets, load_weights, rea
 from .objectives import MatryoshkaObjective, Objective, build_objective
 from .progress import progress
 from .towers import Tower, build_tower
+from .vectors import prefix_normalise
 
 #: a batch key ``"text#features"`` carries precomputed backbone features of field ``text``
 from .data.pairs import FEATURES_SUFFIX  # noqa: E402 (re-exported)
@@ -195,7 +196,7 @@ class JointModel(nn.Module):
                                   disable=not show_progress, leave=False):
                 chunk = [items[i] for i in order[start:start + batch_size]]
                 x = tower.collate([tower.preprocess_one(item) for item in chunk]).to(device)
-                out.append(F.normalize(tower.embed(x)[:, :dim].float(), dim=-1).cpu())
+                out.append(prefix_normalise(tower.embed(x).float(), dim).cpu())
         finally:
             if was_training:
                 self.train(True)
