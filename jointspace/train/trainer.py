@@ -41,8 +41,8 @@ from .sampler import MultiSourceBatchSampler, StepBatchSampler
 from .schedule import warmup_cosine
 from .sources import Source, datasets, frozen_features, read_sources
 from .streams import StreamSource, gather_positions, open_stream, prepare_items, read_all, stream_loader
-from .step import (Objectives, build_optimizer, embeddings_loss, resolve_precision, train_step,
-                   training_objectives)
+from .step import (Objectives, StepOutput, build_optimizer, embeddings_loss, resolve_precision,
+                   train_step, training_objectives)
 
 
 @dataclass
@@ -156,161 +156,252 @@ def train(run: RunConfig, data: str | Path | Sequence[str | Path], out: str | Pa
 
     >>> result = train(load_run_config(), "shapes/train.csv", "runs/m")  # doctest: +SKIP
     """
-    info = init_distributed()
-    out = Path(out)
-    checkpoint_path = out / CHECKPOINT_FILE
-    state: dict[str, Any] | None = None
-    if resume:
-        state = load_checkpoint(checkpoint_path)
-        run = from_dict(RunConfig, state["run"], where=f"{checkpoint_path}:run")
-    else:
-        check_fresh(out)
-    cfg = run.train
-    _check(run, info)
-    device = _device(cfg.device, info)
-    precision = resolve_precision(cfg.precision, device)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    model = JointModel(run.model)  # before reading data: a config error should not wait for it
-    taken = init_from_model(model, init_from) if init_from is not None and state is None else []
-    objectives = training_objectives(run.model)
-    paths = [data] if isinstance(data, (str, Path)) else list(data)
-    stream = _stream_of(paths, run)
-    sources = read_sources(paths, run, out, on_bad_row, columns) if stream is None else []
-    fingerprint = on_main_then_share(lambda: data_fingerprint(sources, stream))
-    if state is not None:
-        check_resume_data(state.get("data"), fingerprint, sources, checkpoint_path,
-                          accept_changed_data)
-    val_source = _val_source(val_data, run, out, on_bad_row, columns, stream)
-    if state is None and info.is_main:
-        for m, tower in model.towers.items():
-            if m in taken:
-                continue
-            if stream is not None:  # items are read from the stream only for a tower that learns
-                tower.prepare([x for f in stream.fields if modality_of(f) == m
-                               for x in prepare_items(stream, f)] if tower.learns_from_data else [])
-            else:
-                tower.prepare([r.fields[f] for s in sources for f in s.fields
-                               if modality_of(f) == m for r in s.manifest.records])
-        model.save(out, extra={"run": to_dict(run)}, weights=False, card=model_card(model, run))
-    barrier()
-    if state is not None or not info.is_main:
-        model.load_assets(out)
-    for m, counts in model.parameter_counts().items():
-        logger.info("%s: %s trainable, %s frozen parameters", m, f"{counts['trainable']:,}",
-                    f"{counts['frozen']:,}")
-    model.to(device)
-    sync_batch_norms(model)  # batch statistics of the whole contrastive batch
-    broadcast_parameters(model)
-    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, cfg.warmup_steps, cfg.max_steps))
-    start_step = 0
-    if state is not None:
+    job = _TrainingRun(run, out, resume)
+    taken = job.build_model(init_from)
+    job.read_data(data, val_data, on_bad_row, columns, accept_changed_data)
+    job.write_folder(taken)
+    job.build_optimiser()
+    job.build_loaders(data_weights)
+    job.loop(stop_after)
+    return job.finish()
+
+
+class _TrainingRun:
+    """The state of one call of :func:`train`, set up step by step (in this order: the
+    order fixes the RNG draws, so a run is bit-identical to its resumed twin), then
+    trained by :meth:`loop`, which logs through :meth:`log_step` and saves through
+    :meth:`checkpoint`."""
+
+    model: JointModel
+    objectives: Objectives
+    stream: StreamSource | None
+    sources: list[Source]
+    val_source: Source | None
+    fingerprint: dict[str, Any]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    val_dataset: Any
+    loader: Any
+
+    def __init__(self, run: RunConfig, out: str | Path, resume: bool) -> None:
+        """The config (a resumed run's from its checkpoint), checked, and the device."""
+        self.info = init_distributed()
+        self.out = Path(out)
+        self.checkpoint_path = self.out / CHECKPOINT_FILE
+        self.state: dict[str, Any] | None = None  # the checkpoint resumed from
+        if resume:
+            self.state = load_checkpoint(self.checkpoint_path)
+            run = from_dict(RunConfig, self.state["run"], where=f"{self.checkpoint_path}:run")
+        else:
+            check_fresh(self.out)
+        self.run, self.cfg = run, run.train
+        _check(run, self.info)
+        self.device = _device(self.cfg.device, self.info)
+        self.precision = resolve_precision(self.cfg.precision, self.device)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.start_step = self.step = 0
+        self.positions: dict[int, tuple] = {}  # stream slot → position of the last sample trained on
+        self.last_loss, self.validation = float("nan"), {}
+
+    def build_model(self, init_from: str | Path | None) -> list[str]:
+        """The seeded model (before reading data: a config error should not wait for it) and
+        its objectives; returns the modalities whose towers came from ``init_from``."""
+        torch.manual_seed(self.cfg.seed)
+        self.model = JointModel(self.run.model)
+        taken = (init_from_model(self.model, init_from)
+                 if init_from is not None and self.state is None else [])
+        self.objectives = training_objectives(self.run.model)
+        return taken
+
+    def read_data(self, data: str | Path | Sequence[str | Path], val_data: str | Path | None,
+                  on_bad_row: OnBadRow, columns: dict[str, str] | None,
+                  accept_changed_data: bool) -> None:
+        """The training sources (manifests, or one stream of shards), their fingerprint
+        (checked against the checkpoint's on resume) and the validation source."""
+        paths = [data] if isinstance(data, (str, Path)) else list(data)
+        self.stream = _stream_of(paths, self.run)
+        self.sources = (read_sources(paths, self.run, self.out, on_bad_row, columns)
+                        if self.stream is None else [])
+        self.fingerprint = on_main_then_share(lambda: data_fingerprint(self.sources, self.stream))
+        if self.state is not None:
+            check_resume_data(self.state.get("data"), self.fingerprint, self.sources,
+                              self.checkpoint_path, accept_changed_data)
+        self.val_source = _val_source(val_data, self.run, self.out, on_bad_row, columns, self.stream)
+
+    def write_folder(self, taken: Sequence[str]) -> None:
+        """A fresh run's process 0 prepares the towers (tokenizers …) on the training data and
+        writes the model folder without weights; the others (and a resumed run) read it."""
+        model, stream, info = self.model, self.stream, self.info
+        if self.state is None and info.is_main:
+            for m, tower in model.towers.items():
+                if m in taken:
+                    continue
+                if stream is not None:  # items are read from the stream only for a tower that learns
+                    tower.prepare([x for f in stream.fields if modality_of(f) == m
+                                   for x in prepare_items(stream, f)] if tower.learns_from_data else [])
+                else:
+                    tower.prepare([r.fields[f] for s in self.sources for f in s.fields
+                                   if modality_of(f) == m for r in s.manifest.records])
+            model.save(self.out, extra={"run": to_dict(self.run)}, weights=False,
+                       card=model_card(model, self.run))
+        barrier()
+        if self.state is not None or not info.is_main:
+            model.load_assets(self.out)
+        for m, counts in model.parameter_counts().items():
+            logger.info("%s: %s trainable, %s frozen parameters", m, f"{counts['trainable']:,}",
+                        f"{counts['frozen']:,}")
+
+    def build_optimiser(self) -> None:
+        """The model on its device and in step on every process, AdamW with warmup + cosine;
+        on resume, every state (weights, optimiser, schedule, RNG) from the checkpoint."""
+        cfg, model, state = self.cfg, self.model, self.state
+        model.to(self.device)
+        sync_batch_norms(model)  # batch statistics of the whole contrastive batch
+        broadcast_parameters(model)
+        self.optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: warmup_cosine(s, cfg.warmup_steps, cfg.max_steps))
+        if state is None:
+            return
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
-        start_step = state["step"]
-        if info.is_main:
-            repair_for_resume(out, start_step)
-            logger.info("resuming %s at step %d of %d", out, start_step, cfg.max_steps)
+        self.start_step = self.step = state["step"]
+        if self.info.is_main:
+            repair_for_resume(self.out, self.start_step)
+            logger.info("resuming %s at step %d of %d", self.out, self.start_step, cfg.max_steps)
 
-    features = (frozen_features(model, run, out, sources + ([val_source] if val_source else []), info)
-                if stream is None else [{}])  # streamed items are not paths the cache can key
-    val_dataset = (datasets(model, [val_source], features[-1:])
-                   if val_source and info.is_main else None)
-    positions: dict[int, tuple] = {}  # stream slot → position of the last sample trained on
-    if stream is not None:
-        loader = stream_loader(model, stream, run, out, info, state.get("stream") if state else None,
-                               cfg.max_steps - start_step)
-        if state and state.get("stream"):
-            positions = {int(k): tuple(v) for k, v in state["stream"]["positions"].items()}
-    else:
-        loader = _manifest_loader(model, sources, features[:len(sources)], data_weights, cfg,
-                                  start_step, info, device)
+    def build_loaders(self, data_weights: Sequence[float] | None) -> None:
+        """The training loader (from the start step on) and process 0's validation set."""
+        cfg, info, state, val_source = self.cfg, self.info, self.state, self.val_source
+        features = (frozen_features(self.model, self.run, self.out,
+                                    self.sources + ([val_source] if val_source else []), info)
+                    if self.stream is None else [{}])  # streamed items are not paths the cache can key
+        self.val_dataset = (datasets(self.model, [val_source], features[-1:])
+                            if val_source and info.is_main else None)
+        if self.stream is not None:
+            self.loader = stream_loader(self.model, self.stream, self.run, self.out, info,
+                                        state.get("stream") if state else None,
+                                        cfg.max_steps - self.start_step)
+            if state and state.get("stream"):
+                self.positions = {int(k): tuple(v) for k, v in state["stream"]["positions"].items()}
+        else:
+            self.loader = _manifest_loader(self.model, self.sources, features[:len(self.sources)],
+                                           data_weights, cfg, self.start_step, info, self.device)
 
-    def checkpoint(step: int) -> None:
-        stream_state = (gather_positions(positions, info, cfg.num_workers)
-                        if stream is not None else None)  # a collective: every process calls it
-        if info.is_main:
-            save_checkpoint(checkpoint_path, {
-                "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": rng_state(), "run": to_dict(run),
-                "data": fingerprint, **({"stream": stream_state} if stream_state else {})})
+    def loop(self, stop_after: int | None) -> None:
+        """Train up to ``max_steps`` (or to ``stop_after``), logging and checkpointing as
+        configured; Ctrl-C or SIGTERM on any process checkpoints, then raises
+        :class:`KeyboardInterrupt`."""
+        cfg = self.cfg
+        self.model.train()
+        self.started = time.perf_counter()
+        self.window_start, self.window_items = time.perf_counter(), 0
+        self.bar = progress(desc="train", total=cfg.max_steps, unit="step",
+                            disable=not self.info.is_main)
+        self.bar.update(self.start_step)
+        self.log = open(self.out / LOG_FILE, "a", encoding="utf-8") if self.info.is_main else None
+        try:
+            with stop_on_signal() as stop:
+                for step, batch in enumerate(self.loader, start=self.start_step + 1):
+                    self.step = step
+                    self.log_step(self.train_one(batch))
+                    interrupted = stop.any_rank()
+                    stopping = interrupted or (stop_after is not None and step >= stop_after)
+                    if self._due(cfg.checkpoint_every) or stopping:
+                        self.checkpoint()
+                    if interrupted and step < cfg.max_steps:
+                        logger.warning("stopped at step %d of %d; checkpoint written: continue "
+                                       "with --resume (--out %s)", step, cfg.max_steps, self.out)
+                        raise KeyboardInterrupt(f"stopped at step {step}")
+                    if stopping:
+                        break
+        finally:
+            self.bar.close()
+            if self.log is not None:
+                self.log.close()
 
-    model.train()
-    started = time.perf_counter()
-    window_start, window_items = time.perf_counter(), 0
-    last_loss, validation, step = float("nan"), {}, start_step
-    bar = progress(desc="train", total=cfg.max_steps, unit="step", disable=not info.is_main)
-    bar.update(start_step)
-    log = open(out / LOG_FILE, "a", encoding="utf-8") if info.is_main else None
-    try:
-        with stop_on_signal() as stop:
-            for step, batch in enumerate(loader, start=start_step + 1):
-                positions.update(batch.pop(POSITION_KEY, {}))
-                result = train_step(model, objectives, optimizer, _to(batch, device),
-                                    accum_steps=cfg.accum_steps, precision=precision,
-                                    grad_clip=cfg.grad_clip)
-                scheduler.step()
-                last_loss = result.loss
-                if not np.isfinite(last_loss):
-                    raise JointspaceError(f"loss became {last_loss} at step {step}; "
-                                          "lower train.lr or check the data")
-                window_items += cfg.batch_size
-                bar.update(1)
-                record: dict[str, Any] = {}
-                if step % cfg.log_every == 0 or step == cfg.max_steps:
-                    rate = window_items / max(1e-9, time.perf_counter() - window_start)
-                    window_start, window_items = time.perf_counter(), 0
-                    record = {"step": step, "loss": round(last_loss, 5),
-                              "lr": scheduler.get_last_lr()[0], "grad_norm": result.grad_norm,
-                              "scale": float(model.logit_scale.detach().exp()),
-                              "samples_per_s": round(rate, 1)}
-                    if model.logit_bias is not None:
-                        record["bias"] = float(model.logit_bias.detach())
-                    if len(model.pairs) > 1:
-                        for key, value in result.pair_losses.items():
-                            record[f"loss_{key}"] = round(value, 5)
-                            record[f"scale_{key}"] = float(model.logit_scale_for(key).detach().exp())
-                    bar.set_postfix(loss=f"{last_loss:.3f}", samples_s=f"{rate:.0f}")
-                if val_dataset is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
-                    validation = validate(model, objectives, val_dataset, cfg.batch_size,
-                                          val_source.manifest.records)
-                    record = {"step": step, **record, **validation}
-                    logger.info("step %d: %s", step,
-                                ", ".join(f"{k} {v:.3f}" for k, v in validation.items()))
-                if record and log is not None:
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
-                interrupted = stop.any_rank()
-                stopping = interrupted or (stop_after is not None and step >= stop_after)
-                if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or stopping:
-                    checkpoint(step)
-                if interrupted and step < cfg.max_steps:
-                    logger.warning("stopped at step %d of %d; checkpoint written: continue with "
-                                   "--resume (--out %s)", step, cfg.max_steps, out)
-                    raise KeyboardInterrupt(f"stopped at step {step}")
-                if stopping:
-                    break
-    finally:
-        bar.close()
-        if log is not None:
-            log.close()
-    finished = step >= cfg.max_steps
-    if finished and info.is_main:
-        model.save(out, extra={"run": to_dict(run)}, card=model_card(model, run, validation))
-    barrier()
-    quarantined = sum(len(s.manifest.bad_rows) for s in sources + ([val_source] if val_source else []))
-    if stream is not None:
-        bad_samples, bad_shards = stream_summary(out)
-        quarantined += bad_samples
-        if info.is_main and (bad_samples or bad_shards):
-            logger.warning("stream: %d bad samples quarantined, %d shards skipped (see %s)",
-                           bad_samples, bad_shards, out / "quarantine-stream-*.jsonl")
-    return TrainResult(out, step, time.perf_counter() - started, last_loss, validation,
-                       quarantined, finished)
+    def _due(self, every: int) -> bool:
+        """Whether this step is one of every ``every`` steps, or the last."""
+        return self.step % every == 0 or self.step == self.cfg.max_steps
+
+    def train_one(self, batch: dict[str, Any]) -> StepOutput:
+        """One optimiser step on ``batch``; a loss that is not finite ends the run."""
+        self.positions.update(batch.pop(POSITION_KEY, {}))
+        result = train_step(self.model, self.objectives, self.optimizer, _to(batch, self.device),
+                            accum_steps=self.cfg.accum_steps, precision=self.precision,
+                            grad_clip=self.cfg.grad_clip)
+        self.scheduler.step()
+        self.last_loss = result.loss
+        if not np.isfinite(self.last_loss):
+            raise JointspaceError(f"loss became {self.last_loss} at step {self.step}; "
+                                  "lower train.lr or check the data")
+        self.window_items += self.cfg.batch_size
+        self.bar.update(1)
+        return result
+
+    def log_step(self, result: StepOutput) -> None:
+        """Every ``log_every`` steps the training figures, every ``eval_every`` the
+        validation's, as one line of ``log.jsonl`` (process 0)."""
+        record = self._training_record(result) if self._due(self.cfg.log_every) else {}
+        if self.val_dataset is not None and self._due(self.cfg.eval_every):
+            self.validation = validate(self.model, self.objectives, self.val_dataset,
+                                       self.cfg.batch_size, self.val_source.manifest.records)
+            record = {"step": self.step, **record, **self.validation}
+            logger.info("step %d: %s", self.step,
+                        ", ".join(f"{k} {v:.3f}" for k, v in self.validation.items()))
+        if record and self.log is not None:
+            self.log.write(json.dumps(record) + "\n")
+            self.log.flush()
+
+    def _training_record(self, result: StepOutput) -> dict[str, Any]:
+        """Loss, learning rate, gradient norm, scale (and bias, and each pair's loss and
+        scale) and the throughput since the last record."""
+        model = self.model
+        rate = self.window_items / max(1e-9, time.perf_counter() - self.window_start)
+        self.window_start, self.window_items = time.perf_counter(), 0
+        record = {"step": self.step, "loss": round(self.last_loss, 5),
+                  "lr": self.scheduler.get_last_lr()[0], "grad_norm": result.grad_norm,
+                  "scale": float(model.logit_scale.detach().exp()),
+                  "samples_per_s": round(rate, 1)}
+        if model.logit_bias is not None:
+            record["bias"] = float(model.logit_bias.detach())
+        if len(model.pairs) > 1:
+            for key, value in result.pair_losses.items():
+                record[f"loss_{key}"] = round(value, 5)
+                record[f"scale_{key}"] = float(model.logit_scale_for(key).detach().exp())
+        self.bar.set_postfix(loss=f"{self.last_loss:.3f}", samples_s=f"{rate:.0f}")
+        return record
+
+    def checkpoint(self) -> None:
+        """Save everything a resume needs (process 0); a collective: every process calls it."""
+        stream_state = (gather_positions(self.positions, self.info, self.cfg.num_workers)
+                        if self.stream is not None else None)
+        if self.info.is_main:
+            save_checkpoint(self.checkpoint_path, {
+                "step": self.step, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "rng": rng_state(), "run": to_dict(self.run), "data": self.fingerprint,
+                **({"stream": stream_state} if stream_state else {})})
+
+    def finish(self) -> TrainResult:
+        """A finished run's weights and card (process 0), and what the run did."""
+        finished = self.step >= self.cfg.max_steps
+        if finished and self.info.is_main:
+            self.model.save(self.out, extra={"run": to_dict(self.run)},
+                            card=model_card(self.model, self.run, self.validation))
+        barrier()
+        quarantined = sum(len(s.manifest.bad_rows)
+                          for s in self.sources + ([self.val_source] if self.val_source else []))
+        if self.stream is not None:
+            bad_samples, bad_shards = stream_summary(self.out)
+            quarantined += bad_samples
+            if self.info.is_main and (bad_samples or bad_shards):
+                logger.warning("stream: %d bad samples quarantined, %d shards skipped (see %s)",
+                               bad_samples, bad_shards, self.out / "quarantine-stream-*.jsonl")
+        return TrainResult(self.out, self.step, time.perf_counter() - self.started,
+                           self.last_loss, self.validation, quarantined, finished)
 
 
 def _stream_of(paths: Sequence[str | Path], run: RunConfig) -> StreamSource | None:
