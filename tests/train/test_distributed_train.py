@@ -87,17 +87,17 @@ def _read_worker(rank, init_file, manifest, out_dir, results):
     """Process 1's image check would reject every row: with the manifest read on
     process 0 only, both train on process 0's rows and process 1 decodes nothing."""
     import torch.distributed as dist
-    from jointspace.data import manifest as manifest_module
+    from jointspace.modalities import image as image_module  # the image plug-in's check
     from jointspace.config import load_run_config
     from jointspace.train import sources
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     calls = []
-    real_check = manifest_module.check_image
+    real_check = image_module.check_image
 
     def check(path, *args, **kwargs):
         calls.append(path)
         return "flaky read on process 1" if rank == 1 else real_check(path, *args, **kwargs)
-    manifest_module.check_image = check
+    image_module.check_image = check
     try:
         [source] = sources.read_sources([manifest], load_run_config(), out_dir, "skip", None)
         m = source.manifest
