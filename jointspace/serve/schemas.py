@@ -42,8 +42,9 @@ class TermIn(BaseModel):
     model's modalities, or a ``vector``."""
 
     modality: str | None = Field(None, description="one of the model's modalities (GET /modalities), "
-                                                   "or vector; omitted with data: recognised from "
-                                                   "the file's first bytes")
+                                                   "or vector; omitted: data is recognised from the "
+                                                   "file's first bytes, a text is of the model's "
+                                                   "text-like modality")
     text: str | None = Field(None, description="the value of a modality that is not a file (a text)")
     value: str | None = Field(None, description="the same as text (for modalities whose values "
                                                 "are not texts)")

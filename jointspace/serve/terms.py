@@ -97,6 +97,16 @@ def _fields(state: ServerState, body: SearchIn) -> list[Wanted]:
     return wanted
 
 
+def text_modality(state: ServerState, where: str) -> str:
+    """The modality a text naming none is a term of: the model's first text-like one."""
+    for name in state.model_modalities():
+        found = plugin(name)
+        if found is not None and found.text_like:
+            return name
+    raise HTTPException(400, f"{where}: name its modality: the model has no text-like modality; it "
+                             f"encodes {', '.join(state.model_modalities())}")
+
+
 def _term(state: ServerState, where: str, t: TermIn) -> Wanted:
     value = t.text if t.text is not None else t.value
     if sum(x is not None for x in (t.text, t.value, t.data, t.vector)) != 1:
@@ -105,10 +115,7 @@ def _term(state: ServerState, where: str, t: TermIn) -> Wanted:
     if modality is None:
         if t.data is not None:
             return Wanted(where, None, DATA, t.data, t.weight)  # recognised when decoded
-        if t.vector is None:
-            raise HTTPException(400, f"{where}: name its modality (the model encodes "
-                                     f"{', '.join(state.model_modalities())}, or give a vector)")
-        modality = VECTOR
+        modality = VECTOR if t.vector is not None else text_modality(state, where)
     if modality != VECTOR:
         state.need(modality, where)  # an unknown modality is named as such
     field = takes(modality)
@@ -144,4 +151,4 @@ def terms_of(state: ServerState, body: SearchIn) -> list[Term]:
     return [build(state, want) for want in wanted_terms(state, body)]
 
 
-__all__ = ["VECTOR", "Wanted", "build", "check_text", "check_upload_modality", "recognise", "takes", "terms_of", "wanted_terms"]
+__all__ = ["VECTOR", "Wanted", "build", "check_text", "check_upload_modality", "recognise", "takes", "terms_of", "text_modality", "wanted_terms"]

@@ -226,3 +226,39 @@ def test_docs_page_renders_offline(image_audio_model_dir, media_dir, tmp_path, p
         assert {"/search", "/search/upload", "/healthz", "/readyz"} <= {p.strip() for p in paths}
         page.screenshot(path=str(ARTIFACTS / "serve-docs.png"), full_page=False)
         assert outside == []
+
+
+def test_each_hit_is_shown_by_its_modalitys_preview_kind(image_audio_model_dir, media_dir, tmp_path, page):
+    """Issue 22: the page asks GET /modalities and renders a hit by its preview kind (a
+    picture an <img>, a clip an <audio> player), not by modality names of its own; an
+    uploaded file is sent without a modality, recognised by the server from its bytes."""
+    import json
+
+    index_source(tmp_path / "col", image_audio_model_dir, media_dir)  # 3 pictures, 3 clips
+    with running(create_app(tmp_path / "col")) as url:
+        sent = []
+        page.on("request", lambda r: r.url.endswith("/search") and sent.append(json.loads(r.post_data)))
+        page.goto(url)
+        wait_until(page, "document.querySelectorAll('#target option').length === 2")
+        accept = page.get_attribute("#file", "accept").split(",")  # the uploadable plug-ins' suffixes
+        assert {".wav", ".mp3", ".png", ".jpg"} <= set(accept)
+        page.select_option("#target", "audio")
+        page.set_input_files("#file", str(media_dir / "tone-440.wav"))
+        wait_until(page, "document.querySelectorAll('#grid .card').length === 3")
+        cards = page.eval_on_selector_all("#grid .card", "els => els.map(e => [e.dataset.modality, "
+                                          "e.querySelector('audio') !== null, e.querySelector('img') !== null])")
+        assert cards == [["audio", True, False]] * 3
+        assert "tone-440.wav" in grid_texts(page)[0] and "1.000" in grid_texts(page)[0]
+        assert page.eval_on_selector("#file-preview audio", "a => a.src.startsWith('blob:')")
+        assert sent[-1]["terms"] == [{"data": sent[-1]["terms"][0]["data"], "weight": 1}]  # no modality
+        assert sent[-1]["target"] == "audio"
+
+        page.select_option("#target", "image")  # the same query, the pictures searched
+        wait_until(page, "[...document.querySelectorAll('#grid .card')].every(c => c.dataset.modality "
+                         "=== 'image') && document.querySelectorAll('#grid .card').length === 3")
+        wait_until(page, ALL_LOADED)
+        assert loaded_thumbnails(page) == 3 and page.eval_on_selector_all("#grid audio", "els => els.length") == 0
+        srcs = page.eval_on_selector_all("#grid img", "els => els.map(e => e.getAttribute('src'))")
+        assert all(s.endswith("/preview") for s in srcs), srcs
+        page.screenshot(path=str(ARTIFACTS / "serve-modalities.png"), full_page=True)
+    assert page.csp_errors == []
