@@ -55,6 +55,7 @@ from ..data.manifest import OnBadRow
 from ..errors import ConfigError
 from ..fileio import atomic_write_json
 from ..model import JointModel
+from ..vectors import prefix_normalise
 from .embed import ModelSource, cached_array, embed_manifest
 from .geometry import geometry_metrics
 from .pairs import DEFAULT_PAIR, class_name_modality, parse_pair, query_side
@@ -299,12 +300,6 @@ class _Views:
         return views
 
 
-def _prefix(x: np.ndarray, k: int) -> np.ndarray:
-    # the renormalised prefix of a unit vector equals that of the raw embedding
-    p = x[:, :k]
-    return p / np.linalg.norm(p, axis=1, keepdims=True)
-
-
 def _per_size(source: ModelSource, views: _Views, a_emb: np.ndarray, b_emb: np.ndarray,
               query_emb: np.ndarray, labels: list[str], classes: Sequence[str] | None,
               templates: Sequence[str], geometry: bool = False, batch_size: int = 256,
@@ -313,11 +308,12 @@ def _per_size(source: ModelSource, views: _Views, a_emb: np.ndarray, b_emb: np.n
     each nested (Matryoshka) size."""
     out: dict[str, Any] = {}
     for k in source.config.nested_dims():
-        a_k, b_k = _prefix(a_emb, k), _prefix(b_emb, k)
+        # the renormalised prefix of a unit vector equals that of the raw embedding
+        a_k, b_k = prefix_normalise(a_emb, k), prefix_normalise(b_emb, k)
         entry: dict[str, Any] = {"retrieval": views(a_k, b_k, None)["retrieval"]}
         if classes:
             class_emb = _class_embeddings(source, classes, templates, k, batch_size, cache_dir)
-            z = zero_shot_metrics(_prefix(query_emb, k), labels, classes, class_emb)
+            z = zero_shot_metrics(prefix_normalise(query_emb, k), labels, classes, class_emb)
             entry["zero_shot"] = {key: z[key] for key in ("top1", "top5", "chance_top1",
                                                           "mean_per_class_recall")}
         if geometry and len(a_k) >= MIN_GEOMETRY_ROWS:
