@@ -23,6 +23,7 @@ import numpy as np
 from scipy.special import logsumexp
 from scipy.stats import skew
 
+from ..vectors import top_k, top_k_mask as topk_mask  # topk_mask: importable from here as before
 from .pairs import DEFAULT_PAIR
 from .retrieval import score_blocks
 
@@ -53,17 +54,6 @@ def block_rows(n_columns: int, block: int | None = None) -> int:
             raise ValueError(f"block must be at least 1, got {block}")
         return int(block)
     return max(1, _BLOCK_ELEMENTS // max(1, n_columns))
-
-
-def topk_mask(scores: np.ndarray, k: int) -> np.ndarray:
-    """Boolean ``[B, M]`` mask of each row's ``k`` highest scores; an item tied with
-    the k-th score is taken in order of lower column index (``1 <= k <= M``)."""
-    m = scores.shape[1]
-    kth = np.partition(scores, m - k, axis=1)[:, m - k][:, None]  # the k-th largest
-    above = scores > kth
-    at = scores == kth
-    need = k - above.sum(axis=1, keepdims=True)  # how many of the tied items to take
-    return above | (at & (np.cumsum(at, axis=1) <= need))
 
 
 def alignment(a: np.ndarray, b: np.ndarray, alpha: float = 2) -> float:
@@ -193,7 +183,7 @@ def hubness(queries: np.ndarray, gallery: np.ndarray, k: int = 10, top: int = 10
       decreasing count and then increasing index.
     """
     counts = k_occurrence(queries, gallery, k, block=block)
-    order = np.lexsort((np.arange(len(counts)), -counts))[:max(0, top)]
+    order = top_k(counts, top)
     # a constant N_k has zero variance: no hubness, not NaN
     spread = counts.max() != counts.min()
     return {"k": int(k),

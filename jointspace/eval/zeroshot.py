@@ -7,6 +7,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..model import JointModel
+from ..vectors import top_k
 from .pairs import class_name_modality
 
 DEFAULT_TEMPLATES = ("a {label}", "a picture of a {label}", "there is a {label}")
@@ -40,7 +41,7 @@ def zero_shot_metrics(query_emb: np.ndarray, labels: Sequence[str], classes: Seq
         raise ValueError(f"labels not among the classes: {unknown[:5]}")
     y = np.array([index[l] for l in labels])
     scores = query_emb @ class_emb.T
-    top5 = np.argsort(-scores, axis=1, kind="stable")[:, :5]
+    top5 = top_k(scores, 5)  # ties in class order
     correct = top5[:, 0] == y
     per_class = {c: float(correct[y == i].mean()) for i, c in enumerate(classes) if (y == i).any()}
     # confusion[true][predicted] over all classes, in the order given
