@@ -63,7 +63,7 @@ class Files:
             found = plugin.preview(path, max_px=THUMBNAIL_PX)
         except TooLarge as e:
             raise HTTPException(413, f"item {item['id']} cannot be previewed: {e}") from None
-        except Exception as e:  # noqa: BLE001  (the file changed since it was indexed; a plug-in's own errors)
+        except Exception as e:  # noqa: BLE001  (the file changed since indexing; a plug-in's errors)
             raise HTTPException(404, f"the {item['modality']} of item {item['id']} cannot be read "
                                      f"({type(e).__name__})") from None
         self._keep(key, found)

@@ -151,4 +151,5 @@ def terms_of(state: ServerState, body: SearchIn) -> list[Term]:
     return [build(state, want) for want in wanted_terms(state, body)]
 
 
-__all__ = ["VECTOR", "Wanted", "build", "check_text", "check_upload_modality", "recognise", "takes", "terms_of", "text_modality", "wanted_terms"]
+__all__ = ["VECTOR", "Wanted", "build", "check_text", "check_upload_modality", "recognise", "takes",
+           "terms_of", "text_modality", "wanted_terms"]

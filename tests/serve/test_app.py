@@ -177,7 +177,7 @@ def test_only_files_inside_the_roots_are_served(col, col_dir, tmp_path):
             db.execute("UPDATE items SET path=? WHERE id=?", (str(secret), ids[1]))
             db.execute("UPDATE items SET path=? WHERE id=?", (f"{folder}{'/..' * 20}/etc/passwd", ids[2]))
         for item_id in ids:
-            for route in ("file", "thumbnail"):
+            for route in ("file", "thumbnail", "preview"):
                 r = client.get(f"/items/{item_id}/{route}")
                 assert r.status_code == 403 and r.headers["content-type"] == "application/json"
                 assert "outside the collection's folders" in r.json()["detail"]
@@ -202,7 +202,7 @@ def test_a_symlink_out_of_an_indexed_folder_is_not_served(trained_model_dir, sha
     hits = client.post("/search", json={"text": "a", "k": 10}).json()["hits"]
     assert sorted(h["name"] for h in hits) == ["a.png", "secret.png"]  # indexed by its real path
     for hit in hits:
-        file, thumb = client.get(hit["url"]), client.get(hit["thumbnail"])
+        file, thumb = client.get(hit["url"]), client.get(hit["preview"])
         if hit["name"] == "a.png":
             assert file.content == images[0].read_bytes() and thumb.status_code == 200
         else:

@@ -54,11 +54,11 @@ def item_thumbnail(state: State, item_id: int = ITEM_ID) -> Response:
     """A JPEG of the item's picture, at most 256 px a side: its preview, for the items whose
     preview is a picture (404 for others; ``/preview`` serves every kind)."""
     found = state.item_or_404(item_id)
-    kind = plugin(found["modality"])
-    if kind is None or kind.preview_kind != THUMBNAIL_KIND:
+    its = plugin(found["modality"])
+    if its is None or its.preview_kind != THUMBNAIL_KIND:
         raise HTTPException(404, f"item {item_id} is {found['modality']}: it has no thumbnail "
                                  f"(see /items/{item_id}/preview)")
-    preview = state.files.preview(found, kind)
+    preview = state.files.preview(found, its)
     return Response(preview.data, media_type=preview.mime, headers=CACHED)
 
 

@@ -124,8 +124,10 @@ def search_upload(
     upload = read_upload(state, file, modality)
 
     def build() -> list[Term]:
-        found = [state.uploads.file_term(*upload[:2], upload[2], weight)] if upload else []
-        return found + terms_of(state, body)
+        if upload is None:
+            return terms_of(state, body)
+        field, kind, data = upload
+        return [state.uploads.file_term(field, kind, data, weight)] + terms_of(state, body)
     return run(state, body, build)
 
 
