@@ -75,3 +75,11 @@ def test_prefix_normalise_of_a_zero_prefix_is_zero_not_nan():
 def test_prefix_normalise_refuses_sizes_it_cannot_take(dim):
     with pytest.raises(ValueError, match="cannot truncate 3-dim embeddings"):
         prefix_normalise(np.ones((2, 3)), dim)
+
+
+def test_exact_store_top_k_breaks_a_tie_at_the_cut_by_id():
+    """index.store.top_k takes its top-k from here: of six equal scores, the two smallest ids
+    (an argpartition alone may keep any two)."""
+    from jointspace.index.store import top_k as store_top_k
+    scores, ids = store_top_k(np.ones((1, 6), np.float32), np.arange(6)[::-1].copy(), 2)
+    assert ids.tolist() == [[0, 1]] and scores.tolist() == [[1.0, 1.0]]

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import JointspaceError
 from ..registry import Registry
+from ..vectors import top_k as _top_k_indices
 
 
 @runtime_checkable
@@ -115,13 +116,9 @@ def top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.n
     take = min(k, n)
     if take == 0:
         return out_scores, out_ids
-    part = np.argpartition(-scores, take - 1, axis=1)[:, :take] if take < n else \
-        np.broadcast_to(np.arange(n), (q, n))
-    for row in range(q):
-        cand = part[row]
-        order = np.lexsort((ids[cand], -scores[row, cand]))
-        out_scores[row, :take] = scores[row, cand[order]]
-        out_ids[row, :take] = ids[cand[order]]
+    best = _top_k_indices(scores, take, ids)
+    out_scores[:, :take] = np.take_along_axis(scores, best, axis=1)
+    out_ids[:, :take] = ids[best]
     return out_scores, out_ids
 
 
