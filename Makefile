@@ -1,5 +1,6 @@
 # Two entry points: `make demo` and `make test`. Both create .venv and install
-# what they need from scratch; torch is pinned to the CPU build (pyproject.toml).
+# what they need from scratch (every extra: [all,test]); torch is pinned to the CPU
+# build (pyproject.toml).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -15,7 +16,7 @@ CLIP_BENCHMARK := clip-benchmark==1.6.2
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[all,test]'
 	$(BIN)/pip install --quiet --no-deps $(OPEN_CLIP) $(CLIP_BENCHMARK)
 	touch $@
 

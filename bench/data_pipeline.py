@@ -117,7 +117,7 @@ def main() -> None:
     print(f"{'training step (consumes)':<30} {step_rate:10.0f}")
 
     # -- bulk embedding ---------------------------------------------------------------
-    from jointspace.embed import embed
+    from jointspace.bulk_embed import embed
 
     model_dir = work / "model"
     if not model_dir.is_dir():

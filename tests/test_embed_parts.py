@@ -9,9 +9,9 @@ import tarfile
 import pytest
 
 import jointspace
-import jointspace.embed as embed_module
+import jointspace.bulk_embed as embed_module
 from jointspace.data.export import export_manifest
-from jointspace.embed import embed, embed_unit, unit_identity
+from jointspace.bulk_embed import embed, embed_unit, unit_identity
 
 
 @pytest.fixture

@@ -6,11 +6,11 @@ import tarfile
 
 import numpy as np
 import pytest
-import ray  # a hard dependency (pyproject.toml): these tests never skip for want of it
+import ray  # the [ray] extra, which [test] installs: these tests never skip for want of it
 
 import jointspace
 from jointspace.data.export import export_manifest
-from jointspace.embed import embed, read_embeddings, units_of, units_signature
+from jointspace.bulk_embed import embed, read_embeddings, units_of, units_signature
 from jointspace.errors import JointspaceError
 from jointspace.index import Collection, index_source
 

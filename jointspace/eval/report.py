@@ -31,7 +31,7 @@ figure{display:inline-block;margin:.5em}figcaption{font-size:.85em;color:#555}
 
 
 def _figure_png(fig: Any) -> str:
-    import matplotlib.pyplot as plt
+    plt = _plt()
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
@@ -45,10 +45,11 @@ def _img(png_b64: str, alt: str, caption: str = "") -> str:
 
 
 def _plt() -> Any:
-    import matplotlib
+    from ..extras import require
+    matplotlib = require("matplotlib", "report", "report.html", instead="jointspace eval --no-report "
+                         "(evaluate(..., report=False)): results.json is written before the report")
     matplotlib.use("Agg")  # no display, no GUI toolkit
-    import matplotlib.pyplot as plt
-    return plt
+    return require("matplotlib.pyplot", "report")
 
 
 def recall_bars(retrieval: dict[str, Any], names: Sequence[str]) -> str:

@@ -45,7 +45,9 @@ def default_lists(n: int) -> int:
 
 
 def _faiss() -> Any:
-    import faiss  # imported lazily: `import jointspace` stays light
+    from ..extras import require  # imported lazily: `import jointspace` stays light
+    faiss = require("faiss", "index", "the faiss store", instead="a new collection with "
+                    "--store exact (store=\"exact\")")
 
     return faiss
 

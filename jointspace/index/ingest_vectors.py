@@ -30,7 +30,7 @@ def embed_info(folder: Path) -> dict | None:
 
 def ingest_embeddings(col: Collection, folder: Path, report: object, delete_missing: bool,
                       on_commit: Callable[[list[str]], None] | None = None) -> None:
-    from ..embed import embedding_batches, embedding_count
+    from ..bulk_embed import embedding_batches, embedding_count
 
     info = embed_info(folder)
     if info is None:

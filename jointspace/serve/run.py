@@ -33,6 +33,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from ..errors import JointspaceError
+from ..extras import require
 from ..index import Collection
 from .app import create_app
 
@@ -45,8 +46,8 @@ def set_threads(threads: int | None) -> None:
     """Math threads of this process (PyTorch's pool, and faiss's)."""
     if not threads:
         return
-    import faiss
     import torch
+    faiss = require("faiss", "index", "jointspace serve --threads")
 
     torch.set_num_threads(threads)
     faiss.omp_set_num_threads(threads)
@@ -78,7 +79,7 @@ def serve(collection: str | Path | Collection, host: str = "127.0.0.1", port: in
     model gone or replaced) raises :class:`~jointspace.errors.JointspaceError` before the
     port opens; ``/readyz`` answers 200 once the model has warmed up (with several workers,
     each warms up before it accepts a request: see the module docstring)."""
-    import uvicorn
+    uvicorn = require("uvicorn", "serve", "jointspace serve")
 
     from ..progress import logger
     if not isinstance(workers, int) or workers < 1:
