@@ -30,6 +30,7 @@ from ..fileio import atomic_write_json
 from ..model import JointModel, load, resolve_device
 from ..model_io import CONFIG_FILE, folder_fingerprint, model_fingerprint
 from ..progress import logger
+from ..vectors import prefix_normalise
 from . import exact, faiss_store  # noqa: F401  (register the "exact" and "faiss" stores)
 from .batching import QueryBatcher
 from .catalog import Catalog, ItemRow, Quarantined
@@ -254,8 +255,7 @@ class Collection(Searching, WarmingUp):
         p = self.info.get("prefix_dim")
         if not p or p == self.dim:
             return vectors
-        v = np.asarray(vectors, dtype=np.float32)[..., :p]
-        return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+        return prefix_normalise(np.asarray(vectors, dtype=np.float32), p)
 
     def store(self, modality: str) -> VectorStore:
         """The store of one indexed modality, brought up to date with the catalog."""

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import JointspaceError
 from ..modalities import MODALITIES
+from ..vectors import top_k
 from .query import CALIBRATION_SAMPLE, Calibration, Term, check_terms, compose
 from .store import VectorStore
 
@@ -115,13 +116,13 @@ class Searching:
         if allowed is not None and (len(allowed) <= EXACT_FILTER_MAX or getattr(store, "kind", "") == "flat"):
             ids, vecs = self.catalog.vectors(target, allowed, self.dim)
             scores = vecs @ query
-            order = np.lexsort((ids, -scores))[:want]
+            order = top_k(scores, want, ids)
             found_ids, found = ids[order], scores[order]
         elif self.info.get("prefix_dim"):
             _, cand = self._search_store(store, self._prefix(query), want * RERANK_FACTOR, allowed, nprobe)
             ids, vecs = self.catalog.vectors(target, cand[cand >= 0], self.dim)
             scores = vecs @ query
-            order = np.lexsort((ids, -scores))[:want]
+            order = top_k(scores, want, ids)
             found_ids, found = ids[order], scores[order]
         else:
             found, found_ids = self._search_store(store, query, want, allowed, nprobe)
@@ -152,7 +153,7 @@ class Searching:
         for row, (query, found) in enumerate(zip(queries, cand)):
             have, vecs = self.catalog.vectors(target or self.modalities[0], found[found >= 0], self.dim)
             s = vecs @ query
-            order = np.lexsort((have, -s))[:k]
+            order = top_k(s, k, have)
             scores[row, :len(order)], ids[row, :len(order)] = s[order], have[order]
         return scores, ids
 
