@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..config import RunConfig, load_run_config
 from ..data.manifest import read_manifest
 from ..data.shapes import ShapesSpec, class_names, write_shapes
@@ -30,6 +28,7 @@ from ..model import load
 from ..progress import logger
 from ..train.init import bind_config
 from ..train.trainer import train
+from ..vectors import top_k
 from .shapes import DEMO_OVERRIDES, held_out_fractions
 
 #: the demo runs on the built-in dataset, whose manifests have these columns (what
@@ -115,7 +114,7 @@ def audio_queries(model_dir: Path, manifest: Path, k: int = 5,
         for kind, emb, names in (("text", text_emb, captions),
                                  ("image", image_emb, [str(x.image) for x in records])):
             scores = emb @ q
-            top = np.argsort(-scores)[:k]
+            top = top_k(scores, k)
             queries[f"audio {r.audio.name} ({r.label}) → {kind}"] = [
                 (float(scores[i]), names[i]) for i in top]
     return queries
