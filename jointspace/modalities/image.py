@@ -10,6 +10,7 @@ decoded from bytes with a pixel bound read from the header before any decoding
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -158,7 +159,8 @@ class ImageModality(Modality):
         except FileNotFoundError:
             raise DataError(f"image file not found: {name}") from None
         except Exception as e:  # PIL raises many types for bad data
-            raise DataError(f"{name} is not a decodable image ({type(e).__name__}: {e})") from None
+            reason = re.sub(r"<_io\.\w+ object at 0x[0-9a-f]+>", "the data", str(e))  # no repr of bytes
+            raise DataError(f"{name} is not a decodable image ({type(e).__name__}: {reason})") from None
         if min(image.size) < 1:
             raise DataError(f"{name}: the image is empty")
         return image
