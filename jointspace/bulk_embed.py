@@ -35,6 +35,10 @@ from .extras import install_hint, installed, require
 from .fileio import atomic_path, atomic_write_json, atomic_write_text
 from .progress import logger
 
+#: "text": the column of each item's caption in the parts (what ``index`` reads into the
+#: catalog's text field); "image": ``embed``'s documented default modality
+USER_FACING_DEFAULTS = ("text", "image")
+CAPTION = "text"
 INFO_FILE = "embed.json"
 
 
@@ -69,13 +73,25 @@ def units_of(source: str | Path, modality: str, part_size: int) -> tuple[list[di
         raise DataError(f"embed source not found: {source}")
     from .data.manifest import read_manifest
 
-    manifest = read_manifest(path, required=(modality,), optional=("text",), check_files=False)
+    captions = _caption_fields(modality)
+    manifest = read_manifest(path, required=(modality,), optional=captions, check_files=False)
     rows = [{"key": r.id, "item": str(r.fields[modality]), "label": r.label,
-             "text": r.text if isinstance(r.text, str) else None} for r in manifest.records]
+             CAPTION: _caption(r.fields, captions)} for r in manifest.records]
     units = [{"part": i, "kind": "manifest", "input": str(path.resolve()), "rows": rows[s:s + part_size]}
              for i, s in enumerate(range(0, len(rows), part_size))]
     return units, [{"key": f"line {b.line}", "reason": b.reason, "input": str(path)}
                    for b in manifest.bad_rows]
+
+
+def _caption_fields(modality: str) -> tuple[str, ...]:
+    """The text-like modalities other than the one embedded: an item's caption comes from them."""
+    from .modalities import MODALITIES
+
+    return tuple(n for n in MODALITIES.names() if n != modality and MODALITIES.get(n).text_like)
+
+
+def _caption(fields: dict[str, Any], captions: Sequence[str]) -> str | None:
+    return next((fields[f] for f in captions if isinstance(fields.get(f), str)), None)
 
 
 def units_signature(units: Sequence[dict[str, Any]]) -> str:
@@ -89,7 +105,7 @@ def units_signature(units: Sequence[dict[str, Any]]) -> str:
         size = Path(unit["input"]).stat().st_size if unit["kind"] == "shard" and \
             Path(unit["input"]).is_file() else None
         digest.update(json.dumps([unit["part"], unit["input"], size,
-                                  [[r["key"], r["item"], r["text"], r["label"]] for r in unit["rows"]]],
+                                  [[r["key"], r["item"], r[CAPTION], r["label"]] for r in unit["rows"]]],
                                  ensure_ascii=False).encode())
     return digest.hexdigest()[:32]
 
@@ -109,7 +125,7 @@ def unit_identity(unit: dict[str, Any]) -> str:
     if unit["kind"] == "shard" and Path(unit["input"]).is_file():
         found = Path(unit["input"]).stat()
         stat = [found.st_size, found.st_mtime_ns, found.st_ctime_ns, found.st_ino]
-    rows = [[r["key"], r["item"], r["text"], r["label"]] for r in unit["rows"]]
+    rows = [[r["key"], r["item"], r[CAPTION], r["label"]] for r in unit["rows"]]
     return hashlib.sha256(json.dumps([unit["input"], stat, rows], ensure_ascii=False).encode()
                           ).hexdigest()[:32]
 
@@ -209,8 +225,9 @@ def _items(unit: dict[str, Any], modality: str) -> Iterator[tuple[dict | None, A
     unit, decoded one at a time (a shard's images never all sit in memory at once)."""
     from .data.shards import ShardError, read_shard
     from .data.stream import decode_sample
-    from .towers import MODALITIES
+    from .modalities import MODALITIES
 
+    captions = _caption_fields(modality)
     if unit["kind"] == "shard":
         try:
             for sample in read_shard(unit["input"]):
@@ -219,22 +236,20 @@ def _items(unit: dict[str, Any], modality: str) -> Iterator[tuple[dict | None, A
                 except DataError as e:
                     yield None, None, {"key": sample.key, "reason": str(e)}
                     continue
-                text = sample.items.get("text")
                 yield ({"key": sample.key, "label": sample.label,
-                        "text": text if isinstance(text, str) else None, "source": unit["input"]},
+                        CAPTION: _caption(sample.items, captions), "source": unit["input"]},
                        decoded.fields[modality], None)
         except ShardError as e:
             yield None, None, {"key": "*", "reason": str(e)}
         return
     spec = MODALITIES.get(modality)
     for row in unit["rows"]:
-        if spec.check is not None:
-            found = spec.check(row["item"])
-            problem = getattr(found, "problem", found)
-            if problem:
-                yield None, None, {"key": row["key"], "reason": problem}
-                continue
-        yield ({"key": row["key"], "label": row["label"], "text": row["text"],
+        found = spec.check(row["item"]) if spec.is_file else spec.check_value(row["item"])
+        problem = getattr(found, "problem", found)
+        if problem:
+            yield None, None, {"key": row["key"], "reason": problem}
+            continue
+        yield ({"key": row["key"], "label": row["label"], CAPTION: row[CAPTION],
                 "source": row["item"] if spec.is_file else unit["input"]}, row["item"], None)
 
 
@@ -266,11 +281,11 @@ def embed_unit(model: Any, unit: dict[str, Any], modality: str, out: Path, batch
     dim = model.config.embed_dim
     vectors = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
     strings = {k: pa.array([m[k] for m in meta], pa.string())  # typed: empty parts too
-               for k in ("key", "label", "text", "source")}
+               for k in ("key", "label", CAPTION, "source")}
     table = pa.table({
         "key": strings["key"],
         "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim),
-        "label": strings["label"], "text": strings["text"], "source": strings["source"]})
+        "label": strings["label"], CAPTION: strings[CAPTION], "source": strings["source"]})
     final = _part(out, unit["part"])
     # the quarantine first, and an old one (a part redone, a kill after a part was dropped)
     # replaced or removed: a part that exists is complete, with the quarantine of its input
