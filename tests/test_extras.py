@@ -76,7 +76,8 @@ def test_the_core_trains_evaluates_embeds_and_searches_without_the_extras(shapes
 def test_a_feature_without_its_extra_names_the_pip_install(trained_model_dir, shapes_dir, tmp_path):
     """Each extra's feature, used without it, fails with a JointspaceError (the CLI's one
     line, status 2) that names ``pip install 'jointspace[<extra>]'``, before any work where
-    it can (embed on Ray, serve) and after results.json where it cannot (eval's report)."""
+    it can (embed on Ray, index, serve); eval without [report] writes results.json and
+    warns that report.html needs it."""
     done = run_without_extras("""
         import sys, contextlib, io
         from pathlib import Path
@@ -116,11 +117,18 @@ def test_a_feature_without_its_extra_names_the_pip_install(trained_model_dir, sh
         cli("index", "index", model, str(data / "test.csv"), "--collection", "col-faiss-cli")
         fails("serve", lambda: __import__("jointspace.serve"))
         cli("serve", "serve", "--collection", "col-faiss-cli")
-        cli("report", "eval", model, "--data", str(data / "test.csv"), "--out", "ev")
-        assert Path("ev/results.json").is_file()  # the metrics are kept
+        assert not Path("col-faiss").exists() and not Path("col-faiss-cli").exists()  # nothing written
+        import logging
+        warned = io.StringIO()
+        logging.getLogger("jointspace").addHandler(logging.StreamHandler(warned))
+        assert main(["eval", model, "--data", str(data / "test.csv"), "--out", "ev"]) == 0
+        assert Path("ev/results.json").is_file() and not Path("ev/report.html").exists()
+        print("report", "|", warned.getvalue().strip())
         """, tmp_path, str(trained_model_dir), str(shapes_dir))
     said = dict(line.split(" | ", 1) for line in done.stdout.splitlines() if " | " in line)
-    assert "--no-report" in said["report"] and "--store exact" in said["index"], said
+    # eval without [report]: the metrics and results.json, and a warning naming the install
+    assert "pip install 'jointspace[report]'" in said["report"], said
+    assert "--store exact" in said["index"], said
     assert "ray is not installed" in said["ray"], said  # the package missing, not ray.data
 
 

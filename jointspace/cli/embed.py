@@ -23,7 +23,7 @@ def add_verbs(verb: Verb) -> None:
     e.add_argument("--data", required=True, help="shards (file, glob, brace range, folder) or a manifest")
     e.add_argument("--out", required=True, type=Path, help="folder for part-*.parquet")
     e.add_argument("--modality", default="image", help="which items to embed (default: image)")
-    e.add_argument("--ray-address", help="a Ray cluster (default: start Ray on this machine)")
+    e.add_argument("--ray-address", help="a Ray cluster (default: a local Ray when ray is installed, else this process)")
     e.add_argument("--workers", type=int, default=2, help="model actors (default: 2)")
     e.add_argument("--batch-size", type=int, default=256, help="items per forward pass")
     e.add_argument("--part-size", type=int, default=10_000, help="manifest rows per part")
@@ -38,8 +38,9 @@ def run_embed(args: argparse.Namespace) -> None:
     rate = report.items / max(1e-9, report.seconds - report.startup_seconds)
     print(f"{report.parts} parts in {report.out} ({report.written} written now, "
           f"{report.parts - report.written} already there): {report.items} items, "
-          f"{report.quarantined} quarantined; {report.seconds:.1f} s, Ray start-up "
-          f"{report.startup_seconds:.1f} s, {rate:.0f} items/s after it")
+          f"{report.quarantined} quarantined; {report.seconds:.1f} s"
+          + (f", Ray start-up {report.startup_seconds:.1f} s, {rate:.0f} items/s after it"
+             if report.startup_seconds > 0 else f", {rate:.0f} items/s"))
     if report.redone:
         more = len(report.redone) - 3
         shown = ", ".join(report.redone[:3]) + (f" and {more} more" if more > 0 else "")

@@ -10,6 +10,7 @@ from ..config import RunConfig, load_run_config
 from ..data.shapes import HELD_OUT_COMBOS, ShapesSpec, class_names, write_shapes
 from ..data.shifted import TEST_SHIFTED
 from ..eval.run import evaluate
+from ..extras import require
 from ..index import Hit, build_collection
 from ..progress import logger
 from ..train.trainer import train
@@ -77,6 +78,8 @@ def run_demo(out: str | Path = "demo_out", *, n: int = DEMO_SCENES, seed: int = 
     >>> result.results["zero_shot"]["top1"]  # doctest: +SKIP
     """
     out = Path(out)
+    # before minutes of training: step 4 indexes the test images in the default (faiss) store
+    require("faiss", "index", "the demo's collection (step 4/4)")
     run = run or demo_config()
     seconds: dict[str, float] = {}
 

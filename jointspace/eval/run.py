@@ -53,6 +53,8 @@ import numpy as np
 
 from ..data.manifest import OnBadRow
 from ..errors import ConfigError
+from ..extras import install_hint, installed
+from ..progress import logger
 from ..fileio import atomic_write_json
 from ..model import JointModel
 from ..vectors import prefix_normalise
@@ -128,7 +130,10 @@ def _write(out_dir: str | Path, results: dict[str, Any], e: "_Embedded",
            report_of: ModelSource | None) -> None:
     """``results.json``, and with ``report_of`` (the model evaluated) ``report.html``."""
     atomic_write_json(Path(out_dir) / RESULTS_FILE, results)
-    if report_of is not None:
+    if report_of is not None and not installed("matplotlib"):
+        logger.warning("report.html not written: its plots need matplotlib (%s); results.json "
+                       "has every figure", install_hint("report"))
+    elif report_of is not None:
         log_path = None if report_of.folder is None else report_of.folder / "log.jsonl"
         write_report(out_dir, results, e.a_emb, e.b_emb, e.keys, e.items, log_path, a_ids=e.a_ids)
 

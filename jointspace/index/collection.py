@@ -37,7 +37,7 @@ from .catalog import Catalog, ItemRow, Quarantined
 from .lock import LOCK_FILE, WriterLock  # noqa: F401 (LOCK_FILE: importable from here as before)
 from .query import Calibration
 from .search import EXACT_FILTER_MAX, MAX_QUERY_TEXT, RERANK_FACTOR, Hit, Searching  # noqa: F401 (as before)
-from .store import VectorStore, open_store
+from .store import STORES, VectorStore, open_store
 from .warm import WarmingUp
 
 FORMAT = 2
@@ -133,6 +133,9 @@ class Collection(Searching, WarmingUp):
         if prefix_dim is not None and prefix_dim not in model.config.nested_dims():
             raise JointspaceError(f"prefix_dim {prefix_dim} is not a nested size of this model: "
                                   f"{model.config.nested_dims()}")
+        needs = getattr(STORES.get(store), "needs", None)
+        if needs is not None:  # a missing extra, before anything is written to the folder
+            needs()
         path.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path / INFO_FILE, {
             "format": FORMAT, "model": str(model_dir), "fingerprint": fingerprint,

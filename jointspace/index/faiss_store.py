@@ -56,6 +56,9 @@ def _faiss() -> Any:
 class FaissStore:
     """FAISS inner-product index with int64 ids; flat (exact) or IVF-Flat by size."""
 
+    #: what it needs beyond the core install: checked before a collection is made with it
+    needs = staticmethod(_faiss)
+
     def __init__(self, folder: Path, dim: int, *, exact_below: int = 50_000,
                  lists: int | None = None, nprobe: int = 32, regrow: float = 4.0,
                  seed: int = 0) -> None:
