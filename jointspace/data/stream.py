@@ -37,7 +37,6 @@ every shard of the source without one valid sample.
 """
 from __future__ import annotations
 
-import inspect
 import json
 import random
 from dataclasses import dataclass
@@ -48,7 +47,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from ..config import modality_of
 from ..errors import DataError
-from ..modalities import MODALITIES, Modality
+from ..modalities import MODALITIES, decode_with_limits
 from ..progress import logger
 from .shards import RawSample, ShardError, read_shard
 
@@ -87,22 +86,12 @@ def decode_sample(sample: RawSample, fields: Sequence[str], max_text_chars: int 
         plugin = MODALITIES.get(modality)
         # a path names itself in the plug-in's message; bytes and values by their field
         name = value if plugin.is_file and isinstance(value, str) else repr(f)
-        limits = _limits(plugin, max_chars=max_text_chars, min_size=image_size)
         try:
-            out[f] = plugin.decode(value, where=name, **limits)
+            out[f] = decode_with_limits(plugin, value, where=name, max_chars=max_text_chars,
+                                        min_size=image_size)
         except DataError as e:
             raise DataError(f"{e} ({where})") from None
     return DecodedSample(sample.key, sample.shard, out, sample.label, sample.group)
-
-
-def _limits(plugin: Modality, **limits: Any) -> dict[str, Any]:
-    """The ``limits`` (those not None) that ``plugin.decode`` takes as keywords: a text's
-    ``max_chars``, a picture's ``min_size`` … (a plug-in's decode may take none of them)."""
-    params = inspect.signature(plugin.decode).parameters.values()
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return {k: v for k, v in limits.items() if v is not None}
-    takes = {p.name for p in params if p.kind is p.KEYWORD_ONLY}
-    return {k: v for k, v in limits.items() if v is not None and k in takes}
 
 
 def _permutation(n: int, *seed: int) -> list[int]:

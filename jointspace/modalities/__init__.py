@@ -2,9 +2,10 @@
 
 Importing this package registers the built-in image, audio and text plug-ins.
 """
-from .base import (MODALITIES, ItemCheck, Modality, Preview, TooLarge, modality_for_shard_key,
-                   modality_for_suffix, sniff)
+from .base import (MODALITIES, ItemCheck, Modality, Preview, TooLarge, decode_with_limits,
+                   modality_for_shard_key, modality_for_suffix, sniff)
 from . import audio, image, text  # noqa: F401,E402 (registers the built-in plug-ins)
 
-__all__ = ["MODALITIES", "ItemCheck", "Modality", "Preview", "TooLarge", "modality_for_shard_key",
+__all__ = ["MODALITIES", "ItemCheck", "Modality", "Preview", "TooLarge", "decode_with_limits",
+           "modality_for_shard_key",
            "modality_for_suffix", "sniff"]

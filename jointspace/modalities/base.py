@@ -23,6 +23,7 @@ and the registry class.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -73,8 +74,8 @@ class Modality:
 
     Attributes:
         name: the registry name, also the manifest column and the field name.
-        is_file: a manifest cell is a path relative to the manifest (else the cell
-            is the item's value itself, as for text).
+        is_file: a manifest cell is a path relative to the manifest (default: the
+            cell is the item's value itself, as for text).
         suffixes: file name endings of this modality in a folder being indexed,
             lower case with the dot.
         shard_keys: WebDataset member extensions and Parquet columns holding it,
@@ -89,7 +90,7 @@ class Modality:
     """
 
     name: str = ""
-    is_file: bool = True
+    is_file: bool = False
     suffixes: tuple[str, ...] = ()
     shard_keys: tuple[str, ...] = ()
     default_tower: str = ""
@@ -119,10 +120,10 @@ class Modality:
         fn = getattr(self, "_check_fn", None)
         if fn is not None:
             return fn(path)
-        if not self.is_file:
-            return None
+        if self.is_file and type(self).decode is Modality.decode:
+            return None  # nothing to check but that the file is there (read whole otherwise)
         try:
-            self.decode(path, where=str(path))
+            self.decode(path, where=str(path) if self.is_file else "")
         except DataError as e:
             return str(e)
         return None
@@ -142,8 +143,12 @@ class Modality:
         return source
 
     def check_value(self, value: Any) -> str | None:
-        """Why an in-memory item (not a path) given as a query cannot be used, or None."""
-        return None
+        """Why an in-memory item (not a path) given as a query cannot be used, or None:
+        for a value modality, what its :meth:`check` (its decoding) finds."""
+        if self.is_file:
+            return None
+        found = self.check(value)
+        return getattr(found, "problem", found)
 
     def sniff(self, head: bytes) -> bool:
         """Whether a file starting with ``head`` (its first 64 bytes or more) is of
@@ -170,6 +175,19 @@ class Modality:
 
 
 MODALITIES: Registry[Modality] = Registry("modality")
+
+
+def decode_with_limits(plugin: Modality, source: Any, *, where: str = "", **limits: Any) -> Any:
+    """``plugin.decode(source, where=where, …)`` with those of ``limits`` (not None) that
+    its ``decode`` takes as keywords — a text's ``max_chars``, a picture's ``max_pixels``
+    or ``min_size`` —, so a plug-in's decode need declare only the bounds it has."""
+    params = inspect.signature(plugin.decode).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        takes = set(limits)
+    else:
+        takes = {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    return plugin.decode(source, where=where, **{k: v for k, v in limits.items()
+                                                 if v is not None and k in takes})
 
 
 def modality_for_suffix(path: str | Path) -> Modality | None:

@@ -39,6 +39,11 @@ class TextModality(Modality):
             raise DataError(f"{where or 'text'} has {len(text)} characters (limit {max_chars})")
         return text
 
+    def check(self, path: Any) -> None:
+        """Nothing beyond what the manifest reader checks of every text (empty, its
+        ``max_text_chars``): the plug-in's own 1,000-character bound would override it."""
+        return None
+
     def check_value(self, value: Any) -> str | None:
         if not isinstance(value, str) or not value.strip():
             return "the text is empty"

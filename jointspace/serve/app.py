@@ -48,12 +48,15 @@ from fastapi_offline import FastAPIOffline
 
 from ..errors import JointspaceError
 from ..index import Collection, UnknownFilterError
-from .guards import BodyLimit
+from .guards import BodyLimit, KeyCheck
 from .routes import items, meta, page, search
 from .schemas import MAX_FILTER_VALUES, MAX_QUERY_CHARS, MAX_TERMS, TooManyFilterValues
 from .security import api_key_dependency
 from .state import HIDDEN, Limits, ServerState
 
+#: open without the key (none holds data): the page, the probes and the docs
+PUBLIC = ("/", "/healthz", "/readyz", "/docs", "/redoc", "/openapi.json")
+PUBLIC_PREFIXES = ("/docs/",)  # the docs' assets and Swagger UI's OAuth redirect page
 DOCS_ASSETS = "/docs/assets"  # Swagger UI's and ReDoc's JS and CSS, from the fastapi-offline package
 
 
@@ -95,7 +98,7 @@ def create_app(collection: str | Path | Collection, *, api_key: str | None = Non
     add_error_handlers(app)
     include_routers(app, api_key)
     app.state.server, app.state.collection, app.state.ready = state, col, state.ready
-    add_guards(app, state, cors_origins)
+    add_guards(app, state, cors_origins, api_key)
     return app
 
 
@@ -161,9 +164,13 @@ def add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(UnknownFilterError, unknown_filter)
 
 
-def add_guards(app: FastAPI, state: ServerState, cors_origins: Sequence[str]) -> None:
-    """The body limit, then CORS outermost: it answers preflights (which carry no key) and
-    labels every answer, 413 and 401 included."""
+def add_guards(app: FastAPI, state: ServerState, cors_origins: Sequence[str],
+               api_key: str | None = None) -> None:
+    """The body limit, the key check around it (a request without the key is refused
+    before its body is read, on every route, a user's own included), then CORS
+    outermost: it answers preflights (which carry no key) and labels every answer, 413
+    and 401 included. The routers' key dependency only declares the schemes in the
+    OpenAPI schema (Swagger UI's "Authorize")."""
     # a JSON body's commas bound the values it holds: more than a valid request can hold
     # (commas in its texts and filter values allowed for) is refused before it is parsed
     chars, dim = state.limits.max_query_chars, state.col.dim
@@ -171,6 +178,8 @@ def add_guards(app: FastAPI, state: ServerState, cors_origins: Sequence[str]) ->
     app.add_middleware(BodyLimit, limit=state.limits.max_request_bytes, max_commas=max_commas,
                        why=f": at most {MAX_FILTER_VALUES} filter values, {MAX_TERMS + 1} vectors of "
                            f"{dim} and texts of {chars} characters; refused unparsed")
+    if api_key:  # outside the body limit: a request without the key is refused unread
+        app.add_middleware(KeyCheck, key=api_key, public=PUBLIC, public_prefixes=PUBLIC_PREFIXES)
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins),

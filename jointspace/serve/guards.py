@@ -6,7 +6,8 @@ the routers that serve data (:mod:`jointspace.serve.security`).
 """
 from __future__ import annotations
 
-from typing import Any
+import hmac
+from typing import Any, Collection
 
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
@@ -63,4 +64,34 @@ class BodyLimit:
                            status_code=413)(scope, receive, send)
 
 
-__all__ = ["BodyLimit"]
+class KeyCheck:
+    """Answers 401 unless the request carries ``key`` as ``X-API-Key: KEY`` or
+    ``Authorization: Bearer KEY`` (compared in constant time); ``public`` paths, and those
+    starting with one of ``public_prefixes``, are open."""
+
+    def __init__(self, app: Any, key: str, public: Collection[str],
+                 public_prefixes: tuple[str, ...] = ()) -> None:
+        self.app, self.key, self.public = app, key.encode(), frozenset(public)
+        self.public_prefixes = tuple(public_prefixes)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in self.public or (
+                path.startswith(self.public_prefixes) and ".." not in path):  # no way out of it
+            return await self.app(scope, receive, send)
+        headers = Headers(scope=scope)
+        given = headers.get("x-api-key", "")
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        if not given and scheme.lower() == "bearer":
+            given = token.strip()
+        if not given:
+            message = "an API key is required: send it as X-API-Key or Authorization: Bearer"
+        elif not hmac.compare_digest(given.encode(), self.key):
+            message = "wrong API key"
+        else:
+            return await self.app(scope, receive, send)
+        await JSONResponse({"detail": message}, status_code=401,
+                           headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+
+
+__all__ = ["BodyLimit", "KeyCheck"]

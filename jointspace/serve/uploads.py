@@ -21,7 +21,7 @@ from fastapi import HTTPException
 from .. import modalities
 from ..errors import DataError
 from ..index import Term
-from ..modalities import MODALITIES, Modality, TooLarge
+from ..modalities import MODALITIES, Modality, TooLarge, decode_with_limits
 # moved to the audio plug-in; importable from here for code written against earlier versions
 from ..modalities.audio import mp3_start, mpeg_frame  # noqa: F401
 
@@ -72,7 +72,7 @@ class Uploads:
         """``source`` (a file's bytes, or a value) decoded by ``plugin``: 400 naming ``field``
         for what the plug-in refuses, 413 for what it finds too large."""
         try:
-            return plugin.decode(source, where=field, max_pixels=self.max_pixels)
+            return decode_with_limits(plugin, source, where=field, max_pixels=self.max_pixels)
         except TooLarge as e:
             raise HTTPException(413, str(e)) from None
         except DataError as e:

@@ -331,3 +331,23 @@ def test_files_a_manifest_names_elsewhere_are_served(trained_model_dir, shapes_d
     client = TestClient(create_app(col))
     item_id = col.search(text="a", k=1)[0].item["id"]
     assert client.get(f"/items/{item_id}/file").content == image.read_bytes()
+
+
+def test_the_key_is_checked_before_the_body_and_on_routes_added_later(tmp_path, trained_model_dir,
+                                                                      shapes_dir):
+    """A request without the key is refused unread (a malformed body is a 401, not a 422),
+    and a route a user adds to the app is covered too."""
+    from jointspace.index import build_collection
+
+    col = build_collection(trained_model_dir, shapes_dir / "test.csv", tmp_path / "col")
+    app = create_app(col, api_key="s3cret")
+
+    @app.get("/mine")
+    def mine() -> dict:
+        return {"secret": 1}
+
+    client = TestClient(app)
+    assert client.post("/search", content=b"{not json").status_code == 401
+    assert client.get("/mine").status_code == 401
+    assert client.get("/mine", headers={"X-API-Key": "s3cret"}).json() == {"secret": 1}
+    assert client.get("/healthz").status_code == 200  # the probes stay open

@@ -80,7 +80,7 @@ def form_body(text: str | None, text_weight: float, k: int, offset: int, where: 
         raise HTTPException(400, "where is not JSON a filter can be: it is nested too deeply") from None
     except ValueError as e:  # json.JSONDecodeError, and numbers of too many digits
         raise HTTPException(400, f"where is not JSON: {e}") from None
-    terms = [{"modality": FORM_TEXT, "text": text, "weight": text_weight}] \
+    terms = [{"text": text, "weight": text_weight}] \
         if text is not None else []
     try:
         return SearchIn(terms=terms, k=k, offset=offset, where=filters, target=target,
