@@ -20,6 +20,8 @@ class Registry(Generic[T]):
     ... class ViT: ...
     >>> TOWERS.get("vit") is ViT
     True
+    >>> TOWERS.unregister("vit") is ViT, "vit" in TOWERS
+    (True, False)
     """
 
     def __init__(self, kind: str) -> None:
@@ -41,6 +43,13 @@ class Registry(Generic[T]):
         except KeyError:
             known = ", ".join(sorted(self._items)) or "none"
             raise ConfigError(f"unknown {self.kind} {name!r}; known: {known}") from None
+
+    def unregister(self, name: str) -> T:
+        """Remove ``name`` (a plug-in defined for a test, say) and return what it was."""
+        try:
+            return self._items.pop(name)
+        except KeyError:
+            raise ConfigError(f"no {self.kind} {name!r} is registered") from None
 
     def names(self) -> list[str]:
         return sorted(self._items)

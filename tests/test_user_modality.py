@@ -46,8 +46,6 @@ class Tabular(Modality):
         return values
 
 
-if "tabular" not in MODALITIES:
-    MODALITIES.register("tabular")(Tabular())
 
 
 @dataclass
@@ -55,23 +53,31 @@ class TabularMLPConfig:
     hidden: int = 16
 
 
-if "test_tabular_mlp" not in TOWERS:
-    @TOWERS.register("test_tabular_mlp")
-    class TabularMLP(Tower):
-        Config = TabularMLPConfig
-        modality = "tabular"
+class TabularMLP(Tower):
+    Config = TabularMLPConfig
+    modality = "tabular"
 
-        def __init__(self, config: TabularMLPConfig, embed_dim: int) -> None:
-            super().__init__(config, embed_dim)
-            self.body = nn.Sequential(nn.Linear(DIM, config.hidden), nn.GELU())
-            self.proj = nn.Linear(config.hidden, embed_dim)
+    def __init__(self, config: TabularMLPConfig, embed_dim: int) -> None:
+        super().__init__(config, embed_dim)
+        self.body = nn.Sequential(nn.Linear(DIM, config.hidden), nn.GELU())
+        self.proj = nn.Linear(config.hidden, embed_dim)
 
-        def preprocess_one(self, item: Any) -> torch.Tensor:
-            values = item if isinstance(item, np.ndarray) else MODALITIES.get("tabular").decode(item)
-            return torch.from_numpy(np.asarray(values, dtype=np.float32))
+    def preprocess_one(self, item: Any) -> torch.Tensor:
+        values = item if isinstance(item, np.ndarray) else MODALITIES.get("tabular").decode(item)
+        return torch.from_numpy(np.asarray(values, dtype=np.float32))
 
-        def features(self, x: torch.Tensor) -> torch.Tensor:
-            return self.body(x.float())
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x.float())
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tabular_plugin():
+    """The plug-in and its tower, registered for this module's tests only."""
+    MODALITIES.register("tabular")(Tabular())
+    TOWERS.register("test_tabular_mlp")(TabularMLP)
+    yield
+    MODALITIES.unregister("tabular")
+    TOWERS.unregister("test_tabular_mlp")
 
 
 def _row(cls: int, rng: np.random.Generator) -> str:

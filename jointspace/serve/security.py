@@ -7,9 +7,11 @@ Bearer``). Declared with :class:`fastapi.security.APIKeyHeader` and
 operations that need the key and Swagger UI's "Authorize" sends it. The page, the probes
 and the docs are on routers without the dependency (none holds data).
 
-The check runs once FastAPI has read the request's body (it resolves dependencies after
-parsing it): a malformed body without the key is answered 400 or 422, not 401. The body's
-size and its commas are bounded before, by :class:`~jointspace.serve.guards.BodyLimit`.
+The refusing is done before any of this, by :class:`~jointspace.serve.guards.KeyCheck`,
+an ASGI middleware around the body limit: a request without the key is answered 401
+before its body is read, on every route but the public ones (a route a user adds to
+the app included). The dependency is then a second check that also documents the
+schemes (FastAPI resolves dependencies only after parsing the body).
 """
 from __future__ import annotations
 
