@@ -18,6 +18,12 @@ instance, plus a tower for it::
 
     MODALITIES.register("tabular")(Tabular())
 
+What a tower's ``preprocess_one`` receives: from a manifest, the cell (a path for a
+file modality, resolved against the manifest's folder; the cell's text otherwise),
+and from shards, streams, uploads and in-memory queries what :meth:`Modality.decode`
+returns. A tower takes both (the built-in ones do; ``decode`` is the one way from
+the first to the second, so a tower can call it).
+
 This module is the bottom layer: it imports nothing of jointspace but errors
 and the registry class.
 """
