@@ -47,6 +47,7 @@ USER_FACING_DEFAULTS = ("caption",)
 #: the Parquet column of a value modality whose plug-in reads it (the built-in text's)
 CAPTION_COLUMN = "caption"
 SHARD_SUFFIXES = (".tar", ".parquet")
+KEY_COLUMNS = ("key", "id")  # a Parquet shard's column of sample keys, the first it has
 
 
 def shard_keys() -> dict[str, tuple[str, ...]]:
@@ -190,13 +191,19 @@ def _read_tar(path: str) -> Iterator[RawSample]:
                          f"end-of-archive marker at byte {end}: truncated or corrupt): {path}")
 
 
+def is_compressed(path: str | Path) -> bool:
+    """Whether a tar file is compressed (gzip, bzip2 or xz): read as a stream only."""
+    with open(path, "rb") as f:
+        head = f.read(6)
+    return head[:2] == b"\x1f\x8b" or head[:3] == b"BZh" or head == b"\xfd7zXZ\x00"
+
+
 def _ends_cleanly(path: str, end: int) -> bool:
     """Whether an uncompressed tar has its end-of-archive marker (a zero block) at ``end``;
     a compressed one is checked by its decompressor, which raises on a cut stream."""
+    if is_compressed(path):
+        return True
     with open(path, "rb") as f:
-        head = f.read(6)
-        if head[:2] == b"\x1f\x8b" or head[:3] == b"BZh" or head == b"\xfd7zXZ\x00":
-            return True
         f.seek(end)
         return f.read(512) == bytes(512)
 
@@ -230,6 +237,12 @@ def _str(value: Any) -> str | None:
     return None if value is None or value == "" else str(value)
 
 
+def parquet_sample_key(value: Any, shard: str | Path, row: int) -> str:
+    """The key of a Parquet shard's row: its key column's value (:data:`KEY_COLUMNS`), else
+    ``STEM:ROW`` (the row's place in the shard)."""
+    return _str(value) or f"{Path(shard).stem}:{row}"
+
+
 def _read_parquet(path: str) -> Iterator[RawSample]:
     import pyarrow.parquet as pq
 
@@ -240,15 +253,14 @@ def _read_parquet(path: str) -> Iterator[RawSample]:
     names = file.schema_arrow.names
     columns = {m: next((c for c in keys if c in names), None) for m, keys in shard_keys().items()}
     is_file = {m: MODALITIES.get(m).is_file for m in columns}
-    key_col = next((c for c in ("key", "id") if c in names), None)
+    key_col = next((c for c in KEY_COLUMNS if c in names), None)
     used = {c for c in columns.values() if c} | {key_col, "label", "group"}
     base = Path(path).parent
     index = 0
     try:
         for batch in file.iter_batches(batch_size=256):
             for row in batch.to_pylist():
-                key = _str(row.get(key_col)) if key_col else None
-                sample = RawSample(path, key or f"{Path(path).stem}:{index}", index,
+                sample = RawSample(path, parquet_sample_key(row.get(key_col), path, index), index,
                                    label=_str(row.get("label")), group=_str(row.get("group")),
                                    meta={k: v for k, v in row.items() if k not in used and v is not None
                                          and isinstance(v, (str, int, float, bool))})
@@ -358,5 +370,6 @@ def sample_count(shards: Sequence[str]) -> int | None:
     return sum(pq.ParquetFile(s).metadata.num_rows for s in shards if Path(s).is_file())
 
 
-__all__ = ["CAPTION_COLUMN", "RawSample", "ShardError", "ShardWriter", "is_shard_source",
-           "list_shards", "read_shard", "sample_key", "sample_count", "shard_keys"]
+__all__ = ["CAPTION_COLUMN", "KEY_COLUMNS", "RawSample", "ShardError", "ShardWriter", "is_compressed",
+           "is_shard_source", "list_shards", "parquet_sample_key", "read_shard", "sample_key", "sample_count",
+           "shard_keys"]

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import JointspaceError
 from ..modalities import MODALITIES
-from .filters import UnknownFilterError, where_sql
+from .filters import FILTER_COLUMNS, UnknownFilterError, where_sql
 
 #: names this module's code uses that a modality has too: the catalog's ``text`` column (an
 #: item's text), a stored field name — in every catalog file written, in each hit's item,
@@ -57,6 +57,8 @@ CREATE TABLE IF NOT EXISTS quarantine (
 CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO state VALUES ('seq', 0);
 """
+#: counts (:meth:`Catalog.count_items`) kept, each until the catalog changes
+COUNTS_KEPT = 256
 COLUMNS = ("id", "key", "source", "modality", "path", "content_hash", TEXT_COLUMN, "label", "meta")
 
 
@@ -109,6 +111,9 @@ class Catalog:
         self.path = Path(path)
         self._local = threading.local()
         self._meta_keys: tuple[tuple, list[str]] | None = None  # (change token, keys)
+        self._counts: dict[tuple, tuple[tuple, int]] = {}  # (tables, where) → (change token, count)
+        self._fields: tuple[tuple, list[dict[str, Any]]] | None = None
+        self._cache_lock = threading.Lock()
         made = self.db.execute("SELECT 1 FROM sqlite_master WHERE name='state'").fetchone()
         if not made:  # a reader never writes, so never waits for a writer's lock
             self.db.executescript(SCHEMA)  # idempotent; runs its own transaction
@@ -285,12 +290,81 @@ class Catalog:
         otherwise read as "no matches"); it is looked for only when nothing matched."""
         sql, args, keys = where_sql(where, self.meta_keys)
         ids = np.fromiter((r[0] for r in self.db.execute(sql, args)), dtype=np.int64)
-        if not len(ids) and keys:  # a match has every key, so only an empty answer can hide one
-            unknown = [name for name in keys if not self._has_meta_key(name)]
-            if unknown:
-                problem = "no item has this field" if len(unknown) == 1 else "no item has these fields"
-                raise UnknownFilterError(unknown, problem, self.meta_keys())
+        if not len(ids):  # a match has every key, so only an empty answer can hide one
+            self._refuse_unknown_keys(keys)
         return ids
+
+    def _refuse_unknown_keys(self, keys: Sequence[str]) -> None:
+        unknown = [name for name in keys if not self._has_meta_key(name)]
+        if unknown:
+            problem = "no item has this field" if len(unknown) == 1 else "no item has these fields"
+            raise UnknownFilterError(unknown, problem, self.meta_keys())
+
+    def count_items(self, modalities: Sequence[str], where: Mapping[str, Any] | None = None) -> int:
+        """Items with a vector of one of ``modalities`` that match ``where`` (as
+        :meth:`filter_ids`), each counted once: one SQL statement. Each count is kept until
+        the catalog changes (an unfiltered count of a large collection reads its vectors'
+        pages; a client paging through one query asks for the same count on every page)."""
+        tables = [self._table(m) for m in dict.fromkeys(modalities) if self._has(m)]
+        if not tables:
+            if where:
+                self.filter_ids(where)  # a filter naming no field is an error whatever the count
+            return 0
+        token = self.change_token()
+        cache_key = (tuple(tables), json.dumps(where, sort_keys=True, default=str) if where else None)
+        with self._cache_lock:
+            cached = self._counts.get(cache_key)
+        if cached is not None and cached[0] == token:
+            return cached[1]
+        sql, args, keys = where_sql(where or {}, self.meta_keys)
+        has = " OR ".join(f"EXISTS (SELECT 1 FROM {t} v WHERE v.item_id = m.id)" for t in tables)
+        count = int(self.db.execute(f"SELECT count(*) FROM ({sql}) m WHERE {has}", args).fetchone()[0])
+        if not count:
+            self._refuse_unknown_keys(keys)
+        with self._cache_lock:
+            if len(self._counts) >= COUNTS_KEPT:
+                self._counts.pop(next(iter(self._counts)))
+            self._counts[cache_key] = (token, count)
+        return count
+
+    def field_values(self, max_values: int = 100, max_fields: int = 50) -> list[dict[str, Any]]:
+        """What items can be filtered on, and by which values: the label, then the metadata
+        keys a filter can name (letters, digits, underscores; not an item column's name),
+        those most items have first, at most ``max_fields``. Each is ``{"name", "values":
+        [{"value", "count"}] (the most common first, at most max_values), "distinct": how
+        many values it has, "items": how many items have it}``; a value is the text a filter
+        compares (``7`` → ``"7"``), objects and lists are left out. Read once per change
+        of the catalog (each metadata key's values take one pass over the items)."""
+        token = self.change_token()
+        cached = self._fields
+        if cached is not None and cached[0] == (token, max_values, max_fields):
+            return cached[1]
+        fields = []
+        label = self.db.execute("SELECT count(DISTINCT label), count(label) FROM items").fetchone()
+        if label[1]:
+            values = self.db.execute("SELECT label, count(*) c FROM items WHERE label IS NOT NULL "
+                                     "GROUP BY label ORDER BY c DESC, label LIMIT ?", (max_values,))
+            fields.append({"name": "label", "values": [{"value": v, "count": c} for v, c in values],
+                           "distinct": label[0], "items": label[1]})
+        rows = self.db.execute(
+            "SELECT key, value, c, distinct_values, items FROM ("
+            " SELECT key, value, c, row_number() OVER (PARTITION BY key ORDER BY c DESC, value) r,"
+            "  count(*) OVER (PARTITION BY key) distinct_values, sum(c) OVER (PARTITION BY key) items"
+            " FROM (SELECT j.key key, CAST(j.value AS TEXT) value, count(*) c"
+            "       FROM items, json_each(items.meta) j WHERE j.type NOT IN ('object', 'array', 'null')"
+            "       GROUP BY 1, 2)) WHERE r <= ? ORDER BY items DESC, key, r", (max_values,))
+        by_key: dict[str, dict[str, Any]] = {}
+        for key, value, count, distinct, items in rows:
+            if key in FILTER_COLUMNS or not key.replace("_", "").isalnum():
+                continue  # a filter naming it means the column, or cannot name it
+            if key not in by_key:
+                if len(by_key) == max_fields:
+                    continue
+                by_key[key] = {"name": key, "values": [], "distinct": distinct, "items": items}
+            by_key[key]["values"].append({"value": value, "count": count})
+        fields += by_key.values()
+        self._fields = ((token, max_values, max_fields), fields)
+        return fields
 
     def quarantined(self, source: str | None = None) -> list[Quarantined]:
         sql, args = "SELECT * FROM quarantine", ()

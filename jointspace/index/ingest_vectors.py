@@ -6,20 +6,50 @@ fingerprint). Each row becomes an item keyed by the folder, its shard's path
 is that of its vector and metadata, so a re-run skips unchanged rows and
 updates changed ones, as a folder ingest does. The parts are read a batch at
 a time, so memory does not grow with the folder.
+
+A row's item lives in its shard (an image inside a WebDataset tar or a Parquet row): the
+item keeps no path, and :func:`shard_origin` reads the shard and the sample's key back
+from the item's key, so a server can serve the member. The folders of the shards (and of
+the files a manifest's rows name) become the collection's roots: the folders whose files
+it may serve.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
 
+from ..data.shards import SHARD_SUFFIXES
 from ..errors import JointspaceError
 from ..progress import progress
 from .catalog import TEXT_COLUMN, ItemRow
 from .collection import Collection
 
 BATCH = 5_000
+
+
+def item_key(source: str, item_path: str, sample: str) -> str:
+    """The key of a part's row: ``SOURCE#SHARD#KEY`` for a row from a shard (img2dataset's
+    keys are unique within one shard only), ``SOURCE#KEY`` otherwise."""
+    return f"{source}#{item_path}#{sample}" if item_path.endswith(SHARD_SUFFIXES) else f"{source}#{sample}"
+
+
+def shard_origin(item: Mapping[str, Any]) -> tuple[str, str] | None:
+    """``(shard path, sample key)`` of a catalog item indexed from ``jointspace embed`` parts
+    of shards (its key made by :func:`item_key`, its sample key kept as ``meta["key"]``), or
+    None for any other item.
+
+    >>> shard_origin({"key": "/e#/s/00000.tar#001", "source": "/e", "meta": {"key": "001"}})
+    ('/s/00000.tar', '001')
+    """
+    key, source = item.get("key") or "", item.get("source") or ""
+    sample = (item.get("meta") or {}).get("key")
+    if item.get("path") or not isinstance(sample, str) or not sample or \
+            not key.startswith(f"{source}#") or not key.endswith(f"#{sample}"):
+        return None
+    shard = key[len(source) + 1:-len(sample) - 1]
+    return (shard, sample) if shard.endswith(SHARD_SUFFIXES) else None
 
 
 def embed_info(folder: Path) -> dict | None:
@@ -44,6 +74,7 @@ def ingest_embeddings(col: Collection, folder: Path, report: object, delete_miss
     seen: set[str] = set()
     legacy: set[str] = set()
     pending: list[ItemRow] = []
+    folders: set[str] = set()  # of the shards, and of the files a manifest's rows name
 
     def flush() -> None:
         col.write(pending)
@@ -60,9 +91,11 @@ def ingest_embeddings(col: Collection, folder: Path, report: object, delete_miss
     for rows, vectors in embedding_batches(folder, BATCH):
         for row, vector in zip(rows, vectors):
             item_path = row.get("source") or ""
-            in_shard = item_path.endswith((".tar", ".parquet"))
+            in_shard = item_path.endswith(SHARD_SUFFIXES)
             plain = f"{source}#{row['key']}"
-            key = f"{source}#{item_path}#{row['key']}" if in_shard else plain
+            key = item_key(source, item_path, row["key"])
+            if item_path:
+                folders.add(str(Path(item_path).parent))
             seen.add(key)
             if in_shard and plain in indexed:  # keyed without its shard before
                 legacy.add(plain)
@@ -82,6 +115,8 @@ def ingest_embeddings(col: Collection, folder: Path, report: object, delete_miss
     bar.close()
     if pending:
         flush()
+    # what may be served: the shards' folders (their members are previewed) and the files'
+    col.add_roots([Path(f) for f in sorted(folders)])
     if legacy:  # the same rows now stand under keys that name their shard
         col.delete(sorted(legacy))
         for key in legacy:

@@ -1,7 +1,19 @@
 """Searching a collection: the terms of a query (an item of any registered modality, a
 vector, weighted terms) encoded, composed (:mod:`jointspace.index.query`) and looked up in
-one indexed modality's store — exactly, from the catalog, when a filter leaves few items;
-through the store's prefixes and re-ranked at full dimension when it holds prefixes.
+the stores of one or several indexed modalities (the *targets*) — exactly, from the
+catalog, when a filter leaves few items; through the store's prefixes and re-ranked at
+full dimension when it holds prefixes.
+
+**Several targets.** Cosines to items of different modalities are not on one scale: in
+one joint space a text query's cosines to texts sat around 0.92 and to images around
+0.02 (the modality gap; the tests' trained model), so a ranking merged by raw cosine is
+the query's own modality first, whatever the others hold. With ``calibrate`` (the
+default) each target's scores are therefore standardised over that target's vectors —
+the calibration of :mod:`jointspace.index.query`, applied to a single term too — and
+merged: a score reads "standard deviations above that modality's average for this
+query". Without ``calibrate`` raw cosines are merged (as are those of a target holding a
+single item). An item with vectors in several targets (an image and its caption) is
+ranked once, at its best score.
 
 :class:`Searching` is the searching half of :class:`~jointspace.index.Collection`.
 """
@@ -28,6 +40,7 @@ RERANK_FACTOR = 10  # two-stage search: prefix candidates per final result
 #: kept for users' code; any other registered modality is a keyword of its own name
 USER_FACING_DEFAULTS = ("text", "image", "audio")
 VECTOR = "vector"  # the modality of a term that is a query vector
+ALL_TARGETS = "*"  # target: every indexed modality
 
 
 @dataclass(frozen=True)
@@ -90,48 +103,113 @@ class Searching:
                 vectors.append(self._batcher.encode(term.modality, value))
         return vectors
 
+    def targets(self, target: str | Sequence[str] | None = None) -> list[str]:
+        """The indexed modalities a search with ``target`` looks in: None, the first (as
+        earlier versions did); ``"*"`` or an empty list, every one; a modality's name, a
+        list of names or a comma-separated string of them (``"image,audio"``). A name
+        the collection does not index raises :class:`~jointspace.errors.JointspaceError`."""
+        if target is None:
+            return self.modalities[:1]
+        if isinstance(target, str):
+            target = [] if target.strip() == ALL_TARGETS else \
+                [t.strip() for t in target.split(",") if t.strip()]
+        if not target:
+            self.reload_info()  # an ingest may have added a modality since this was opened
+            return self.modalities
+        names = list(dict.fromkeys(target))
+        unknown = [t for t in names if t not in self.modalities]
+        if unknown:
+            self.reload_info()
+            unknown = [t for t in names if t not in self.modalities]
+        if unknown:
+            raise JointspaceError(f"{self.path} indexes {', '.join(self.modalities)}; "
+                                  f"not {', '.join(map(repr, unknown))}")
+        return names
+
     def search(self, *, text: str | None = None, image: Any = None, audio: Any = None,
                vector: Any = None, terms: Sequence[Term] = (), k: int = 10, offset: int = 0,
-               where: Mapping[str, Any] | None = None, target: str | None = None,
+               where: Mapping[str, Any] | None = None, target: str | Sequence[str] | None = None,
                calibrate: bool = True, nprobe: int | None = None, **items: Any) -> list[Hit]:
         """Search by any mix of items and vectors (each weight 1) — ``text=``, ``image=``,
         ``audio=``, or any registered modality by its name (``search(tabular="1;2;3")``) —
         plus weighted ``terms``; ``where`` filters on item fields or metadata keys (one no
         item has raises :class:`~jointspace.index.filters.UnknownFilterError`); results
-        ``offset`` … ``offset + k`` of the ranking; ``target`` is the indexed modality
-        searched (default: the first). See :mod:`jointspace.index.query` for scoring."""
+        ``offset`` … ``offset + k`` of the ranking; ``target`` the indexed modalities
+        searched (:meth:`targets`; default: the first). See :mod:`jointspace.index.query`
+        for scoring, and this module for how several targets' scores are merged."""
         given = {**dict(zip(USER_FACING_DEFAULTS, (text, image, audio))), **items}
         terms = check_terms([*query_terms(given, vector), *terms], self.model_modalities())
         if not isinstance(k, int) or not isinstance(offset, int) or k < 1 or offset < 0:
             raise JointspaceError(f"k must be ≥ 1 and offset ≥ 0 (got k={k!r}, offset={offset!r})")
-        target = target or self.modalities[0]
-        store = self.store(target)
+        targets = self.targets(target)
+        stores = [self.store(t) for t in targets]
         vectors = self.encode_terms(terms)
-        cal = self.calibration(target) if calibrate and len(terms) > 1 else None
-        query, shift = compose(vectors, [t.weight for t in terms], cal)
+        weights = [t.weight for t in terms]
+        calibrated = calibrate and (len(terms) > 1 or len(targets) > 1)
         allowed = None if where is None else self.catalog.filter_ids(where)  # unknown field: error
-        want = min(offset + k, store.count())  # never deeper than the store: a huge offset
-        if offset >= want:                     # must not allocate its size
+        ranked = []
+        for modality, store in zip(targets, stores):
+            want = min(offset + k, store.count())  # never deeper than the store: a huge offset
+            if want == 0 or (len(targets) == 1 and offset >= want):  # must not allocate its size
+                continue
+            # a target of one item has no spread to standardise by: its raw cosine is merged
+            cal = self.calibration(modality) \
+                if calibrated and (len(targets) == 1 or store.count() > 1) else None
+            query, shift = compose(vectors, weights, cal)
+            scores, ids = self._rank(modality, store, query, want, allowed, nprobe)
+            ranked.append((scores.astype(np.float64) - shift, ids))
+        if not ranked:
             return []
-        if allowed is not None and (len(allowed) <= EXACT_FILTER_MAX or getattr(store, "kind", "") == "flat"):
-            ids, vecs = self.catalog.vectors(target, allowed, self.dim)
-            scores = vecs @ query
-            order = top_k(scores, want, ids)
-            found_ids, found = ids[order], scores[order]
-        elif self.info.get("prefix_dim"):
-            _, cand = self._search_store(store, self._prefix(query), want * RERANK_FACTOR, allowed, nprobe)
-            ids, vecs = self.catalog.vectors(target, cand[cand >= 0], self.dim)
-            scores = vecs @ query
-            order = top_k(scores, want, ids)
-            found_ids, found = ids[order], scores[order]
-        else:
-            found, found_ids = self._search_store(store, query, want, allowed, nprobe)
-            keep = found_ids >= 0
-            found, found_ids = found[keep], found_ids[keep]
+        found, found_ids = ranked[0] if len(ranked) == 1 else merge(ranked, offset + k)
         found, found_ids = found[offset:], found_ids[offset:]
         rows = self.catalog.items(found_ids)
-        return [Hit(offset + i + 1, float(s) - shift, rows[int(j)])
+        return [Hit(offset + i + 1, float(s), rows[int(j)])
                 for i, (s, j) in enumerate(zip(found, found_ids)) if int(j) in rows]
+
+    def _rank(self, modality: str, store: VectorStore, query: np.ndarray, want: int,
+              allowed: np.ndarray | None, nprobe: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, ids)`` of the ``want`` best items of one target's store, best first."""
+        if allowed is not None and (len(allowed) <= EXACT_FILTER_MAX or getattr(store, "kind", "") == "flat"):
+            ids, vecs = self.catalog.vectors(modality, allowed, self.dim)
+            scores = vecs @ query
+            order = top_k(scores, want, ids)
+            return scores[order], ids[order]
+        if self.info.get("prefix_dim"):
+            _, cand = self._search_store(store, self._prefix(query), want * RERANK_FACTOR, allowed, nprobe)
+            ids, vecs = self.catalog.vectors(modality, cand[cand >= 0], self.dim)
+            scores = vecs @ query
+            order = top_k(scores, want, ids)
+            return scores[order], ids[order]
+        found, found_ids = self._search_store(store, query, want, allowed, nprobe)
+        keep = found_ids >= 0
+        return found[keep], found_ids[keep]
+
+    def count_matches(self, where: Mapping[str, Any] | None = None,
+                      target: str | Sequence[str] | None = None) -> int:
+        """How many items a search over ``target`` (:meth:`targets`) with ``where`` ranks:
+        those with a vector of a target modality that pass the filter, counted once each
+        (in SQL on the catalog; nothing is searched). A filter on a field no item has
+        raises :class:`~jointspace.index.filters.UnknownFilterError`, as :meth:`search` does."""
+        targets = self.targets(target)
+        if where is None and len(targets) == 1:
+            return self.store(targets[0]).count()  # what the search itself ranks
+        return self.catalog.count_items(targets, where)
+
+    def item_vector(self, item_id: int, modality: str | None = None) -> np.ndarray:
+        """The stored vector of item ``item_id`` (full dimension, unit length): the one of
+        its own modality, or of ``modality`` (an image's caption: ``"text"``) — what a
+        "more like this" query is, without encoding anything again. :class:`KeyError` for
+        an id no item has; :class:`~jointspace.errors.JointspaceError` if the item has no
+        vector of that modality."""
+        item = self.get(item_id)
+        modality = modality or item["modality"]
+        _, vecs = self.catalog.vectors(modality, [int(item_id)], self.dim)
+        if not len(vecs):
+            held = [m for m in self.catalog.modalities()
+                    if len(self.catalog.vectors(m, [int(item_id)], self.dim)[0])]
+            raise JointspaceError(f"item {item_id} has no {modality} vector (it has "
+                                  f"{', '.join(held) or 'none'})")
+        return vecs[0].copy()
 
     def search_vectors(self, queries: np.ndarray, k: int = 10, *, target: str | None = None,
                        nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -174,4 +252,21 @@ class Searching:
         return self.search(audio=audio, k=k, **kwargs)
 
 
-__all__ = ["EXACT_FILTER_MAX", "Hit", "MAX_QUERY_TEXT", "RERANK_FACTOR", "Searching", "query_terms"]
+def merge(ranked: Sequence[tuple[np.ndarray, np.ndarray]], want: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``want`` best of several targets' rankings ``(scores, ids)``, best first (ties in
+    id order); an id in several counts once, at its best score. Each ranking holding its
+    own best ``want`` is enough: an item among the best ``want`` overall is among the best
+    ``want`` of the target where it scores best."""
+    scores = np.concatenate([s for s, _ in ranked])
+    ids = np.concatenate([i for _, i in ranked]).astype(np.int64)
+    order = np.lexsort((-scores, ids))  # by id, its best score first
+    scores, ids = scores[order], ids[order]
+    first = np.ones(len(ids), dtype=bool)
+    first[1:] = ids[1:] != ids[:-1]
+    scores, ids = scores[first], ids[first]
+    best = top_k(scores, want, ids)
+    return scores[best], ids[best]
+
+
+__all__ = ["ALL_TARGETS", "EXACT_FILTER_MAX", "Hit", "MAX_QUERY_TEXT", "RERANK_FACTOR", "Searching",
+           "merge", "query_terms"]

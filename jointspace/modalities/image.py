@@ -159,8 +159,9 @@ class ImageModality(Modality):
         except FileNotFoundError:
             raise DataError(f"image file not found: {name}") from None
         except Exception as e:  # PIL raises many types for bad data
-            reason = re.sub(r"<_io\.\w+ object at 0x[0-9a-f]+>", "the data", str(e))  # no repr of bytes
-            raise DataError(f"{name} is not a decodable image ({type(e).__name__}: {reason})") from None
+            reason = re.sub(r"\s*<_io\.\w+ object at 0x[0-9a-f]+>", "", str(e))  # no repr of bytes
+            # the decoder's own words, not its exception's name (a server says this to its client)
+            raise DataError(f"{name} is not a decodable image ({reason or type(e).__name__})") from None
         if min(image.size) < 1:
             raise DataError(f"{name}: the image is empty")
         return image

@@ -2,8 +2,9 @@
 
 Endpoints: ``POST /search`` (JSON: text, base64 image or audio, vectors, weighted
 terms, filters, k, offset), ``POST /search/upload`` (the same from a multipart
-form with a file, for ``curl -F``), ``GET /items/{id}`` and its ``/file`` and
-``/thumbnail``, ``GET /healthz`` and ``GET /readyz``, the OpenAPI docs at ``/docs``
+form with a file, for ``curl -F``), ``GET /items/{id}`` and its ``/file``, ``/preview`` and
+``/thumbnail``, ``GET /modalities`` and ``GET /fields`` (what a page builds its controls
+from), ``GET /healthz`` and ``GET /readyz``, the OpenAPI docs at ``/docs``
 and ``/redoc`` (Swagger UI's files served from the ``fastapi-offline`` package: no
 network needed; with an API key the schema declares it, so Swagger UI's "Authorize"
 sends it), and the search page at ``/``.
@@ -53,6 +54,7 @@ from .routes import items, meta, page, search
 from .schemas import MAX_FILTER_VALUES, MAX_QUERY_CHARS, MAX_TERMS, TooManyFilterValues
 from .security import api_key_dependency
 from .state import HIDDEN, Limits, ServerState
+from .uploads import FileProblem
 
 #: open without the key (none holds data): the page, the probes and the docs
 PUBLIC = ("/", "/healthz", "/readyz", "/docs", "/redoc", "/openapi.json")
@@ -151,6 +153,12 @@ async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
                                     for error in e.errors()]}, status_code=422)
 
 
+async def file_problem(request: Request, e: FileProblem) -> JSONResponse:
+    # the detail, and what a page needs to say it in a sentence of its own
+    return JSONResponse({"detail": e.detail, "problem": e.problem, "modality": e.modality,
+                         "field": e.field}, status_code=e.status_code)
+
+
 async def unknown_filter(request: Request, e: UnknownFilterError) -> JSONResponse:
     # the fields a client may filter on, not those the server keeps to itself
     return JSONResponse({"detail": e.describe(hidden=HIDDEN)}, status_code=400)
@@ -162,6 +170,7 @@ def add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(TooManyFilterValues, too_many_values)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(UnknownFilterError, unknown_filter)
+    app.add_exception_handler(FileProblem, file_problem)
 
 
 def add_guards(app: FastAPI, state: ServerState, cors_origins: Sequence[str],

@@ -22,6 +22,7 @@ MAX_QUERY_CHARS = 2000
 #: row of SQLite's json_each; 1.3 M labels (14.5 MB) took 2.5 s. Python and the CLI take any
 #: number (they are the server's own user).
 MAX_FILTER_VALUES = 10_000
+MAX_TARGETS = 64  # modalities one query may name as targets
 
 
 class TooManyFilterValues(JointspaceError):
@@ -39,17 +40,23 @@ def count_filter_values(where: Any) -> int:
 
 class TermIn(BaseModel):
     """One weighted query term: a file (base64 ``data``) or a value (``text``) of one of the
-    model's modalities, or a ``vector``."""
+    model's modalities, a ``vector``, or an ``item`` of the collection by id, whose stored
+    vector is the term ("more like this": ``{"item": 123}``; its own modality's vector, or
+    the one ``modality`` names: an image's caption is ``{"item": 123, "modality": "text"}``;
+    404 for an id no item has, 400 if it has no vector of that modality)."""
 
     modality: str | None = Field(None, description="one of the model's modalities (GET /modalities), "
                                                    "or vector; omitted: data is recognised from the "
                                                    "file's first bytes, a text is of the model's "
-                                                   "text-like modality")
+                                                   "text-like modality, an item's vector is of its "
+                                                   "own modality")
     text: str | None = Field(None, description="the value of a modality that is not a file (a text)")
     value: str | None = Field(None, description="the same as text (for modalities whose values "
                                                 "are not texts)")
     data: str | None = Field(None, description="base64 of a file (a data: URL works)")
     vector: list[float] | None = None
+    item: int | None = Field(None, ge=1, le=2**63 - 1, description="an item's id (as in a hit): "
+                                                                  "its stored vector")
     weight: float = Field(1.0, description="negative: push results away from this term")
 
 
@@ -71,9 +78,20 @@ class SearchIn(BaseModel):
     where: dict[str, Union[Scalar, list[Scalar]]] | None = Field(
         None, description='filters on item fields (modality, label, text) or metadata keys: '
                           '{"label": ["a", "b"]}; at most 10,000 values in all (413 beyond)')
-    target: str | None = Field(None, description="the indexed modality searched (default: the first)")
+    target: str | list[str] | None = Field(
+        None, description='the indexed modalities searched: one ("image"), several (["image", '
+                          '"audio"] or "image,audio"), or every one ("*" or []); default: the first. '
+                          "With several, each one's scores are standardised before they are merged "
+                          "(with calibrate; raw cosines without)")
     calibrate: bool = Field(True, description="standardise each term's scores before adding them")
     nprobe: int | None = Field(None, ge=1, le=65536, description="IVF cells to visit")
+
+    @field_validator("target")
+    @classmethod
+    def _few_targets(cls, target: Any) -> Any:
+        if isinstance(target, list) and len(target) > MAX_TARGETS:
+            raise ValueError(f"at most {MAX_TARGETS} targets")
+        return target
 
     @field_validator("where", mode="before")
     @classmethod
@@ -115,6 +133,28 @@ class SearchOut(BaseModel):
     k: int
     offset: int
     took_ms: float
+    total: int | None = Field(None, description="the items the query ranks: those of the target "
+                                                "modalities that pass the filters")
+
+
+class FieldValue(BaseModel):
+    value: str = Field(description="as a filter compares it (a number as its text)")
+    count: int = Field(description="items with this value")
+
+
+class FieldOut(BaseModel):
+    """A field items can be filtered on (``where``), and its most common values."""
+
+    name: str
+    values: list[FieldValue] = Field(description="the most common first; all of them when "
+                                                 "distinct is no more than their number")
+    distinct: int = Field(description="how many values the field has")
+    items: int = Field(description="items that have the field")
+
+
+class FieldsOut(BaseModel):
+    fields: list[FieldOut]
+    items: int = Field(description="items in the collection")
 
 
 class ItemOut(BaseModel):
@@ -161,15 +201,21 @@ class Ready(BaseModel):
 
 class Problem(BaseModel):
     detail: str = Field(description="what is wrong, and what to change")
+    problem: str | None = Field(None, description="for a query's file: unreadable (its modality's "
+                                                  "plug-in cannot decode it), unrecognised (no "
+                                                  "known format), too_large")
+    modality: str | None = Field(None, description="the modality the file was taken as")
+    field: str | None = Field(None, description="where the request held the file: its name, term 2 …")
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": Problem, "description": text} for code, text in (
         (400, "a malformed query: bad base64, a non-image, a wrong-sized vector, an unknown "
-              "modality or filter"),
+              "modality, target, filter or item"),
         (401, "the API key is missing or wrong"),
         (413, "an upload, a query text, the filter values or the request body are too large"))}
 
-__all__ = ["ERRORS", "Health", "HitOut", "ItemOut", "MAX_FILTER_VALUES", "MAX_QUERY_CHARS", "MAX_TERMS",
+__all__ = ["ERRORS", "FieldOut", "FieldValue", "FieldsOut", "Health", "HitOut", "ItemOut", "MAX_FILTER_VALUES",
+           "MAX_QUERY_CHARS", "MAX_TARGETS", "MAX_TERMS",
            "MODALITY_FIELDS", "ModalitiesOut", "ModalityOut", "Problem", "Ready", "SearchIn", "SearchOut",
            "TermIn", "TooManyFilterValues", "count_filter_values"]

@@ -46,7 +46,7 @@ class ServerState:
 
     def __init__(self, col: Collection, limits: Limits) -> None:
         self.col, self.limits = col, limits
-        self.files = Files(self.roots)
+        self.files = Files(self.roots, max_member_bytes=limits.max_upload_bytes)
         self.uploads = Uploads(limits.max_upload_bytes, limits.max_image_pixels)
         self.ready = threading.Event()
         self.warm_error: list[str] = []

@@ -2,7 +2,8 @@
 
 Each value a request carries is one of: a file (base64 ``data``, a field named after a file
 modality, or an upload) that its modality's plug-in decodes; a value of a modality that is
-not a file (a text …), given as ``text`` or ``value``; or a vector. Everything cheap is
+not a file (a text …), given as ``text`` or ``value``; a vector; or an ``item`` of the
+collection, by id, whose stored vector is the term ("more like this": nothing is encoded). Everything cheap is
 checked first, for every term (text lengths, the model's towers, which field a modality
 takes), and only then is anything decoded: a request refused anyway costs no decoding.
 A request string never becomes a path on this machine: files come as data.
@@ -14,16 +15,18 @@ from typing import Any
 
 from fastapi import HTTPException
 
+from ..errors import JointspaceError
 from ..index import Term
 from ..modalities import MODALITIES
 from .schemas import SearchIn, TermIn
 from .state import ServerState, plugin
-from .uploads import sniff
+from .uploads import UNRECOGNISED, FileProblem, sniff
 
 #: the request field a value that is not a file is given in (a term's ``text``, the upload
 #: form's ``text``), named for the built-in text modality's values since the first version
 USER_FACING_DEFAULTS = ("text",)
 VECTOR = "vector"  # the pseudo-modality of a query vector
+ITEM = "item"  # what a term naming a collection's item takes: its id
 DATA, VALUE = "data", USER_FACING_DEFAULTS[0]  # the fields a file's and a value's term takes
 
 
@@ -34,7 +37,7 @@ class Wanted:
 
     field: str
     modality: str | None
-    takes: str  # DATA, VALUE or VECTOR
+    takes: str  # DATA, VALUE, VECTOR or ITEM
     value: Any
     weight: float
 
@@ -75,8 +78,9 @@ def recognise(state: ServerState, field: str, data: bytes, named: str | None = N
         formats = "; ".join(", ".join(s.lstrip(".").upper() for s in MODALITIES.get(m).suffixes)
                             for m in uploadable)
         labelled = f" and its content type is {content_type!r}" if content_type is not None else ""
-        raise HTTPException(415, f"{field}: not a known {' or '.join(uploadable)} format ({formats})"
-                                 f"{labelled}; say {' or '.join(f'modality={m}' for m in uploadable)}")
+        raise FileProblem(415, f"{field}: not a known {' or '.join(uploadable)} format ({formats})"
+                               f"{labelled}; say {' or '.join(f'modality={m}' for m in uploadable)}",
+                          UNRECOGNISED, field=field)
     state.need(kind, field)
     return kind
 
@@ -109,8 +113,11 @@ def text_modality(state: ServerState, where: str) -> str:
 
 def _term(state: ServerState, where: str, t: TermIn) -> Wanted:
     value = t.text if t.text is not None else t.value
-    if sum(x is not None for x in (t.text, t.value, t.data, t.vector)) != 1:
-        raise HTTPException(400, f"{where}: give exactly one of text, data, vector (value: as text)")
+    if sum(x is not None for x in (t.text, t.value, t.data, t.vector, t.item)) != 1:
+        raise HTTPException(400, f"{where}: give exactly one of text, data, vector or item "
+                                 "(value: as text)")
+    if t.item is not None:  # its stored vector: of its own modality, or of the one named
+        return Wanted(where, t.modality, ITEM, t.item, t.weight)
     modality = t.modality
     if modality is None:
         if t.data is not None:
@@ -139,6 +146,8 @@ def build(state: ServerState, want: Wanted) -> Term:
     checked by its plug-in, or a vector."""
     if want.takes == VECTOR:
         return Term(VECTOR, want.value, want.weight)
+    if want.takes == ITEM:
+        return Term(VECTOR, item_vector(state, want), want.weight)
     if want.takes == VALUE:
         return state.uploads.value_term(want.field, want.modality, want.value, want.weight)
     data = [state.uploads.from_base64(want.field, want.value)]
@@ -146,10 +155,21 @@ def build(state: ServerState, want: Wanted) -> Term:
     return state.uploads.file_term(want.field, modality, data, want.weight)
 
 
+def item_vector(state: ServerState, want: Wanted) -> Any:
+    """The stored vector of the item a term names: 404 for an id no item has, 400 if it has
+    no vector of the modality named."""
+    try:
+        return state.col.item_vector(want.value, want.modality)
+    except KeyError:
+        raise HTTPException(404, f"{want.field}: no item {want.value}") from None
+    except JointspaceError as e:
+        raise HTTPException(400, f"{want.field}: {e}") from None
+
+
 def terms_of(state: ServerState, body: SearchIn) -> list[Term]:
     """The terms of a JSON query: all of them checked, then decoded."""
     return [build(state, want) for want in wanted_terms(state, body)]
 
 
-__all__ = ["VECTOR", "Wanted", "build", "check_text", "check_upload_modality", "recognise", "takes",
-           "terms_of", "text_modality", "wanted_terms"]
+__all__ = ["ITEM", "VECTOR", "Wanted", "build", "check_text", "check_upload_modality", "item_vector", "recognise",
+           "takes", "terms_of", "text_modality", "wanted_terms"]

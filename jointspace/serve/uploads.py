@@ -8,7 +8,9 @@ plug-in's ``decode(str)``, or, for a text-like one, its ``check_value`` (its len
 server's query-text bound). Every failure is an ``HTTPException`` naming the field: 400 for
 data that is not what it claims to be (the plug-in's :class:`~jointspace.errors.DataError`),
 413 for data over the limits (bytes, or the plug-in's :class:`~jointspace.modalities.TooLarge`:
-a small PNG can hold a picture that takes gigabytes to decode).
+a small PNG can hold a picture that takes gigabytes to decode). Those about a file are a
+:class:`FileProblem`, whose answer also says what went wrong in words a page can turn
+into a sentence (``problem``, ``modality``, ``field``).
 """
 from __future__ import annotations
 
@@ -42,6 +44,23 @@ def sniff(data: bytes) -> str | None:
     return found.name if found is not None else None
 
 
+#: FileProblem.problem: its plug-in cannot decode it / no uploadable plug-in knows its
+#: format / it is over a bound (bytes, pixels, duration)
+UNREADABLE, UNRECOGNISED, TOO_LARGE = "unreadable", "unrecognised", "too_large"
+
+
+class FileProblem(HTTPException):
+    """A query's file refused (400, 413 or 415): besides the ``detail``, ``problem`` says
+    which refusal it is (:data:`UNREADABLE`, :data:`UNRECOGNISED`, :data:`TOO_LARGE`),
+    ``modality`` what the file was taken as (None: not known) and ``field`` where the
+    request held it (an upload's file name, ``term 2``)."""
+
+    def __init__(self, status: int, detail: str, problem: str, *, modality: str | None = None,
+                 field: str | None = None) -> None:
+        super().__init__(status, detail)
+        self.problem, self.modality, self.field = problem, modality, field
+
+
 class Uploads:
     """Decodes uploads of at most ``max_bytes`` and pictures of at most ``max_pixels``."""
 
@@ -50,7 +69,8 @@ class Uploads:
 
     def check_size(self, field: str, size: int) -> None:
         if size > self.max_bytes:
-            raise HTTPException(413, f"{field} is larger than {self.max_bytes} bytes")
+            raise FileProblem(413, f"{field} is larger than {self.max_bytes} bytes", TOO_LARGE,
+                              field=field)
 
     def from_base64(self, field: str, value: str) -> bytes:
         """The bytes of a base64 string or a ``data:`` URL (as a browser's FileReader makes)."""
@@ -74,9 +94,10 @@ class Uploads:
         try:
             return decode_with_limits(plugin, source, where=field, max_pixels=self.max_pixels)
         except TooLarge as e:
-            raise HTTPException(413, str(e)) from None
+            raise FileProblem(413, str(e), TOO_LARGE, modality=plugin.name, field=field) from None
         except DataError as e:
-            raise HTTPException(400, f"{field} is not usable {plugin.name}: {e}") from None
+            raise FileProblem(400, f"{field} is not usable {plugin.name}: {e}", UNREADABLE,
+                              modality=plugin.name, field=field) from None
 
     def file_term(self, field: str, modality: str, data: list[bytes], weight: float) -> Term:
         """The term of a file's bytes, ``data`` a list of one that is emptied: only the
@@ -101,4 +122,5 @@ class Uploads:
         return Term(modality, self.item(field, plugin, value), weight, checked=True)
 
 
-__all__ = ["BASE64", "SNIFF_BYTES", "Uploads", "mp3_start", "mpeg_frame", "sniff"]
+__all__ = ["BASE64", "FileProblem", "SNIFF_BYTES", "TOO_LARGE", "UNREADABLE", "UNRECOGNISED", "Uploads",
+           "mp3_start", "mpeg_frame", "sniff"]

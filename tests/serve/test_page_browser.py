@@ -4,40 +4,12 @@ image query by upload, a composed query, the API key prompt, and audio players.
 The page is served with its Content-Security-Policy, so these runs also show the page
 works under it (Playwright's own ``wait_for_function`` would need ``unsafe-eval``: the
 waits below poll with ``page.evaluate`` instead)."""
-import socket
-import threading
-import time
-from contextlib import contextmanager
-from pathlib import Path
-
 import numpy as np
 import pytest
-import uvicorn
 
 from jointspace.index import index_source
 from jointspace.serve import create_app
-
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-
-
-@contextmanager
-def running(app):
-    """``app`` served by uvicorn on a free loopback port, in a thread: its base URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+from page_helpers import ARTIFACTS, running, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -46,16 +18,6 @@ def collection(trained_model_dir, shapes_dir, tmp_path_factory):
     index_source(folder / "col", trained_model_dir, shapes_dir / "test.csv")
     index_source(folder / "col", trained_model_dir, shapes_dir / "val.csv")  # 24 items: 2 pages of 12
     return folder / "col"
-
-
-@pytest.fixture(scope="module")
-def browser(chromium):
-    with chromium.sync_playwright() as p:
-        browser = chromium.launch(p)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.fixture
@@ -68,13 +30,6 @@ def page(browser):
         yield page
     finally:
         context.close()
-
-
-def wait_until(page, expression, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while not page.evaluate(expression):
-        assert time.monotonic() < deadline, f"timed out waiting for {expression}"
-        page.wait_for_timeout(50)
 
 
 def loaded_thumbnails(page):
@@ -239,7 +194,8 @@ def test_each_hit_is_shown_by_its_modalitys_preview_kind(image_audio_model_dir, 
         sent = []
         page.on("request", lambda r: r.url.endswith("/search") and sent.append(json.loads(r.post_data)))
         page.goto(url)
-        wait_until(page, "document.querySelectorAll('#target option').length === 2")
+        # everything the collection holds (the default), or one of its two modalities
+        wait_until(page, "document.querySelectorAll('#target option').length === 3")
         accept = page.get_attribute("#file", "accept").split(",")  # the uploadable plug-ins' suffixes
         assert {".wav", ".mp3", ".png", ".jpg"} <= set(accept)
         page.select_option("#target", "audio")

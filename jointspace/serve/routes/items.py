@@ -1,5 +1,6 @@
 """``GET /items/{id}`` and its ``/file``, ``/preview`` and ``/thumbnail``: a file is served
-only if its real path (symlinks resolved) lies inside a folder the collection was indexed from."""
+only if its real path (symlinks resolved) lies inside a folder the collection was indexed from;
+an item indexed from a shard is served from the shard's member (the shard inside those folders)."""
 from __future__ import annotations
 
 import mimetypes
@@ -31,11 +32,15 @@ def item(state: State, item_id: int = ITEM_ID) -> dict:
 
 
 @router.get("/items/{item_id}/file", response_class=FileResponse, responses=NOT_FOUND)
-def item_file(state: State, item_id: int = ITEM_ID) -> FileResponse:
-    """The item's original file; 403 if it lies outside the collection's folders."""
-    path = state.files.path(state.item_or_404(item_id))
-    return FileResponse(path, headers=NOSNIFF,
-                        media_type=mimetypes.guess_type(path.name)[0] or "application/octet-stream")
+def item_file(state: State, item_id: int = ITEM_ID) -> Response:
+    """The item's original file, or its member of the shard it was indexed from; 403 if the
+    file or the shard lies outside the collection's folders, 413 for a member larger than
+    the server's upload bound."""
+    found = state.files.file(state.item_or_404(item_id))
+    media_type = mimetypes.guess_type(found.name)[0] or "application/octet-stream"
+    if found.path is not None:
+        return FileResponse(found.path, headers=NOSNIFF, media_type=media_type)
+    return Response(found.data, media_type=media_type, headers=NOSNIFF)
 
 
 @router.get("/items/{item_id}/preview", response_class=Response, responses=NOT_FOUND)

@@ -1,12 +1,16 @@
-"""The probes (``GET /healthz``, ``GET /readyz``: public, they hold no data) and
-``GET /modalities``: what the collection's model takes and how its items are shown."""
+"""The probes (``GET /healthz``, ``GET /readyz``: public, they hold no data),
+``GET /modalities``: what the collection's model takes and how its items are shown, and
+``GET /fields``: what its items can be filtered on."""
 from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from ..schemas import Health, ModalitiesOut, Ready
-from ..state import ServerState, State, plugin
+from ..schemas import FieldsOut, Health, ModalitiesOut, Ready
+from ..state import HIDDEN, ServerState, State, plugin
+
+#: values listed per field, and fields listed, by GET /fields
+MAX_FIELD_VALUES, MAX_FIELDS = 100, 50
 
 public = APIRouter(tags=["health"])
 router = APIRouter(tags=["meta"])
@@ -49,4 +53,14 @@ def modalities(state: State) -> dict:
             "target": state.col.modalities[0] if state.col.modalities else ""}
 
 
-__all__ = ["public", "router"]
+@router.get("/fields", response_model=FieldsOut)
+def fields(state: State) -> dict:
+    """What items can be filtered on (``where`` of ``POST /search``): the label and the
+    metadata keys, each with its most common values (at most 100; ``distinct`` says how
+    many there are) and their counts; never the fields naming server paths (``key``,
+    ``path``, ``source``). Read once per change of the collection."""
+    found = state.col.catalog.field_values(MAX_FIELD_VALUES, MAX_FIELDS)  # no item column's name
+    return {"fields": [f for f in found if f["name"] not in HIDDEN], "items": len(state.col)}
+
+
+__all__ = ["MAX_FIELDS", "MAX_FIELD_VALUES", "public", "router"]

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from ...index import Term
 from ...index.filters import refuse_hidden
-from ..files import THUMBNAIL_KIND
+from ..files import THUMBNAIL_KIND, has_file
 from ..schemas import ERRORS, SearchIn, SearchOut
 from ..state import HIDDEN, ServerState, State, plugin
 from ..terms import check_text, check_upload_modality, recognise, terms_of
@@ -28,8 +28,9 @@ router = APIRouter(tags=["search"])
 
 
 def hit_json(hit: Any) -> dict:
-    """A hit as clients see it: no server paths; the file's URL and, where the modality's
-    plug-in has one, its preview's (a thumbnail too where the preview is a picture)."""
+    """A hit as clients see it: no server paths; the file's URL (a file's, or a shard
+    member's) and, where the modality's plug-in has one, its preview's (a thumbnail too
+    where the preview is a picture)."""
     item = hit.item
     found = plugin(item["modality"])
     kind = found.preview_kind if found is not None else ""
@@ -37,7 +38,7 @@ def hit_json(hit: Any) -> dict:
            "modality": item["modality"], "text": item.get("text"), "label": item.get("label"),
            "meta": item.get("meta", {}), "name": Path(item["path"]).name if item.get("path") else None,
            "preview_kind": kind or None}
-    if item.get("path"):
+    if has_file(item):
         out["url"] = f"/items/{item['id']}/file"
         if kind:
             out["preview"] = f"/items/{item['id']}/preview"
@@ -59,9 +60,10 @@ def run(state: ServerState, body: SearchIn, build: Callable[[], list[Term]]) -> 
     terms = build()
     hits = state.col.search(terms=terms, k=body.k, offset=body.offset, where=body.where,
                             target=body.target, calibrate=body.calibrate, nprobe=body.nprobe)
+    total = state.col.count_matches(body.where, body.target)  # SQL, kept until the catalog changes
     # a JSONResponse of plain data skips FastAPI's generic encoder (a measurable cost per hit)
     return JSONResponse({"hits": [hit_json(h) for h in hits], "k": body.k, "offset": body.offset,
-                         "took_ms": round((time.perf_counter() - started) * 1000, 2)})
+                         "took_ms": round((time.perf_counter() - started) * 1000, 2), "total": total})
 
 
 @router.post("/search", response_model=SearchOut, responses=ERRORS)
@@ -115,7 +117,9 @@ def search_upload(
         text: str | None = Form(None), text_weight: float = Form(1.0),
         k: int = Form(10), offset: int = Form(0),
         where: str | None = Form(None, description='filters as JSON: {"label": "red circle"}'),
-        target: str | None = Form(None), calibrate: bool = Form(True)) -> JSONResponse:
+        target: str | None = Form(None, description='the indexed modalities searched: one, several '
+                                                   '("image,audio") or every one ("*"); default: the first'),
+        calibrate: bool = Form(True)) -> JSONResponse:
     """Search with an uploaded file (``curl -F file=@q.png -F text=red -F text_weight=0.5``)."""
     # the cheap checks first: nothing is read or decoded for a request refused anyway
     check_upload_modality(state, modality)
