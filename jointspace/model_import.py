@@ -7,7 +7,8 @@
 preprocessing and projection (``head: pretrained``), ``embed_dim`` the projection
 size, the learned ``logit_scale`` (and SigLIP's ``logit_bias``) as the pair's
 temperature, the family's objective (CLIP ``infonce``, SigLIP ``sigmoid``), a
-``run.json`` to fine-tune from, and a model card naming the source.
+``run.json`` to fine-tune from, ``imported.json`` (the source folder, family and Hub
+origin) and a model card naming the source.
 """
 from __future__ import annotations
 
@@ -87,7 +88,11 @@ def import_model(folder: str | Path, out: str | Path) -> Path:
     model.config = replace(config, towers={m: replace(s, options={**s.options, "path": ""})
                                            for m, s in config.towers.items()})
     run = RunConfig(model=model.config, train=FINE_TUNE)
-    model.save(out, extra={"run": to_dict(run)}, card=model_card(model, source, hf, family, out))
+    # ``imported.json``: where the weights came from, for the reports (the card says it in words)
+    imported = {"source": str(source), "family": family.name, "origin": _hub_origin(source) or None,
+                "architectures": hf.get("architectures") or []}
+    model.save(out, extra={"run": to_dict(run), "imported": imported},
+               card=model_card(model, source, hf, family, out))
     logger.info("imported %s (%s) into %s", source, family.name, out)
     return out
 

@@ -1,5 +1,5 @@
 """Shared fixtures: a tiny shapes dataset, a tiny run config, the pretrained towers' no
-network and rebuild from a model folder, Debian's chromium."""
+network and rebuild from a model folder, the evaluation and compare reports, Debian's chromium."""
 from __future__ import annotations
 
 import os
@@ -61,6 +61,37 @@ def trained_model_dir(shapes_dir, tmp_path_factory):
     train(load_run_config(overrides=TINY_OVERRIDES), shapes_dir / "train.csv", out,
           val_data=shapes_dir / "val.csv")
     return out
+
+
+@pytest.fixture(scope="session")
+def other_model_dir(shapes_dir, tmp_path_factory):
+    """A second tiny trained model, compared with ``trained_model_dir`` (another seed and
+    embedding size)."""
+    from jointspace.train.trainer import train
+    out = tmp_path_factory.mktemp("other-model") / "other"
+    train(load_run_config(overrides=TINY_OVERRIDES + ["train.seed=7", "model.embed_dim=16"]),
+          shapes_dir / "train.csv", out, val_data=shapes_dir / "val.csv")
+    return out
+
+
+@pytest.fixture(scope="session")
+def eval_report(trained_model_dir, shapes_dir, tmp_path_factory):
+    """``(report.html, results)`` of the tiny model on the shapes test split (the probe fitted
+    on the validation split)."""
+    from jointspace.eval.run import evaluate
+    out = tmp_path_factory.mktemp("report")
+    results = evaluate(trained_model_dir, shapes_dir / "test.csv", out_dir=out,
+                       train_manifest=shapes_dir / "val.csv")
+    return out / "report.html", results
+
+
+@pytest.fixture(scope="session")
+def compare_report(trained_model_dir, other_model_dir, shapes_dir, tmp_path_factory):
+    """``(report.html, results)`` of ``compare`` between the two tiny models."""
+    from jointspace.eval.compare import compare
+    out = tmp_path_factory.mktemp("compare")
+    results = compare(trained_model_dir, other_model_dir, shapes_dir / "test.csv", out_dir=out, k=3)
+    return out / "report.html", results
 
 
 @pytest.fixture(scope="session")

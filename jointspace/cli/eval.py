@@ -89,11 +89,11 @@ def run_compare(args: argparse.Namespace) -> None:
     results = compare(args.model_a, args.model_b, args.data, modalities=modalities, out_dir=out,
                       k=args.k, device=args.device, batch_size=args.batch_size,
                       on_bad_row=args.on_bad_row, columns=columns(args))
-    for m, r in results.items():
-        if isinstance(r, dict):
-            knn = next(key for key in r if key.startswith("mutual_knn"))
-            print(f"{m}: mutual k-NN {r[knn]:.3f}, linear CKA {r['linear_cka']:.3f}, Procrustes "
-                  f"R@1 {r['procrustes']['R@1']:.3f} (chance {1 / r['procrustes']['n_test']:.4f})")
+    for m in results["modalities"]:
+        r = results[m]
+        knn = next(key for key in r if key.startswith("mutual_knn"))
+        print(f"{m}: mutual k-NN {r[knn]:.3f}, linear CKA {r['linear_cka']:.3f}, Procrustes "
+              f"R@1 {r['procrustes']['R@1']:.3f} (chance {1 / r['procrustes']['n_test']:.4f})")
     print(f"results: {out / 'results.json'}\nreport: {out / 'report.html'}")
 
 

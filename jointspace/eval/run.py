@@ -22,6 +22,9 @@ and templates, embedded by the model's first text-like tower
 ``geometry`` holds the measures of :mod:`.geometry` (alignment, uniformity, RankMe,
 IsoScore, modality gap, hubness with the top hubs as ``(row, count)``).
 
+``report.html`` (:mod:`.report`) says which model (read from its folder) and data, states
+the headline figures in words, and shows the items as their plug-ins' previews.
+
 ``results.json`` (retrieval blocks as in :mod:`.retrieval`, plus ``grouped_by``), here for
 the default pair image:text; for a pair ``a:b`` the directions are ``b_to_a`` and
 ``a_to_b`` (``text_to_audio``, ``audio_to_text``)::
@@ -63,7 +66,7 @@ from .geometry import geometry_metrics
 from .pairs import DEFAULT_PAIR, class_name_modality, parse_pair, query_side
 from .probe import knn_accuracy, linear_probe
 from .ranking import retrieval_extras
-from .report import write_report
+from .report import describe_folder, describe_model, write_report
 from .retrieval import group_field, group_keys, item_identity, retrieval_metrics
 from .zeroshot import DEFAULT_TEMPLATES, class_embeddings, zero_shot_metrics
 
@@ -134,8 +137,10 @@ def _write(out_dir: str | Path, results: dict[str, Any], e: "_Embedded",
         logger.warning("report.html not written: its plots need matplotlib (%s); results.json "
                        "has every figure", install_hint("report"))
     elif report_of is not None:
-        log_path = None if report_of.folder is None else report_of.folder / "log.jsonl"
-        write_report(out_dir, results, e.a_emb, e.b_emb, e.keys, e.items, log_path, a_ids=e.a_ids)
+        model = (describe_folder(report_of.folder) if report_of.folder is not None
+                 else describe_model(report_of.get()))
+        write_report(out_dir, results, e.a_emb, e.b_emb, e.keys, e.items, a_ids=e.a_ids,
+                     b_ids=e.views.b_ids, model=model)
 
 
 @dataclass(frozen=True)

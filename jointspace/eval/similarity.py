@@ -45,13 +45,25 @@ def mutual_knn(x: np.ndarray, y: np.ndarray, k: int = 10, *, block: int | None =
     (e.g. ``y`` a rotation and rescaling of ``x``); about ``k/(N − 1)`` for
     unrelated spaces.
     """
+    return float(np.mean(shared_neighbours(x, y, k, block=block) / k))
+
+
+def shared_neighbours(x: np.ndarray, y: np.ndarray, k: int = 10, *,
+                      block: int | None = None) -> np.ndarray:
+    """``|N_x(i) ∩ N_y(i)|`` for each row ``i`` (int64 ``[N]``, each in ``[0, k]``): how many
+    of its ``k`` nearest neighbours the two spaces agree on (:func:`mutual_knn` is their
+    mean over ``k``).
+
+    >>> x = np.eye(4)[[0, 0, 1, 2]] + np.arange(4)[:, None] * 1e-3
+    >>> shared_neighbours(x, x, 1).tolist()
+    [1, 1, 1, 1]
+    """
     x, y = _paired(x, y)
     if not 1 <= k <= len(x) - 1:
         raise ValueError(f"k must be in [1, {len(x) - 1}] (N - 1), got {k}")
     both = np.sort(np.concatenate([_neighbours(x, k, block), _neighbours(y, k, block)], axis=1), axis=1)
     # each list has distinct indices, so an index shared by both appears twice, adjacent
-    shared = np.count_nonzero(both[:, 1:] == both[:, :-1], axis=1)
-    return float(np.mean(shared / k))
+    return np.count_nonzero(both[:, 1:] == both[:, :-1], axis=1)
 
 
 def linear_cka(x: np.ndarray, y: np.ndarray) -> float:

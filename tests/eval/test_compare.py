@@ -36,6 +36,8 @@ def test_cli_compares_two_different_models(trained_model_dir, shapes_dir, tmp_pa
     result = json.loads((tmp_path / "cmp" / "results.json").read_text())
     assert set(result) >= {"image"} and "text" not in result
     assert 0 <= result["image"]["linear_cka"] < 0.999  # different seeds and sizes: not the same space
+    assert "Only one modality was compared" in (tmp_path / "cmp" / "report.html").read_text()
+    assert "own" not in result and result["modalities"] == ["image"]
     assert main(["compare", str(trained_model_dir), str(other), "--data", str(shapes_dir / "test.csv"),
                  "--modalities", "audio"]) == 2
 
@@ -83,3 +85,57 @@ def test_a_manifest_without_the_shared_columns_names_the_cause(trained_model_dir
     with pytest.raises(ConfigError, match="no 'image' column; 'Image' differs only in case — rename it "
                                           "or pass --image-column Image"):
         compare(trained_model_dir, trained_model_dir, tmp_path / "m.csv")
+
+
+def test_each_model_is_scored_by_itself_as_evaluate_scores_it(compare_report, eval_report):
+    _, results = compare_report
+    _, evaluated = eval_report  # the first model alone on the same rows
+    own = results["own"]["a"]
+    assert results["pair"] == ["image", "text"] and set(results["own"]) == {"a", "b"}
+    for d in ("text_to_image", "image_to_text"):
+        for k in ("R@1", "R@5", "R@10", "median_rank"):
+            assert own["retrieval"][d][k] == evaluated["retrieval"][d][k]
+        assert own["retrieval"]["strict"]["ceiling"][d] == evaluated["retrieval"]["strict"]["ceiling"][d]
+    assert own["zero_shot"]["top1"] == evaluated["zero_shot"]["top1"]
+    assert results["own"]["b"]["retrieval"]["text_to_image"]["R@1"] != own["retrieval"]["text_to_image"]["R@1"] \
+        or results["own"]["b"]["zero_shot"]["top1"] != own["zero_shot"]["top1"]
+
+
+def test_disagreements_and_least_shared_neighbours_are_the_extremes(compare_report):
+    import math
+    _, results = compare_report
+    for d, found in results["disagreements"].items():
+        gaps = [abs(math.log(e["rank_a"]) - math.log(e["rank_b"])) for e in found]
+        assert found and gaps == sorted(gaps, reverse=True) and all(g > 0 for g in gaps)
+        assert len({e["row"] for e in found}) == len(found)
+    for m in ("image", "text"):
+        shared = [e["shared"] for e in results[m]["least_shared_neighbours"]]
+        assert len(shared) == 8 and shared == sorted(shared) and all(0 <= s <= 3 for s in shared)
+        assert shared[0] <= 3 * results[m]["mutual_knn@3"]  # the least is at most the mean
+        assert -1 <= results[m]["similarity_correlation"] <= 1
+    p = results["pair_similarity"]
+    assert p["n_paired"] == 12 and p["n_unpaired"] > 1000 and -1 <= p["correlation"] <= 1
+
+
+def test_the_compare_report_puts_both_models_side_by_side(compare_report, trained_model_dir, other_model_dir):
+    import re
+    path, results = compare_report
+    page = path.read_text()
+    a, b = trained_model_dir.name, other_model_dir.name
+    assert f"<h1>{a} vs {b}: how alike the two spaces are</h1>" in page
+    assert "<h2>Model A: m</h2>" in page and f"<h2>Model B: {b}</h2>" in page
+    titles = re.findall(r"<h2[^>]*>([^<]+)</h2>", page)
+    assert titles[3:] == ["Headline figures", "Each model by itself", "How alike the spaces are",
+                          "The same pairs in both spaces", "Where the two disagree most"]
+    own = results["own"]
+    r1 = f"text → image R@1: {a} {own['a']['retrieval']['text_to_image']['R@1']:.2f}, {b} " \
+         f"{own['b']['retrieval']['text_to_image']['R@1']:.2f}"
+    assert r1 in page
+    assert "about k / (N − 1) for unrelated spaces" in page and "equal up to rotation" in page
+    assert f"{results['image']['linear_cka']:.3f}" in page
+    assert 'alt="similarities of image–text pairs in both spaces"' in page
+    rows = re.findall(r"<div class='row disagreement' data-row='(\d+)'>", page)
+    assert [int(r) for r in rows] == [e["row"] for d in results["disagreements"].values() for e in d]
+    assert page.count("src='data:image/jpeg;base64,") >= 3 * len(rows) // 2
+    assert "neighbours differ most" in page
+    assert path.stat().st_size <= 5_000_000
