@@ -66,7 +66,9 @@ def units_of(source: str | Path, modality: str, part_size: int) -> tuple[list[di
     from .data.shards import is_shard_source, list_shards
 
     if is_shard_source(source):
-        return [{"part": i, "kind": "shard", "input": s, "rows": []}
+        # absolute: the parts' ``source`` column is where a server later reads each member
+        # from, whatever folder it is started in
+        return [{"part": i, "kind": "shard", "input": str(Path(s).resolve()), "rows": []}
                 for i, s in enumerate(list_shards(source))], []
     path = Path(source)
     if not path.is_file():

@@ -105,8 +105,8 @@ def _recalls(r: dict) -> str:
 
 
 def _print_directions(block: dict, pair: list[str], extra=lambda d: "") -> None:
-    a, b = pair
-    for d in (f"{b}_to_{a}", f"{a}_to_{b}"):
+    from ..eval.pairs import direction_keys
+    for d in direction_keys(pair):
         print(f"  {d:<14} {_recalls(block[d])}{extra(d)}")
 
 

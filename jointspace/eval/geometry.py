@@ -228,17 +228,24 @@ def isoscore(x: np.ndarray) -> float:
 
 
 def geometry_metrics(a: np.ndarray, b: np.ndarray, names: tuple[str, str] = DEFAULT_PAIR,
-                     k: int = 10) -> dict[str, Any]:
+                     k: int = 10, a_items: np.ndarray | None = None) -> dict[str, Any]:
     """All of the above for one paired space, flat, with the modality names in the keys.
 
     ``hubness_<b>_*`` are the hubs among ``b`` when querying with ``a`` (e.g. the
     captions every image retrieves) and ``hubness_<a>_*`` the reverse; ``hubs_<x>``
-    lists their ``(index, count)`` top hubs.
+    lists their ``(index, count)`` top hubs (row indices). ``a_items`` (an item id per
+    row) makes hubness count each distinct ``a`` item once: with 5 captions per image
+    the rows hold each image 5 times, which would fill the top hubs with copies and
+    inflate the skew; a hub of ``a`` is then reported by its item's first row.
     """
     a, b = as_matrix(a, "a"), as_matrix(b, "b")
     na, nb = names
     gap = modality_gap(a, b)
-    hubs_b, hubs_a = hubness(a, b, k=k), hubness(b, a, k=k)
+    rows = np.arange(len(a)) if a_items is None else \
+        np.sort(np.unique(np.asarray(a_items), return_index=True)[1])  # each item's first row
+    distinct = a[rows]
+    hubs_b, hubs_a = hubness(distinct, b, k=k), hubness(b, distinct, k=min(k, len(distinct)))
+    hubs_a = {**hubs_a, "top_hubs": [(int(rows[j]), c) for j, c in hubs_a["top_hubs"]]}
     out: dict[str, Any] = {"alignment": alignment(a, b)}
     for name, x in ((na, a), (nb, b)):
         out[f"uniformity_{name}"] = uniformity(x)

@@ -44,3 +44,10 @@ def class_name_modality(modalities: Iterable[str]) -> str | None:
     """The modality zero-shot embeds class names with: the first text-like one among
     a model's ``modalities`` (its towers), or None when it has none."""
     return next((m for m in modalities if is_text_like(m)), None)
+
+
+def direction_keys(names: Sequence[str]) -> tuple[str, str]:
+    """The two retrieval directions of a pair ``(a, b)`` as results.json names them, in
+    the order the reports show them: ``(b_to_a, a_to_b)`` (text→image first for image:text)."""
+    a, b = names
+    return f"{b}_to_{a}", f"{a}_to_{b}"

@@ -215,7 +215,8 @@ def _scores(source: ModelSource, e: _Embedded, run: set[str], s: _Settings) -> d
         results["zero_shot"]["templates"] = list(s.templates)
     results.update(_subset_scores(e, run, s.subsets, classes, class_emb))
     if "geometry" in run:
-        results["geometry"] = geometry_metrics(e.a_emb, e.b_emb, e.names, k=min(10, e.n))
+        results["geometry"] = geometry_metrics(e.a_emb, e.b_emb, e.names, k=min(10, e.n),
+                                               a_items=np.asarray(e.a_ids))
     if "probe" in run:
         results.update(_probes(source, s.train_manifest, e.names[e.side], e.query_emb, e.labels,
                                s.batch_size, s.out_dir, s.on_bad_row, s.columns, s.probe_c))
@@ -328,7 +329,8 @@ def _per_size(source: ModelSource, views: _Views, a_emb: np.ndarray, b_emb: np.n
                                                           "mean_per_class_recall")}
         if geometry and len(a_k) >= MIN_GEOMETRY_ROWS:
             entry["geometry"] = {key: v for key, v in geometry_metrics(
-                a_k, b_k, views.names, k=min(10, len(a_k))).items() if not key.startswith("hubs_")}
+                a_k, b_k, views.names, k=min(10, len(a_k)), a_items=np.asarray(views.a_ids)).items()
+                if not key.startswith("hubs_")}
         out[str(k)] = entry
     return out
 

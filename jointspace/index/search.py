@@ -108,8 +108,8 @@ class Searching:
         earlier versions did); ``"*"`` or an empty list, every one; a modality's name, a
         list of names or a comma-separated string of them (``"image,audio"``). A name
         the collection does not index raises :class:`~jointspace.errors.JointspaceError`."""
-        if target is None:
-            return self.modalities[:1]
+        if target is None or isinstance(target, str) and not target.strip(" ,"):
+            return self.modalities[:1]  # a blank form field is no target given
         if isinstance(target, str):
             target = [] if target.strip() == ALL_TARGETS else \
                 [t.strip() for t in target.split(",") if t.strip()]
@@ -147,10 +147,12 @@ class Searching:
         weights = [t.weight for t in terms]
         calibrated = calibrate and (len(terms) > 1 or len(targets) > 1)
         allowed = None if where is None else self.catalog.filter_ids(where)  # unknown field: error
+        if offset >= sum(store.count() for store in stores):
+            return []  # past every item: a huge offset must not rank (or allocate) anything
         ranked = []
         for modality, store in zip(targets, stores):
-            want = min(offset + k, store.count())  # never deeper than the store: a huge offset
-            if want == 0 or (len(targets) == 1 and offset >= want):  # must not allocate its size
+            want = min(offset + k, store.count())  # never deeper than the store
+            if want == 0:
                 continue
             # a target of one item has no spread to standardise by: its raw cosine is merged
             cal = self.calibration(modality) \

@@ -220,3 +220,24 @@ def test_input_validation():
         uniformity(np.array([[np.nan, 1.0], [0.0, 1.0]]))
     with pytest.raises(ValueError):
         hubness(np.ones((3, 2)), np.ones((4, 2)), k=5)
+
+
+def test_geometry_metrics_count_each_item_once_with_several_captions():
+    """5 captions per image: the rows hold each image 5 times. Hubs are distinct images,
+    reported by their first row, and the counts equal those of the distinct images alone."""
+    rng = np.random.default_rng(15)
+    images = _sphere(rng, 30, 8)
+    a = np.repeat(images, 5, axis=0)                      # rows: image 0 ×5, image 1 ×5, …
+    b = _sphere(rng, 150, 8)
+    items = np.repeat(np.arange(30), 5)
+    m = geometry_metrics(a, b, k=5, a_items=items)
+    hubs = m["hubs_image"]
+    assert len({row // 5 for row, _ in hubs}) == len(hubs)  # no image twice
+    assert all(row % 5 == 0 for row, _ in hubs)             # each by its first row
+    alone = hubness(b, images, k=5)
+    assert [(row // 5, c) for row, c in hubs] == alone["top_hubs"]
+    assert m["hubness_image_skewness"] == alone["skewness"]
+    assert m["hubs_text"] == hubness(images, b, k=5)["top_hubs"]
+    # without the item ids the copies crowd the top hubs (what the report showed)
+    plain = geometry_metrics(a, b, k=5)["hubs_image"]
+    assert len({row // 5 for row, _ in plain}) < len(plain)

@@ -103,7 +103,15 @@ def test_examples_are_seeded_queries_and_the_worst_failures_marked_correct(eval_
         samples = [r for r in rows if r[0] == "sample" and r[1] == direction]
         failures = [r for r in rows if r[0] == "failure" and r[1] == direction]
         assert len(samples) == 8 and len(failures) == 8
-        worst = np.argsort(-np.array(ranks), kind="stable")[:8]
+        # failures only (rank > 0), lowest first, each distinct query once (a caption the
+        # test split repeats is one query)
+        seen, worst = set(), []
+        for q in np.argsort(-np.array(ranks), kind="stable"):
+            shown = records[query_rows[q]].fields["text" if direction == "text_to_image" else "image"]
+            if ranks[q] > 0 and shown not in seen and len(worst) < 8:
+                seen.add(shown)
+                worst.append(q)
+        assert all(int(r[2]) > 0 for r in failures)
         assert [int(r[2]) for r in failures] == [ranks[q] for q in worst]
         assert [int(r[3]) for r in failures] == [query_rows[q] for q in worst]
         for kind, _, rank, row, cards in samples + failures:
@@ -191,3 +199,44 @@ def test_cli_templates_and_classes_files(trained_model_dir, shapes_dir, tmp_path
     z = json.loads((tmp_path / "ev" / "results.json").read_text())["zero_shot"]
     assert z["templates"] == ["a photo of a {label}", "{label}"] and z["classes"] == ["red circle", "blue square"]
     assert not (tmp_path / "ev" / "report.html").exists()
+
+
+def test_a_perfect_model_has_no_failures_to_show():
+    """Worst failures are failures: with every query's answer ranked first there are none,
+    and the section says so instead of showing correct queries as failures."""
+    from jointspace.eval.report import qualitative
+    emb = np.eye(8, dtype=np.float32)
+    found = qualitative.retrieval_examples(emb, emb, [str(i) for i in range(8)], None,
+                                           ("image", "text"), n=8, k=3)
+    assert [len(d.worst) for d in found] == [0, 0] and [len(d.sampled) for d in found] == [8, 8]
+    items = {"image": [f"i{i}" for i in range(8)], "text": [f"t{i}" for i in range(8)]}
+    page = qualitative.render(found, items, lambda side, item, label: item)
+    assert page.count(": no failures</h3>") == 2 and "worst failures" not in page
+
+
+def test_many_classes_give_confused_pairs_and_bounded_bars():
+    """1,000 classes: no illegible matrix but the most confused pairs, counted right, and a
+    bar plot of the worst and best classes only (not 1,000 bars)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from jointspace.eval.report import plots, sections
+    n = 1000
+    classes = [f"class {i:04d}" for i in range(n)]
+    confusion = np.eye(n, dtype=int) * 3
+    confusion[5, 7], confusion[9, 2], confusion[9, 9] = 4, 2, 1  # 5 taken for 7 most often
+    per_class = {c: confusion[i, i] / confusion[i].sum() for i, c in enumerate(classes)}
+    z = {"top1": 0.9, "top5": 1.0, "mean_per_class_recall": 0.9, "n_classes": n, "n": 3006,
+         "chance_top1": 1 / n, "per_class_top1": per_class, "classes": classes,
+         "confusion": confusion.tolist(), "templates": ["a photo of a {label}"]}
+    page = sections.zero_shot_section({"pair": ["image", "text"], "zero_shot": z})
+    assert "confusion matrix" not in page and "the most confused pairs" in page
+    cells = re.findall(r"<tr><th scope='row'>([^<]*)</th><td>([^<]*)</td><td class='n'>(\d+)</td>", page)
+    assert cells[:2] == [("class 0005", "class 0007", "4"), ("class 0009", "class 0002", "2")]
+    assert len(cells) == 2  # no other class was ever confused
+    png = re.search(r'alt="per-class recall" src="data:image/png;base64,([^"]+)"', page).group(1)
+    height = Image.open(io.BytesIO(base64.b64decode(png))).size[1]
+    assert height < 0.25 * (plots.MAX_BARS + 1) * 90 + 400  # ~0.22 in per bar at 90 dpi, not 1,000 bars
+    assert "the 30 worst and best of 1,000" in page

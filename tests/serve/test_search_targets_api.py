@@ -81,6 +81,22 @@ def test_every_target_is_searched_and_merged_by_calibrated_score(mixed_col, mixe
         {col.modalities[0]}
     r = mixed.post("/search", json={"text": "a", "target": ["image", "smell"]})
     assert r.status_code == 400 and "not 'smell'" in r.json()["detail"]
+    # a blank target (an empty form field) is no target, not "everything"
+    for blank in ("", " , "):
+        assert col.targets(blank) == col.modalities[:1]
+
+
+def test_an_offset_past_every_target_ranks_nothing(mixed_col, monkeypatch):
+    """Several targets and an offset past all their items: an empty page, without ranking
+    any store (each would be ranked in full, then thrown away)."""
+    col = Collection(mixed_col)
+    ranked = []
+    real = col._rank
+    monkeypatch.setattr(col, "_rank", lambda *a, **kw: ranked.append(a[0]) or real(*a, **kw))
+    assert col.search(text="a", target="*", k=5, offset=10 ** 12) == []
+    assert ranked == []
+    hits = col.search(text="a", target="*", k=5, offset=10)  # 12 items: the last two
+    assert [h.rank for h in hits] == [11, 12] and len(ranked) == len(col.modalities)
 
 
 def test_an_item_with_vectors_in_two_targets_is_ranked_once(col_dir):
@@ -272,6 +288,27 @@ def test_a_shard_outside_the_indexed_folders_is_refused(trained_model_dir, shape
         assert r.status_code == 403 and "outside the collection's folders" in r.json()["detail"]
     os.remove(shard)  # gone
     assert client.get(hit["url"]).status_code == 404
+
+
+def test_shards_embedded_by_a_relative_path_are_served_from_any_folder(trained_model_dir, shapes_dir,
+                                                                        tmp_path, monkeypatch):
+    """``jointspace embed m shards/*.tar out`` run inside the data folder, the server started
+    elsewhere: the members are still found (embed records where the shards are)."""
+    from jointspace.bulk_embed import embed
+    from jointspace.data.export import export_manifest
+
+    export_manifest(shapes_dir / "test.csv", tmp_path / "data" / "shards", format="webdataset",
+                    shard_size=12)
+    monkeypatch.chdir(tmp_path / "data")
+    embed(trained_model_dir, "shards/*.tar", "emb", use_ray=False)
+    index_source("col", trained_model_dir, "emb")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    client = TestClient(create_app(tmp_path / "data" / "col"))
+    hit = client.post("/search", json={"text": "a", "k": 1}).json()["hits"][0]
+    r = client.get(hit["url"])
+    assert r.status_code == 200
+    assert r.content == member_bytes(tmp_path / "data" / "shards", hit["meta"]["key"], "png")
 
 
 def test_parquet_rows_with_bytes_are_served_too(trained_model_dir, shapes_dir, tmp_path):

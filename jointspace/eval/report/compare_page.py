@@ -12,6 +12,7 @@ import numpy as np
 from ...fileio import atomic_write_text
 from ...vectors import top_k
 from ..geometry import unit_rows
+from ..pairs import direction_keys
 from . import plots
 from .evaluation import REPORT_FILE
 from .html import (bullet_list, direction_words, esc, figure, figure_words, figures, html_table, note, num,
@@ -78,7 +79,7 @@ def headline_sentences(results: dict[str, Any], names: Sequence[str]) -> list[st
     own = results.get("own")
     if own:
         a, b = results["pair"]
-        for d in (f"{b}_to_{a}", f"{a}_to_{b}"):
+        for d in direction_keys((a, b)):
             ra, rb = own["a"]["retrieval"], own["b"]["retrieval"]
             out.append(f"{direction_words(d)} R@1: {names[0]} {figure_words(ra[d]['R@1'])}, {names[1]} "
                        f"{figure_words(rb[d]['R@1'])} (chance {figure_words(ra['chance'][d]['R@1'])})")
@@ -99,7 +100,7 @@ def _own(results: dict[str, Any], names: list[str]) -> str:
     a, b = results["pair"]
     ra, rb = own["a"]["retrieval"], own["b"]["retrieval"]
     rows = []
-    for d in (f"{b}_to_{a}", f"{a}_to_{b}"):
+    for d in direction_keys((a, b)):
         for k in ("R@1", "R@5", "R@10"):
             rows.append([f"{direction_words(d)} {k}", ra[d][k], rb[d][k], ra["chance"][d][k], None])
         if "strict" in ra:

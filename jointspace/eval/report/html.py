@@ -72,7 +72,7 @@ def html_table(rows: Sequence[Sequence[Any]], header: Sequence[str], caption: st
     def cell(v: Any, first: bool) -> str:
         numeric = isinstance(v, (int, float)) and not isinstance(v, bool) or v is None
         tag = "th scope='row'" if first and row_headers else "td class='n'" if numeric else "td"
-        return f"<{tag}>{v if isinstance(v, Raw) else num(v)}</{tag.split()[0]}>"
+        return f"<{tag}>{num(v)}</{tag.split()[0]}>"
     head = "".join(f"<th scope='col'>{esc(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(cell(v, i == 0) for i, v in enumerate(row)) + "</tr>"
                    for row in rows)
@@ -80,10 +80,6 @@ def html_table(rows: Sequence[Sequence[Any]], header: Sequence[str], caption: st
     label = esc(caption or "table")
     return (f"<div class='scroll' tabindex='0' role='region' aria-label='{label}'><table>{cap}"
             f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
-
-
-class Raw(str):
-    """Markup a table cell holds as is (everything else is escaped)."""
 
 
 def figure(png_b64: str, alt: str, caption: str = "") -> str:

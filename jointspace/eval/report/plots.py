@@ -11,6 +11,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..pairs import direction_keys
 from .html import direction_words
 
 #: the plots are embedded in the page as PNG (matplotlib's ``format=``): a format of the
@@ -39,7 +40,7 @@ def recall_bars(retrieval: dict[str, Any], names: Sequence[str]) -> str:
     """Recall@1/5/10 per direction, plain and CSLS-scored, with each direction's chance level."""
     plt = _plt()
     a, b = names
-    directions = [f"{b}_to_{a}", f"{a}_to_{b}"]
+    directions = list(direction_keys((a, b)))
     ks = [k for k in ("R@1", "R@5", "R@10") if k in retrieval[directions[0]]]
     fig, ax = plt.subplots(figsize=(6, 3.2))
     width = 0.2
@@ -98,10 +99,20 @@ def gap_projection(a_emb: np.ndarray, b_emb: np.ndarray, names: Sequence[str],
     return _png(fig)
 
 
+#: the most bars :func:`per_class_bars` draws
+MAX_BARS = 60
+
+
 def per_class_bars(per_class: Mapping[str, float], chance: float) -> str:
-    """Each class's top-1 recall as a horizontal bar, worst at the top, chance marked."""
+    """Each class's top-1 recall as a horizontal bar, worst at the top, chance marked; above
+    :data:`MAX_BARS` classes only the worst and the best half of that many (a bar per class
+    of 1,000 would be a plot 200 inches tall)."""
     plt = _plt()
     order = sorted(per_class, key=lambda c: (per_class[c], c))
+    if len(order) > MAX_BARS:
+        half = MAX_BARS // 2
+        order = order[:half] + [f"… {len(order) - 2 * half} classes …"] + order[-half:]
+        per_class = {**per_class, order[half]: float("nan")}
     fig, ax = plt.subplots(figsize=(6, max(2.0, 0.22 * len(order) + 0.8)))
     ax.barh(np.arange(len(order)), [per_class[c] for c in order], color="#3b73b9")
     ax.axvline(chance, color="k", linestyle="--", linewidth=1, label=f"chance {chance:.3f}")
@@ -133,7 +144,7 @@ def matryoshka_curves(per_size: dict[str, Any], names: Sequence[str]) -> str:
     a, b = names
     dims = sorted(per_size, key=int)
     fig, ax = plt.subplots(figsize=(5, 3))
-    for direction in (f"{b}_to_{a}", f"{a}_to_{b}"):
+    for direction in direction_keys((a, b)):
         ax.plot([int(d) for d in dims], [per_size[d]["retrieval"][direction]["R@1"] for d in dims],
                 "o-", label=direction_words(direction) + " R@1")
     if all("zero_shot" in per_size[d] for d in dims):

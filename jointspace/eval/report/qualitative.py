@@ -92,10 +92,25 @@ def retrieval_examples(a_emb: np.ndarray, b_emb: np.ndarray, keys: Sequence[Any]
     for r in ranked_directions(a_emb, b_emb, keys, a_ids, names):
         rng = np.random.default_rng(seed)
         sampled = np.sort(rng.choice(len(r.ranks), size=min(n, len(r.ranks)), replace=False))
-        worst = np.argsort(-r.ranks, kind="stable")[:n]
+        worst = _worst(r, n)
         out.append(DirectionExamples(r.direction.name, r.query_side, r.gallery_side,
                                      len(r.direction.gallery), [r.answers(q, k) for q in sampled],
                                      [r.answers(q, k) for q in worst]))
+    return out
+
+
+def _worst(r: Ranked, n: int) -> list[int]:
+    """The ``n`` queries whose best correct answer ranks lowest, failures only (rank > 0),
+    each distinct query once (repeated captions give equal query vectors)."""
+    seen: set[bytes] = set()
+    out = []
+    for q in np.argsort(-r.ranks, kind="stable"):
+        if r.ranks[q] == 0 or len(out) == n:
+            break
+        vector = np.asarray(r.direction.queries[q]).tobytes()
+        if vector not in seen:
+            seen.add(vector)
+            out.append(int(q))
     return out
 
 
@@ -107,6 +122,10 @@ def render(found: list[DirectionExamples], items: dict[str, list[str]],
         words = direction_words(d.direction)
         parts.append(f"<h3>{esc(words)}: {len(d.sampled)} queries drawn at random (seed {seed})</h3>")
         parts += [_row(e, d, items, preview, failure=False) for e in d.sampled]
+        if not d.worst:
+            parts.append(f"<h3>{esc(words)}: no failures</h3><p class='note'>Every query's best "
+                         "correct answer ranks first.</p>")
+            continue
         parts.append(f"<h3>{esc(words)}: the {len(d.worst)} worst failures</h3>"
                      f"<p class='note'>The queries whose best correct {esc(d.gallery_side)} ranks "
                      f"lowest among the {d.gallery_size:,} {esc(d.gallery_side)} items.</p>")

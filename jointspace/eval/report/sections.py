@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import plots
-from ..pairs import query_side
+from ..pairs import direction_keys, query_side
 from .html import (bullet_list, details, direction_words, esc, figure, figure_words, figures, html_table,
                    note, num)
 from .model_info import ModelInfo
@@ -21,8 +21,7 @@ Preview = Callable[[str, str, str], str]
 
 
 def _directions(names: Sequence[str]) -> list[str]:
-    a, b = names
-    return [f"{b}_to_{a}", f"{a}_to_{b}"]
+    return list(direction_keys(names))
 
 
 def headline_sentences(results: dict[str, Any]) -> list[str]:
@@ -152,7 +151,9 @@ def zero_shot_section(results: dict[str, Any]) -> str:
              f"(chance top-1 {num(z['chance_top1'])}).</p>"]
     per_class = z.get("per_class_top1") or {}
     plot = (figure(plots.per_class_bars(per_class, z["chance_top1"]), "per-class recall",
-                   "top-1 recall of each class, worst first; dashed: chance") if per_class else "")
+                   "top-1 recall of each class, worst first; dashed: chance"
+                   + (f" (the {plots.MAX_BARS // 2} worst and best of {len(per_class):,})"
+                      if len(per_class) > plots.MAX_BARS else "")) if per_class else "")
     classes = z.get("classes", [])
     if classes and len(classes) < MATRIX_MAX_CLASSES:
         parts.append(figures(plot, figure(plots.confusion_plot(z["confusion"], classes), "confusion matrix",
