@@ -19,6 +19,10 @@ from types import ModuleType
 
 from .errors import JointspaceError
 
+#: the extras named after the modality they read (tests/test_plugins.py: a modality's name
+#: in code outside its plug-in is declared here): ``pip install 'jointspace[video]'``
+USER_FACING_DEFAULTS = ("video",)
+
 #: extra → (the feature it adds, the modules that feature imports); pyproject.toml's
 #: [project.optional-dependencies] installs them (tests/test_extras.py checks the two agree)
 EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -26,6 +30,7 @@ EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
     "index": ("the faiss store", ("faiss",)),  # a collection's default vector store
     "serve": ("jointspace serve", ("fastapi", "fastapi_offline", "python_multipart", "uvicorn")),
     "report": ("eval's report.html", ("matplotlib",)),  # its plots
+    "video": ("reading video files", ("av",)),  # PyAV: FFmpeg in its wheel
 }
 
 
