@@ -10,7 +10,8 @@ EXAMPLES = {
     "data": ("jointspace data shapes --out data/shapes --n 7000\n"
              "  jointspace data export data/shapes/train.csv --format webdataset --out shards/train "
              "--shard-size 1000\n"
-             "  jointspace data shapes --out data/shapes_audio --n 7000 --audio"),
+             "  jointspace data shapes --out data/shapes_audio --n 7000 --audio\n"
+             "  jointspace data shapes --out data/shape_clips --n 3000 --video"),
 }
 
 
@@ -27,6 +28,12 @@ def add_verbs(verb: Verb) -> None:
     g.add_argument("--shifted", action="store_true",
                    help="also write test_shifted.csv: the test scenes on photographic backgrounds, "
                         "rescaled, blurred, noisy, as JPEG (a distribution-shifted test split)")
+    g.add_argument("--video", action="store_true",
+                   help="write clips instead of stills: shapes that move, grow, shrink, change "
+                        "colour or appear in turn (H.264 MP4, --frames frames of --image-size px at "
+                        "8 fps, a PNG poster frame), 2 captions per clip, and minimal pairs in the "
+                        "test split (same frames, another order; the pair column)")
+    g.add_argument("--frames", type=int, help="frames per clip, with --video (6–64; default 12)")
     x = kinds.add_parser("export", help="write a manifest and its files as WebDataset or Parquet shards")
     x.add_argument("manifest", type=Path)
     x.add_argument("--format", choices=["webdataset", "parquet"], default="webdataset")
@@ -39,11 +46,30 @@ def run_data(args: argparse.Namespace) -> None:
     if args.dataset == "export":
         _export(args)
         return
+    if args.video:
+        _video(args)
+        return
+    if args.frames is not None:
+        from ..errors import ConfigError
+        raise ConfigError("--frames is the length of a clip: it needs --video")
     from ..data.shapes import ShapesSpec, write_shapes
     paths = write_shapes(args.out, ShapesSpec(n=args.n, seed=args.seed, image_size=args.image_size,
                                                audio=args.audio, shifted=args.shifted))
     for split, path in paths.items():
         print(f"{split}: {path}")
+
+
+def _video(args: argparse.Namespace) -> None:
+    from ..errors import ConfigError
+    if args.audio or args.shifted:
+        raise ConfigError("--video writes a dataset of its own: it does not combine with "
+                          "--audio or --shifted")
+    from ..data.video_shapes import VideoSpec, count_pairs, write_video_shapes
+    spec = VideoSpec(n=args.n, seed=args.seed, frame_size=args.image_size,
+                     frames=12 if args.frames is None else args.frames)
+    for split, path in write_video_shapes(args.out, spec).items():
+        print(f"{split}: {path}")
+    print(f"{count_pairs(spec)} minimal pairs in the test split (its pair column)")
 
 
 def _export(args: argparse.Namespace) -> None:
