@@ -23,6 +23,7 @@ from ..model import JointModel
 from ..model_io import read_config
 from ..progress import logger
 from ..modalities import MODALITIES
+from ..towers import TOWERS
 
 #: ``--bind audio`` binds through the image tower unless ``--bind audio:<anchor>`` says
 #: otherwise: ImageBind's anchor, the documented default of the CLI and of bind_config
@@ -37,6 +38,12 @@ def init_from_model(model: JointModel, folder: str | Path) -> list[str]:
     taken = []
     for modality, tower in model.towers.items():
         if modality not in source.towers:
+            # a new tower may take a part of itself from one of the source's (a video
+            # tower's frame tower from the anchor's image tower, when bound through it)
+            adopt = getattr(tower, "adopt_from", None)
+            part = adopt(source, folder) if adopt is not None else None
+            if part:
+                logger.info("initialised the %s tower's %s of %s", modality, part, folder)
             continue
         want, have = model.config.towers[modality], source.config.towers[modality]
         if (want.name, want.options) != (have.name, have.options):
@@ -91,6 +98,11 @@ def bind_config(run: RunConfig, source: str | Path, modality: str, anchor: str =
     new modality without a single pair of the two. Embedding size and
     Matryoshka sizes are the source's. Train it with ``init_from=source``.
 
+    A tower class with a ``bound_spec(spec, anchor, anchor_spec)`` classmethod adjusts
+    its spec to the anchor (a video tower whose frames go through a locked copy of the
+    anchor's image tower), and one with ``adopt_from(source, folder)`` takes that part's
+    weights in :func:`init_from_model`.
+
     >>> run = bind_config(load_run_config(), "runs/image_text", "audio")  # doctest: +SKIP
     >>> train(run, "shapes/train.csv", "runs/bound", init_from="runs/image_text")  # doctest: +SKIP
     """
@@ -101,7 +113,10 @@ def bind_config(run: RunConfig, source: str | Path, modality: str, anchor: str =
         raise ConfigError(f"--bind {modality}:{anchor}: {source} has no {anchor!r} tower to bind to "
                           f"(it has {', '.join(have.towers)})")
     towers = {m: replace(spec, trainable="none") for m, spec in have.towers.items()}
-    towers[modality] = run.model.towers.get(modality) or TowerSpec(MODALITIES.get(modality).default_tower)
+    spec = run.model.towers.get(modality) or TowerSpec(MODALITIES.get(modality).default_tower)
+    # a tower may build on the anchor's (a video tower's frames through the image tower)
+    bound = getattr(TOWERS.get(spec.name), "bound_spec", None)
+    towers[modality] = bound(spec, anchor, have.towers[anchor]) if bound is not None else spec
     model = replace(run.model, embed_dim=have.embed_dim, towers=towers, pairs=[PairSpec(modality, anchor)],
                     matryoshka_dims=list(have.matryoshka_dims),
                     matryoshka_weights=list(have.matryoshka_weights))
