@@ -11,7 +11,7 @@ OPEN_CLIP := open-clip-torch==3.3.0
 # metrics/zeroshot_retrieval.py is loaded by file path; --no-deps for the same reason).
 CLIP_BENCHMARK := clip-benchmark==1.6.2
 
-.PHONY: demo test install clean
+.PHONY: demo test install screenshots clean
 
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ demo: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest
+
+# the README's screenshots (docs/*.png): the audio demo in demo_audio (run unless it is
+# there), its reports, a compare report and the search page, in Debian's chromium
+screenshots: $(BIN)/.installed
+	$(BIN)/python docs/make_screenshots.py --work demo_audio
 
 clean:
 	rm -rf $(VENV) demo_out

@@ -1,5 +1,6 @@
 """The demo end to end on a tiny budget, with its default text tower (locked MiniLM)."""
 import json
+from pathlib import Path
 
 from jointspace.demos.shapes import demo_config, held_out_fractions, run_demo
 
@@ -63,7 +64,7 @@ def test_held_out_splits_stay_at_700_rows():
     assert round(20000 * val) == round(20000 * test) == 700
 
 
-def test_audio_demo_runs_end_to_end_and_queries_by_sound(tmp_path):
+def test_audio_demo_runs_end_to_end_and_queries_by_sound(tmp_path, chromium):
     from jointspace.config import load_run_config
     from jointspace.demos.audio import EVALUATIONS, run_audio_demo, summary
     tiny = ["train.batch_size=16", "train.max_steps=4", "train.eval_every=4", "train.warmup_steps=1"]
@@ -83,6 +84,19 @@ def test_audio_demo_runs_end_to_end_and_queries_by_sound(tmp_path):
     assert [s for s, _ in text_hits] == sorted((s for s, _ in text_hits), reverse=True)
     # the bound model's text and image towers are the image–text model's, untouched
     assert "| text | minilm | none |" in (result.models["bound"] / "README.md").read_text()
+    # `make screenshots` on this demo: the README's six pictures, each a real PNG of the window
+    import subprocess
+    import sys
+
+    from PIL import Image
+    script = Path(__file__).resolve().parents[1] / "docs" / "make_screenshots.py"
+    subprocess.run([sys.executable, str(script), "--work", str(tmp_path / "audio"), "--out",
+                    str(tmp_path / "shots"), "--chromium", chromium.executable], check=True,
+                   capture_output=True, timeout=600)
+    shots = {p.name: Image.open(p).size for p in (tmp_path / "shots").glob("*.png")}
+    assert set(shots) == {"report-first-screen.png", "report-examples.png", "compare.png",
+                          "page-text.png", "page-image.png", "page-audio.png"}
+    assert all(width == 1280 and height >= 300 for width, height in shots.values())
 
 
 def test_the_old_demo_modules_still_import_with_a_deprecation_warning():
