@@ -133,6 +133,12 @@ def test_the_compare_report_puts_both_models_side_by_side(compare_report, traine
     assert r1 in page
     assert "about k / (N − 1) for unrelated spaces" in page and "equal up to rotation" in page
     assert f"{results['image']['linear_cka']:.3f}" in page
+    for m in results["modalities"]:  # the table's row: mutual k-NN, CKA, Procrustes R@1/5/10, chance
+        r, p = results[m], results[m]["procrustes"]
+        knn = next(key for key in r if key.startswith("mutual_knn"))
+        cells = "".join(f"<td class='n'>{v:.3f}</td>" for v in
+                        (r[knn], r["linear_cka"], p["R@1"], p["R@5"], p["R@10"], 1 / p["n_test"]))
+        assert f"<th scope='row'>{m}</th>{cells}" in page
     assert 'alt="similarities of image–text pairs in both spaces"' in page
     rows = re.findall(r"<div class='row disagreement' data-row='(\d+)'>", page)
     assert [int(r) for r in rows] == [e["row"] for d in results["disagreements"].values() for e in d]

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from jointspace.data.manifest import read_manifest
 from jointspace.eval.report import describe_folder
@@ -240,3 +241,47 @@ def test_many_classes_give_confused_pairs_and_bounded_bars():
     height = Image.open(io.BytesIO(base64.b64decode(png))).size[1]
     assert height < 0.25 * (plots.MAX_BARS + 1) * 90 + 400  # ~0.22 in per bar at 90 dpi, not 1,000 bars
     assert "the 30 worst and best of 1,000" in page
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures the report's plots draw, kept (their PNG is then only a placeholder)."""
+    from jointspace.eval.report import plots
+    figures = []
+    monkeypatch.setattr(plots, "_png", lambda fig: figures.append(fig) or "cGxvdA==")
+    return figures
+
+
+def _lines(ax):
+    return {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines()}
+
+
+def test_training_curves_plot_the_loss_validation_recall_and_temperature(drawn):
+    from jointspace.eval.report import plots
+    log = [{"step": 10, "loss": 3.0, "scale": 14.3}, {"step": 20, "loss": 2.0, "scale": 20.0},
+           {"step": 20, "val_loss": 2.5, "val_text_to_image_R@1": 0.2, "val_image_to_text_R@1": 0.3},
+           {"step": 30, "loss": 1.5, "scale": 25.0},
+           {"step": 30, "val_loss": 2.1, "val_text_to_image_R@1": 0.4, "val_image_to_text_R@1": 0.5}]
+    assert plots.training_curves(log) is not None
+    loss, recall, scale = drawn[-1].axes
+    assert _lines(loss)["training loss"] == ([10, 20, 30], [3.0, 2.0, 1.5])
+    assert _lines(loss)["validation loss"] == ([20, 30], [2.5, 2.1])
+    assert _lines(recall)["text → image"] == ([20, 30], [0.2, 0.4])
+    assert _lines(recall)["image → text"] == ([20, 30], [0.3, 0.5])
+    assert _lines(scale)["logit scale"] == ([10, 20, 30], [14.3, 20.0, 25.0])
+    assert [ax.get_xlabel() for ax in (loss, recall, scale)] == ["step"] * 3
+    assert recall.get_ylabel() == "validation R@1" and "temperature" in scale.get_ylabel()
+    assert plots.training_curves([{"step": 1, "val_loss": 2.0}]) is None  # no training row
+
+
+def test_the_matryoshka_section_plots_each_size(drawn):
+    from jointspace.eval.report import sections
+    per_size = {str(d): {"retrieval": {"text_to_image": {"R@1": r}, "image_to_text": {"R@1": r + 0.1}},
+                         "zero_shot": {"top1": z}}
+                for d, r, z in ((16, 0.1, 0.5), (64, 0.3, 0.7), (32, 0.2, 0.6))}
+    page = sections.matryoshka_section({"pair": ["image", "text"], "matryoshka": per_size})
+    assert "matryoshka curve" in page
+    ys = {label: (x, y) for label, (x, y) in _lines(drawn[-1].axes[0]).items()}
+    assert ys["text → image R@1"] == ([16, 32, 64], [0.1, 0.2, 0.3])
+    assert ys["zero-shot top-1"] == ([16, 32, 64], [0.5, 0.6, 0.7])
+    assert sections.matryoshka_section({"pair": ["image", "text"]}) == ""
