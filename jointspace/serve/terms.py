@@ -62,8 +62,15 @@ def check_upload_modality(state: ServerState, named: str | None) -> None:
     """422 unless ``named`` (an upload form's modality) is None or an uploadable plug-in's."""
     uploadable = state.uploadable()
     if named is not None and named not in uploadable:
-        raise HTTPException(422, f"modality must be {' or '.join(uploadable)} (the file's), got "
+        takes = _takes(state, uploadable)
+        raise HTTPException(422, f"modality must be {' or '.join(takes)} (the file's), got "
                                  f"{named!r}; a text goes in the form field {VALUE}")
+
+
+def _takes(state: ServerState, uploadable: list[str]) -> list[str]:
+    """The uploadable modalities a message offers: the model's (another plug-in's file would
+    only be refused next, for want of a tower), or every one if the model takes none."""
+    return [m for m in uploadable if m in state.model_modalities()] or uploadable
 
 
 def recognise(state: ServerState, field: str, data: bytes, named: str | None = None,
@@ -75,11 +82,12 @@ def recognise(state: ServerState, field: str, data: bytes, named: str | None = N
     uploadable = state.uploadable()
     kind = named or sniff(data) or (content_type or "").split("/")[0]
     if kind not in uploadable:
+        takes = _takes(state, uploadable)
         formats = "; ".join(", ".join(s.lstrip(".").upper() for s in MODALITIES.get(m).suffixes)
-                            for m in uploadable)
+                            for m in takes)
         labelled = f" and its content type is {content_type!r}" if content_type is not None else ""
-        raise FileProblem(415, f"{field}: not a known {' or '.join(uploadable)} format ({formats})"
-                               f"{labelled}; say {' or '.join(f'modality={m}' for m in uploadable)}",
+        raise FileProblem(415, f"{field}: not a known {' or '.join(takes)} format ({formats})"
+                               f"{labelled}; say {' or '.join(f'modality={m}' for m in takes)}",
                           UNRECOGNISED, field=field)
     state.need(kind, field)
     return kind

@@ -178,7 +178,7 @@ def refuse_decoding(monkeypatch):
         monkeypatch.setattr(MODALITIES.get(name), "decode", lambda *a, **kw: pytest.fail("decoded"))
 
 
-@pytest.mark.parametrize("modality", ["text", "Image", "video"])
+@pytest.mark.parametrize("modality", ["text", "Image", "smell"])
 def test_an_invalid_modality_is_a_422_naming_the_allowed_ones(client, media_dir, monkeypatch, modality):
     refuse_decoding(monkeypatch)
     r = client.post("/search/upload", files={"file": ("q.png", (media_dir / "red.png").read_bytes())},
@@ -186,6 +186,16 @@ def test_an_invalid_modality_is_a_422_naming_the_allowed_ones(client, media_dir,
     assert r.status_code == 422, r.text
     assert r.json()["detail"] == (f"modality must be image or audio (the file's), got {modality!r}; "
                                   "a text goes in the form field text")
+
+
+def test_a_file_modality_the_model_has_no_tower_for_is_a_400_saying_so(client, media_dir, monkeypatch):
+    """video is a plug-in's modality (the file could be one), but not this model's: said so,
+    before anything is decoded."""
+    refuse_decoding(monkeypatch)
+    r = client.post("/search/upload", files={"file": ("q.png", (media_dir / "red.png").read_bytes())},
+                    data={"modality": "video"})
+    assert r.status_code == 400, r.text
+    assert r.json()["detail"] == "q.png: the model has no 'video' tower; it encodes image, audio"
 
 
 def test_the_mp3_sniff_reads_frame_headers(client, media_dir):
