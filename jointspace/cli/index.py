@@ -30,6 +30,11 @@ def add_verbs(verb: Verb) -> None:
     i.add_argument("model", type=Path, help="model folder")
     i.add_argument("source", type=Path, help="folder of files, or a manifest (CSV/TSV/JSONL)")
     i.add_argument("--collection", required=True, type=Path, help="collection folder (made if new)")
+    i.add_argument("--items", metavar="MODALITY",
+                   help="the modality of the items: a folder's files of it only, or a manifest's "
+                        "column of it, its other columns being fields of each item (a clip's "
+                        "poster and captions); default: every file of the model's modalities, "
+                        "a manifest's first file column in the model's order")
     i.add_argument("--delete-missing", action="store_true",
                    help="delete items of this source whose file or row is gone")
     i.add_argument("--store", default="faiss", help="vector store of a new collection: faiss "
@@ -161,7 +166,7 @@ def index_with(args: argparse.Namespace, columns: dict[str, str] | None) -> None
     report = index_source(args.collection, args.model, args.source, batch_size=args.batch_size,
                           delete_missing=args.delete_missing, device=args.device,
                           store=args.store, store_params=params, prefix_dim=args.prefix_dim,
-                          columns=columns)
+                          columns=columns, items=getattr(args, "items", None))
     logger.debug("%s", report)
     print(report.summary())
     if report.problems:

@@ -99,10 +99,14 @@ def scan_folder(folder: Path, modalities: Sequence[str]) -> list[Candidate]:
 
 
 def scan_manifest(path: Path, modalities: Sequence[str], quarantine_dir: Path,
-                  columns: Mapping[str, str] | None = None) -> tuple[list[Candidate], list[Quarantined]]:
+                  columns: Mapping[str, str] | None = None,
+                  items: str | None = None) -> tuple[list[Candidate], list[Quarantined]]:
     """The rows of a manifest: one candidate per row with an item per modality column
     present, keyed by its id or, without one, by its content (:mod:`.keys`); rows the
-    reader rejects are returned as quarantined."""
+    reader rejects are returned as quarantined. The items are of modality ``items`` (its
+    column is required; the row's other columns are the item's other fields), by default
+    of the first of ``modalities`` (the model's order) whose items are files: a manifest
+    naming a clip and its poster gives the poster unless ``items`` names the clip's."""
     mapped = {**{m: m for m in modalities}, **(columns or {})}
     header = manifest_columns(path)
     present = [m for m in modalities if mapped[m] in header]
@@ -111,7 +115,10 @@ def scan_manifest(path: Path, modalities: Sequence[str], quarantine_dir: Path,
                         f"(columns: {', '.join(header) or 'none'}) — "
                         + column_advice(path, header, {m: mapped[m] for m in modalities}))
     files = [m for m in present if MODALITIES.get(m).is_file]
-    primary = (files or present)[0]
+    primary = items or (files or present)[0]
+    if primary not in present:
+        raise DataError(f"manifest {path} has no column {mapped.get(primary, primary)!r} for its "
+                        f"{primary} items (columns: {', '.join(header) or 'none'})")
     data = read_manifest(path, required=(primary,), optional=tuple(m for m in present if m != primary),
                          check_files=False, columns=columns, quarantine_dir=quarantine_dir)
     source = str(path.resolve())
@@ -198,7 +205,8 @@ def index_source(collection: str | Path, model_dir: str | Path, source: str | Pa
                  batch_size: int = 256, delete_missing: bool = False, device: str | None = None,
                  store: str = "faiss", store_params: Mapping[str, Any] | None = None,
                  prefix_dim: int | None = None, columns: Mapping[str, str] | None = None,
-                 on_commit: Callable[[list[str]], None] | None = None) -> IngestReport:
+                 on_commit: Callable[[list[str]], None] | None = None,
+                 items: str | None = None) -> IngestReport:
     """Embed a folder (images, audio, text files) or a manifest into ``collection``; or
     take the vectors of a ``jointspace embed`` output folder as they are.
 
@@ -207,6 +215,11 @@ def index_source(collection: str | Path, model_dir: str | Path, source: str | Pa
     inputs are skipped by content hash, changed ones updated in place, and with
     ``delete_missing`` items of this source that are gone are deleted.
     ``on_commit`` is called with the keys of each batch once it is durable.
+    ``items`` names the modality of the items: a folder's files of it only, a manifest's
+    column of it (its other columns are fields of each item: a clip's poster and captions);
+    default: every file a folder holds of the model's modalities, a manifest's first file
+    column of the model's modalities in the model's order. A new collection searches it
+    by default.
     """
     started = time.perf_counter()
     source = Path(source)
@@ -214,28 +227,46 @@ def index_source(collection: str | Path, model_dir: str | Path, source: str | Pa
         raise DataError(f"index source not found: {source}")
     vectors = embed_info(source) if source.is_dir() else None  # `jointspace embed` output
     check_model_arg(collection, model_dir)  # before reading the model's config
+    if items is not None:
+        _check_items(model_dir, items, vectors)
     col = Collection.create(collection, model_dir, store=store, store_params=store_params,
                             prefix_dim=prefix_dim, device=device,
                             modalities=[vectors["modality"]] if vectors else
-                            _source_modalities(model_dir, source, columns))
+                            _source_modalities(model_dir, source, columns, items))
     with WriterLock(col.path):
         col.record_model_dir(locked=True)  # the model moved: later commands find it here
         if vectors:
             report = IngestReport(str(source.resolve()))
             ingest_embeddings(col, source.resolve(), report, delete_missing, on_commit)
         else:
-            report = _ingest(col, source.resolve(), batch_size, delete_missing, columns, on_commit)
+            report = _ingest(col, source.resolve(), batch_size, delete_missing, columns, on_commit,
+                             items)
         col.sync()
     report.seconds = time.perf_counter() - started
     logger.info("%s", report.summary())
     return report
 
 
-def _source_modalities(model_dir: str | Path, source: Path,
-                       columns: Mapping[str, str] | None) -> list[str]:
+def _check_items(model_dir: str | Path, items: str, vectors: dict | None) -> None:
+    """That ``items`` is a modality of the model (and of embed's output, for one)."""
     from ..model_io import read_config
 
     model = list(read_config(model_dir).towers)
+    if items not in model or items not in MODALITIES:
+        raise DataError(f"items of {items!r} cannot be indexed: the model encodes {', '.join(model)}")
+    if vectors is not None and vectors["modality"] != items:
+        raise DataError(f"this embed output holds {vectors['modality']} vectors, not {items}")
+
+
+def _source_modalities(model_dir: str | Path, source: Path, columns: Mapping[str, str] | None,
+                       items: str | None = None) -> list[str]:
+    """The model's modalities the source holds, the items' first (a new collection's
+    default target)."""
+    from ..model_io import read_config
+
+    model = list(read_config(model_dir).towers)
+    if items is not None and source.is_dir():
+        return [items]
     if source.is_dir():
         suffixes = {p.suffix.lower() for p in source.rglob("*") if p.is_file()}
         found = [m for m in model if set(MODALITIES.get(m).suffixes) & suffixes]
@@ -243,22 +274,24 @@ def _source_modalities(model_dir: str | Path, source: Path,
         mapped = {**{m: m for m in model}, **(columns or {})}
         found = [m for m in model if mapped[m] in manifest_columns(source)]
     files = [m for m in found if MODALITIES.get(m).is_file]
-    return files + [m for m in found if m not in files] or model
+    ordered = files + [m for m in found if m not in files] or model
+    return [items] + [m for m in ordered if m != items] if items in ordered else ordered
 
 
 def _ingest(col: Collection, source: Path, batch_size: int, delete_missing: bool,
             columns: Mapping[str, str] | None,
-            on_commit: Callable[[list[str]], None] | None) -> IngestReport:
+            on_commit: Callable[[list[str]], None] | None, items: str | None = None) -> IngestReport:
     modalities = list(col.model.modalities)
-    new = [m for m in _source_modalities(col.model_dir, source, columns) if m not in col.modalities]
+    new = [m for m in _source_modalities(col.model_dir, source, columns, items)
+           if m not in col.modalities]
     if new:
         col.info["modalities"] += new
         atomic_write_json(col.path / INFO_FILE, col.info)
     report = IngestReport(str(source))
     if source.is_dir():
-        candidates, rejected = scan_folder(source, modalities), []
+        candidates, rejected = scan_folder(source, [items] if items else modalities), []
     else:
-        candidates, rejected = scan_manifest(source, modalities, col.path, columns)
+        candidates, rejected = scan_manifest(source, modalities, col.path, columns, items)
     # what may be served: the folder indexed, or a manifest's folder and those of its files
     # (a symlink inside a folder that points out of it is still refused: paths are resolved)
     col.add_roots([source] if source.is_dir() else

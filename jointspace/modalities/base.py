@@ -30,6 +30,7 @@ and the registry class.
 from __future__ import annotations
 
 import inspect
+import mimetypes
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -51,12 +52,16 @@ class TooLarge(DataError):
     """An item over a size bound (bytes, pixels, duration): a server answers 413."""
 
 
+#: the largest file :meth:`Modality.player` hands out whole
+PLAYER_BYTES = 20 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class Preview:
     """A small rendering of an item for a person: ``kind`` says how a page shows it
-    (``"image"``: an ``<img>``, ``"audio"``: an ``<audio>`` player, ``"text"``:
-    the text; a plug-in may add kinds its own page code renders), ``mime`` the
-    type of ``data``."""
+    (``"image"``: an ``<img>``, ``"audio"``: an ``<audio>`` player, ``"video"``: a
+    ``<video>`` player, ``"text"``: the text; a plug-in may add kinds its own page
+    code renders), ``mime`` the type of ``data``."""
 
     kind: str
     mime: str
@@ -89,7 +94,11 @@ class Modality:
             (``KEY.image``) is always read.
         default_tower: the registered tower a new model gets for it when the
             config names none (e.g. when binding it).
-        preview_kind: how a page shows its :meth:`preview` (``""``: no preview).
+        preview_kind: how a page shows its :meth:`preview` (``""``: no preview): the
+            small rendering of a grid card or a report (a clip's poster is an image).
+        player_kind: how a page shows an item's whole file in its detail view (the
+            kind of :meth:`player`: ``"image"``, ``"audio"``, ``"video"`` …; ``""``: the
+            page shows the preview there too).
         uploadable: a server takes uploaded files of it as queries.
         text_like: its manifest cells are free text (length-limited like
             captions); zero-shot's class names are of such a modality.
@@ -101,6 +110,7 @@ class Modality:
     shard_keys: tuple[str, ...] = ()
     default_tower: str = ""
     preview_kind: str = ""
+    player_kind: str = ""
     uploadable: bool = False
     text_like: bool = False
 
@@ -164,6 +174,23 @@ class Modality:
     def preview(self, path: str | Path, *, max_px: int = 256) -> Preview:
         """A small rendering of the file at ``path`` for reports and the page."""
         raise DataError(f"{self.name} items have no preview")
+
+    def player(self, path: str | Path, *, max_bytes: int = PLAYER_BYTES) -> Preview:
+        """The whole file at ``path`` for a page's element of :attr:`player_kind` (an
+        ``<audio>`` or ``<video>`` player, an ``<img>``), its type guessed from its suffix;
+        :class:`TooLarge` above ``max_bytes``. A modality without a player refuses."""
+        if not self.player_kind:
+            raise DataError(f"{self.name} items have no player")
+        path = Path(path)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise DataError(f"{self.name} file not found: {path}") from None
+        if size > max_bytes:
+            raise TooLarge(f"{path.name} is {size} bytes; {self.name} files are played up to "
+                           f"{max_bytes} bytes")
+        mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return Preview(self.player_kind, mime, path.read_bytes())
 
     def sample(self, folder: Path) -> Any:
         """A tiny item of this modality, taken the way a query's item is, so that a server

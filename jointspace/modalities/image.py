@@ -133,6 +133,7 @@ class ImageModality(Modality):
     shard_keys = ("jpg", "jpeg", "png", "webp")
     default_tower = "convnet"
     preview_kind = "image"
+    player_kind = "image"  # the detail view shows the whole picture
     uploadable = True
 
     def check(self, path: Any) -> str | None:

@@ -12,6 +12,7 @@ as this modality. A one-frame GIF read as a video is refused: it is a still imag
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,8 @@ class VideoModality(Modality):
     suffixes = (".mp4", ".m4v", ".mov", ".webm", ".avi", ".mkv")
     shard_keys = ("mp4", "webm", "avi", "mkv", "gif", "mov")
     default_tower = "video_frames"
-    preview_kind = "video"
+    preview_kind = "image"  # the poster frame: a grid card's or a report's picture
+    player_kind = "video"  # the detail view plays the file
     uploadable = True
 
     def check(self, path: Any) -> ItemCheck:
@@ -74,8 +76,12 @@ class VideoModality(Modality):
     def decode(self, source: str | Path | bytes, *, where: str = "", max_pixels: int | None = None,
                frames: int = DEFAULT_FRAMES, max_bytes: int = MAX_BYTES) -> Clip:
         """A path or a video file's bytes → ``frames`` frames sampled uniformly (segment
-        midpoints), upright RGB; :class:`TooLarge` above 8K, ``max_pixels`` or ``max_bytes``."""
-        return read_clip(source, frames=frames, where=where, max_pixels=max_pixels, max_bytes=max_bytes)
+        midpoints), upright RGB; :class:`TooLarge` above 8K, ``max_pixels`` or ``max_bytes``.
+        A clip decoded from bytes keeps them (``Clip.data``): a tower sampling another number
+        of frames reads them again, and so embeds an upload or a shard member exactly as the
+        same file on disk."""
+        clip = read_clip(source, frames=frames, where=where, max_pixels=max_pixels, max_bytes=max_bytes)
+        return dataclasses.replace(clip, data=source) if isinstance(source, bytes) else clip
 
     def sniff(self, head: bytes) -> bool:
         return is_video_head(head)
@@ -93,6 +99,7 @@ class VideoModality(Modality):
         return Preview("image", "image/jpeg", out.getvalue())
 
     def player(self, path: str | Path, *, max_bytes: int = PREVIEW_BYTES) -> Preview:
+        """The whole file for a page's ``<video>`` player, its type from :data:`MIME`."""
         return player(path, max_bytes=max_bytes)
 
     def sample(self, folder: Path) -> Path:

@@ -47,7 +47,7 @@ decoding :func:`read_clip` does with its defaults, so a clip that passes loads l
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -72,13 +72,16 @@ CONTAINERS = ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi", "gif", "mpegts"
 class Clip:
     """Frames sampled from a video: ``frames`` uint8 [T, H, W, 3] RGB, upright; ``times``
     their start in seconds from the clip's first frame [T]; ``duration`` of the clip in
-    seconds; ``size`` (width, height) after rotation; ``notes`` on what was done."""
+    seconds; ``size`` (width, height) after rotation; ``notes`` on what was done; ``data``
+    the file's bytes when it was decoded from bytes (a shard member, an upload), so that a
+    reader wanting another number of frames samples the file as it would a path."""
 
     frames: np.ndarray
     times: np.ndarray
     duration: float
     size: tuple[int, int]
     notes: tuple[str, ...] = ()
+    data: bytes | None = field(default=None, repr=False, compare=False)
 
 
 def read_clip(source: str | Path | bytes, *, frames: int = DEFAULT_FRAMES, sampling: str = "uniform",
@@ -150,6 +153,9 @@ def _video_stream(container: Any, name: str) -> Any:
         kinds = sorted({s.type for s in container.streams})
         held = f" ({', '.join(kinds)} only)" if kinds else ""
         raise DataError(f"{name} has no video stream{held}")
+    if streams[0].codec_context is None:  # a header cut short, or a codec FFmpeg lacks
+        raise DataError(f"{name} cannot be decoded as a video: its video stream names no codec "
+                        "FFmpeg has (truncated, or an unknown codec)")
     return streams[0]
 
 

@@ -126,6 +126,9 @@ class HitOut(BaseModel):
     preview: str | None = Field(None, description="the item's preview (GET /modalities: its kind)")
     preview_kind: str | None = Field(None, description="how a page shows the preview: image, "
                                                        "audio, text …")
+    player_kind: str | None = Field(None, description="how a page shows the whole file (url) in "
+                                                      "a detail view: image, audio, video …; absent: "
+                                                      "by its preview")
 
 
 class SearchOut(BaseModel):
@@ -175,6 +178,9 @@ class ModalityOut(BaseModel):
     name: str
     preview_kind: str = Field("", description="how a page shows an item's preview (image: an "
                                               "<img>, audio: a player, text: the text; empty: none)")
+    player_kind: str = Field("", description="how a page shows an item's whole file in a detail "
+                                             "view (image: an <img>, audio, video: a player; "
+                                             "empty: by its preview)")
     uploadable: bool = Field(description="files of it are taken as queries (POST /search/upload)")
     is_file: bool = Field(description="its items are files (else values: a text …)")
     text_like: bool = False

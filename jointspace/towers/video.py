@@ -191,8 +191,13 @@ class VideoFramesTower(Tower):
     # -- data --------------------------------------------------------------------
     def read(self, item: Any) -> np.ndarray:
         """A path (or a file's bytes) → ``frames`` frames sampled as the module docstring says;
-        a decoded clip or an array → its frames resampled to ``frames``. uint8 ``[T, H, W, 3]``."""
+        a decoded clip or an array → its frames resampled to ``frames``. uint8 ``[T, H, W, 3]``.
+        A decoded clip that kept its file's bytes (an upload, a shard member) with another
+        number of frames is read again from them: it gives the frames its file would."""
         n = self.config.frames
+        data = getattr(item, "data", None)
+        if isinstance(data, bytes) and len(clip_frames(item)) != n:
+            item = data
         if isinstance(item, (str, Path, bytes)):
             where = str(item) if not isinstance(item, bytes) else "video bytes"
             if self.training:

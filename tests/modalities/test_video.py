@@ -261,8 +261,8 @@ def test_preview_is_the_middle_frame_as_a_small_jpeg_and_the_player_the_file(tmp
 
 def test_the_plugin_is_registered_and_unambiguous(tmp_path):
     assert MODALITIES.get("video") is VIDEO
-    assert (VIDEO.is_file, VIDEO.uploadable, VIDEO.default_tower, VIDEO.preview_kind) == \
-        (True, True, "video_frames", "video")
+    assert (VIDEO.is_file, VIDEO.uploadable, VIDEO.default_tower, VIDEO.preview_kind, VIDEO.player_kind) == \
+        (True, True, "video_frames", "image", "video")  # a poster on a card, the file in a player
     for suffix in (".mp4", ".M4V", ".mov", ".webm", ".avi", ".mkv"):
         assert modality_for_suffix("a" + suffix) is VIDEO
     assert modality_for_suffix("a.gif").name == "image"

@@ -41,7 +41,8 @@ def test_modalities_describes_the_models_modalities_from_their_plug_ins(client):
     assert list(found) == ["image", "audio"]  # the model's, in its order
     for name in found:
         plugin = MODALITIES.get(name)
-        assert found[name] == {"name": name, "preview_kind": plugin.preview_kind, "uploadable": True,
+        assert found[name] == {"name": name, "preview_kind": plugin.preview_kind,
+                               "player_kind": plugin.player_kind, "uploadable": True,
                                "is_file": True, "text_like": False, "suffixes": list(plugin.suffixes),
                                "indexed": True, "items": 3}
     assert r.json()["target"] in found

@@ -37,6 +37,7 @@ def describe(state: ServerState, name: str, counts: dict[str, int]) -> dict:
     """One of the model's modalities as its plug-in describes it (defaults without one)."""
     found = plugin(name)
     return {"name": name, "preview_kind": found.preview_kind if found else "",
+            "player_kind": found.player_kind if found else "",
             "uploadable": bool(found and found.uploadable),
             "is_file": bool(found and found.is_file), "text_like": bool(found and found.text_like),
             "suffixes": list(found.suffixes) if found else [],
@@ -46,7 +47,7 @@ def describe(state: ServerState, name: str, counts: dict[str, int]) -> dict:
 @router.get("/modalities", response_model=ModalitiesOut)
 def modalities(state: State) -> dict:
     """The modalities of the collection's model: how a page shows each one's items
-    (``preview_kind``), which ones a file upload may be and by which suffixes, which ones
+    (``preview_kind`` on a card, ``player_kind`` for the whole file), which ones a file upload may be and by which suffixes, which ones
     a search can target (``indexed``), and how many items of each the collection holds."""
     counts = state.item_counts()
     return {"modalities": [describe(state, name, counts) for name in state.model_modalities()],

@@ -30,7 +30,8 @@ router = APIRouter(tags=["search"])
 def hit_json(hit: Any) -> dict:
     """A hit as clients see it: no server paths; the file's URL (a file's, or a shard
     member's) and, where the modality's plug-in has one, its preview's (a thumbnail too
-    where the preview is a picture)."""
+    where the preview is a picture) and how a page shows the whole file (``player_kind``:
+    a clip's poster is its preview, the file plays in a player)."""
     item = hit.item
     found = plugin(item["modality"])
     kind = found.preview_kind if found is not None else ""
@@ -40,6 +41,8 @@ def hit_json(hit: Any) -> dict:
            "preview_kind": kind or None}
     if has_file(item):
         out["url"] = f"/items/{item['id']}/file"
+        if found is not None and found.player_kind:
+            out["player_kind"] = found.player_kind
         if kind:
             out["preview"] = f"/items/{item['id']}/preview"
         if kind == THUMBNAIL_KIND:
