@@ -5,9 +5,9 @@ Clips: ``--clips`` synthetic scenes (a textured background panning, moving colou
 squares) of ``--seconds`` s at ``--fps`` encoded by libx264 with its defaults (preset
 medium, keyint 250: one group of pictures per 10 s clip at 25 fps, B-frames), written
 into ``--work`` first, not timed. Cases, each in a fresh subprocess per round so that its
-peak RSS (``getrusage`` max RSS of that child, which includes FFmpeg's buffers) is its
-own (``VmHWM``; ``getrusage``'s max RSS would carry the parent's over ``exec``); the
-round order alternates because this machine's speed drifts:
+peak RSS is its own: the child's ``VmHWM`` from ``/proc/self/status``, which includes
+FFmpeg's buffers (not ``getrusage``'s max RSS, which a child inherits from its parent
+over ``exec``); the round order alternates because this machine's speed drifts:
 
 * ``ours``: :func:`jointspace.modalities.video_io.read_clip` (keyframe seeks, forward
   decoding with non-reference frames before each target skipped, 8 RGB conversions);
@@ -18,7 +18,8 @@ round order alternates because this machine's speed drifts:
   decodes every frame can do).
 
 Before timing, every clip's 8 frames from ``read_clip`` are checked bit for bit against
-``full``'s frames with the same pts. Memory: each child's RSS after its imports (``ours``
+``full``'s frames at the same time (``Clip.times`` count from the clip's first frame, so
+the full decode's times are taken from its first frame too). Memory: each child's RSS after its imports (``ours``
 imports jointspace, and so torch), and its peak RSS (``VmHWM``, reset after the imports
 where the kernel allows it) over one warm-up clip and the timed loop; the difference is
 what decoding took.
@@ -140,8 +141,9 @@ def run_case(case: str, args: argparse.Namespace) -> dict:
 
 
 def check_equal(clips: list[Path], frames: int) -> int:
-    """Bit-for-bit check of read_clip's frames against the full decode's at the same pts;
-    returns the frames compared."""
+    """Bit-for-bit check of read_clip's frames against the full decode's at the same time
+    from the first frame (``Clip.times`` are relative to it; a stream's first pts need not
+    be 0); returns the frames compared."""
     import av
     from jointspace.modalities.video_io import read_clip
 
@@ -149,10 +151,16 @@ def check_equal(clips: list[Path], frames: int) -> int:
     for path in clips:
         clip = read_clip(path, frames=frames)
         with av.open(str(path)) as c:
-            by_time = {round(float(f.pts * f.time_base), 6): f.to_ndarray(format="rgb24")
-                       for f in c.decode(video=0)}
+            decoded = [(float(f.pts * f.time_base), f.to_ndarray(format="rgb24"))
+                       for f in c.decode(video=0) if f.pts is not None]
+        origin = decoded[0][0]
+        by_time = {round(t - origin, 6): rgb for t, rgb in decoded}
         for rgb, t in zip(clip.frames, clip.times):
-            if not np.array_equal(rgb, by_time[round(float(t), 6)]):
+            expected = by_time.get(round(float(t), 6))
+            if expected is None:
+                raise SystemExit(f"{path.name}: read_clip's frame at {t:.3f} s (from the first frame, "
+                                 f"at {origin:.3f} s) starts no frame of the full decode")
+            if not np.array_equal(rgb, expected):
                 raise SystemExit(f"{path.name}: the frame at {t:.3f} s differs from the full decode's")
             compared += 1
     return compared

@@ -23,6 +23,7 @@ import hashlib
 import io
 import json
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -324,36 +325,48 @@ def _cell(value: object) -> str:
 def _check_files(path: Path, candidates: list[Record],
                  checks: Mapping[str, Callable[[Any], Any]],
                  reject: Callable[[int, str], None]) -> tuple[list[Record], list[tuple[int, str]]]:
-    def verdict(rec: Record) -> ItemCheck:
-        notes: list[str] = []
-        for f, check in checks.items():
-            found = check(rec.fields[f])  # str | None, or an ItemCheck with notes
-            found = found if isinstance(found, ItemCheck) else ItemCheck(found)
-            if found.problem:
-                return found
-            notes += found.notes
-        return ItemCheck(None, tuple(notes))
+    """Each distinct (check, item) is checked once — several rows (captions) naming one
+    file cost one decode — and its verdict applies to every row naming it."""
+    keys = {(check, rec.fields[f]): None for rec in candidates for f, check in checks.items()}
 
-    kept, notes = [], []
+    def check_one(key: tuple) -> ItemCheck:
+        check, item = key
+        found = check(item)  # str | None, or an ItemCheck with notes
+        return found if isinstance(found, ItemCheck) else ItemCheck(found)
+
+    verdicts: dict[tuple, ItemCheck] = {}
     # decoding releases the GIL for most of its time, so threads pay off
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-        verdicts = pool.map(verdict, candidates, chunksize=64)
-        for rec, found in progress(zip(candidates, verdicts), desc=f"check {path.name}",
-                                   total=len(candidates), unit="row", leave=False):
-            if found.problem:
-                reject(rec.line, found.problem)
-            else:
-                kept.append(rec)
-                notes += [(rec.line, note) for note in found.notes]
+        found = pool.map(check_one, keys, chunksize=64)
+        for key, verdict in progress(zip(keys, found), desc=f"check {path.name}",
+                                     total=len(keys), unit="file", leave=False):
+            verdicts[key] = verdict
+    kept, notes = [], []
+    for rec in candidates:
+        row = [verdicts[(check, rec.fields[f])] for f, check in checks.items()]
+        problem = next((v.problem for v in row if v.problem), None)
+        if problem:
+            reject(rec.line, problem)
+        else:
+            kept.append(rec)
+            notes += [(rec.line, note) for v in row for note in v.notes]
     return kept, notes
 
 
+def note_kind(note: str) -> str:
+    """What notes of one kind share: the text before the file it names (a check's notes
+    end in ``: <path>``) with every number written ``N`` ("5 of 8 sampled frames …" and
+    "3 of 8 …" are one kind; "resampled from 44100 Hz …" and "… 8000 Hz …" too)."""
+    text = note.rsplit(": ", 1)[0] if ": " in note else note
+    return re.sub(r"\d+(?:\.\d+)?", "N", text)
+
+
 def _log_notes(path: Path, notes: list[tuple[int, str]]) -> None:
-    """One warning per kind of note (its first word), with the count and the first
+    """One warning per kind of note (:func:`note_kind`), with the count and the first
     example, so a million resampled rows make one line, not a million."""
     kinds: dict[str, list[tuple[int, str]]] = {}
     for line, note in notes:
-        kinds.setdefault(note.split(" ", 1)[0].rstrip(":"), []).append((line, note))
+        kinds.setdefault(note_kind(note), []).append((line, note))
     for kind, items in kinds.items():
         line, note = items[0]
         logger.warning("%s: %d rows %s (first: line %d, %s)", path.name, len(items), kind, line, note)

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import DataError
 from ..extras import require
-from .base import MODALITIES, ItemCheck, Modality, Preview, TooLarge
+from .base import MODALITIES, PLAYER_BYTES, ItemCheck, Modality, Preview, TooLarge
 from .video_io import DEFAULT_FRAMES, MAX_BYTES, Clip, check_video, read_clip
 
 #: ISO base media (``ftyp``) brands of files that hold no video: audio (M4A …) and
@@ -30,8 +30,6 @@ NOT_VIDEO_BRANDS = {b"M4A ", b"M4B ", b"M4P ", b"F4A ", b"F4B ", b"heic", b"heix
 QUICKTIME_BOXES = (b"moov", b"wide", b"mdat")
 MIME = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime", ".webm": "video/webm",
         ".avi": "video/x-msvideo", ".mkv": "video/x-matroska", ".gif": "image/gif"}
-#: the largest video file handed out whole for a page's player
-PREVIEW_BYTES = 20 * 1024 * 1024
 
 
 def is_video_head(head: bytes) -> bool:
@@ -44,7 +42,7 @@ def is_video_head(head: bytes) -> bool:
     return head[:4] == b"\x1a\x45\xdf\xa3" or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
 
 
-def player(path: str | Path, *, max_bytes: int = PREVIEW_BYTES) -> Preview:
+def player(path: str | Path, *, max_bytes: int = PLAYER_BYTES) -> Preview:
     """The whole file, for a page's ``<video>`` player, its type from the suffix
     (:class:`TooLarge` above ``max_bytes``)."""
     path = Path(path)
@@ -77,11 +75,14 @@ class VideoModality(Modality):
                frames: int = DEFAULT_FRAMES, max_bytes: int = MAX_BYTES) -> Clip:
         """A path or a video file's bytes → ``frames`` frames sampled uniformly (segment
         midpoints), upright RGB; :class:`TooLarge` above 8K, ``max_pixels`` or ``max_bytes``.
-        A clip decoded from bytes keeps them (``Clip.data``): a tower sampling another number
-        of frames reads them again, and so embeds an upload or a shard member exactly as the
+        A clip decoded from bytes keeps them and these bounds (``Clip.data``): a tower
+        sampling other frames (another number, random ones while training) reads them again
+        within the same bounds, and so embeds an upload or a shard member exactly as the
         same file on disk."""
         clip = read_clip(source, frames=frames, where=where, max_pixels=max_pixels, max_bytes=max_bytes)
-        return dataclasses.replace(clip, data=source) if isinstance(source, bytes) else clip
+        if not isinstance(source, bytes):
+            return clip
+        return dataclasses.replace(clip, data=source, max_pixels=max_pixels, max_bytes=max_bytes)
 
     def sniff(self, head: bytes) -> bool:
         return is_video_head(head)
@@ -98,7 +99,7 @@ class VideoModality(Modality):
         image.save(out, "JPEG", quality=85)
         return Preview("image", "image/jpeg", out.getvalue())
 
-    def player(self, path: str | Path, *, max_bytes: int = PREVIEW_BYTES) -> Preview:
+    def player(self, path: str | Path, *, max_bytes: int = PLAYER_BYTES) -> Preview:
         """The whole file for a page's ``<video>`` player, its type from :data:`MIME`."""
         return player(path, max_bytes=max_bytes)
 

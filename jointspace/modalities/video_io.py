@@ -26,8 +26,11 @@ Policy (the same for training, evaluation, indexing and queries):
   the wanted frame are decoded with FFmpeg's ``skip_frame = NONREF`` (frames nothing
   refers to are skipped, the rest decode bit-exactly), and only the sampled frames are
   converted to RGB. So at most the sampled frames times a group of pictures is decoded;
-  and never more than :data:`MAX_DECODED` packets per clip (:class:`TooLarge` beyond: a
-  file with keyframes that far apart, or one that cannot seek and is that long).
+  and never more than :data:`MAX_DECODED` packets nor :data:`MAX_DECODED_PIXELS` pixels
+  (10⁹·10) per clip (:class:`TooLarge` beyond: a file with keyframes that far apart, or
+  one that cannot seek and is that long). MPEG-PS (``.mpg``, ``.vob``) is decoded forward
+  from its start, never sought mid-file (its timestamps after a seek are frames off), so
+  one over :data:`MAX_DECODED` frames is refused.
 * **Rotation**: the display matrix (MP4 ``tkhd``, a phone's portrait video) is applied
   in quarter turns, so frames come out upright and ``size`` is after rotation; a
   mirrored matrix's flip is ignored; other angles are rounded to a quarter turn (note).
@@ -35,11 +38,14 @@ Policy (the same for training, evaluation, indexing and queries):
   sampled frames scaled to the first one's size (note).
 * **Bounds** (:class:`~jointspace.modalities.TooLarge`): frames above 8K (more than
   7680×4320 pixels, or a side over 7680) or over ``max_pixels``, checked on the stream's
-  declared size before decoding and on every frame; files over ``max_bytes``.
+  declared size before decoding and on every decoded frame (sampled or not: a stream
+  that grows mid-way is refused); files over ``max_bytes``; the decoding cost above.
 * **Errors** (:class:`~jointspace.errors.DataError`, naming the file and the reason in
   words): missing, unreadable or undecodable data, truncated (the header promises
   frames the data does not hold), no video stream (audio only), no frame, a still
-  image, a decoding error.
+  image, a decoding error. Whatever else opening or decoding raises (damaged data can
+  make FFmpeg or PyAV fail in other ways) is a :class:`DataError` too; metadata that is
+  not UTF-8 (a Latin-1 title) is read with replacement characters.
 
 :func:`check_video` is the check of every video file a manifest or a folder names: the
 decoding :func:`read_clip` does with its defaults, so a clip that passes loads later.
@@ -50,18 +56,18 @@ import io
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ..errors import DataError
 from ..extras import require
 from .base import ItemCheck, TooLarge
-from .video_seek import MAX_DECODED, Cursor  # noqa: F401 (the decode bound, named here)
+from .video_seek import (MAX_DECODED, MAX_DECODED_PIXELS, MAX_PIXELS, MAX_SIDE,  # noqa: F401 (named here)
+                         READ_FROM_START, Cursor, check_size, packet_key)
 
 DEFAULT_FRAMES = 8
 MAX_FRAMES = 64                      # targets of one clip (fps sampling is capped here)
-MAX_SIDE, MAX_PIXELS = 7680, 7680 * 4320   # 8K
 MAX_BYTES = 4 << 30                  # a file read from disk; servers pass their upload bound
 #: FFmpeg demuxers read as video (anything else FFmpeg opens — image pipes, tty text … — is not)
 CONTAINERS = ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi", "gif", "mpegts", "mpeg", "flv",
@@ -74,7 +80,9 @@ class Clip:
     their start in seconds from the clip's first frame [T]; ``duration`` of the clip in
     seconds; ``size`` (width, height) after rotation; ``notes`` on what was done; ``data``
     the file's bytes when it was decoded from bytes (a shard member, an upload), so that a
-    reader wanting another number of frames samples the file as it would a path."""
+    reader wanting other frames (another number, random ones while training) samples the
+    file as it would a path, within the bounds it was decoded with (``max_pixels``,
+    ``max_bytes``)."""
 
     frames: np.ndarray
     times: np.ndarray
@@ -82,6 +90,8 @@ class Clip:
     size: tuple[int, int]
     notes: tuple[str, ...] = ()
     data: bytes | None = field(default=None, repr=False, compare=False)
+    max_pixels: int | None = field(default=None, repr=False, compare=False)
+    max_bytes: int = field(default=MAX_BYTES, repr=False, compare=False)
 
 
 def read_clip(source: str | Path | bytes, *, frames: int = DEFAULT_FRAMES, sampling: str = "uniform",
@@ -95,22 +105,38 @@ def read_clip(source: str | Path | bytes, *, frames: int = DEFAULT_FRAMES, sampl
         raise ValueError(f"sampling is 'uniform' or 'random', not {sampling!r}")
     if fps is None and not 1 <= frames <= max_frames:
         raise ValueError(f"frames must be 1 … {max_frames}, not {frames}")
+    if fps is not None and fps <= 0:
+        raise ValueError(f"fps must be positive, not {fps}")
     av = require("av", "video")
     name = where or (str(source) if not isinstance(source, bytes) else "video")
+    try:
+        return _read(av, source, name, frames, sampling, fps, rng, max_pixels, max_bytes, max_frames)
+    except DataError:
+        raise
+    except av.error.FFmpegError as e:
+        raise DataError(f"{name} cannot be decoded as a video ({_words(e)})") from None
+    except Exception as e:  # noqa: BLE001 (damaged data: whatever FFmpeg or PyAV raised)
+        raise DataError(f"{name} cannot be read as a video: its data is damaged "
+                        f"({type(e).__name__} in the decoder: {e})") from None
+
+
+def _read(av: Any, source: str | Path | bytes, name: str, frames: int, sampling: str,
+          fps: float | None, rng: np.random.Generator | None, max_pixels: int | None,
+          max_bytes: int, max_frames: int) -> Clip:
     container = _open(av, source, name, max_bytes)
     try:
         stream = _video_stream(container, name)
-        _check_size(stream.codec_context.width, stream.codec_context.height, max_pixels, name)
-        start, end, still = _extent(av, container, stream, name)
+        check_size(stream.codec_context.width, stream.codec_context.height, max_pixels, name)
+        seekable = container.format.name not in READ_FROM_START
+        first, start, end, still = _extent(av, container, stream, name, seekable)
         tb = stream.time_base
         targets, notes = _targets(start, end, tb, frames, sampling, fps, rng, max_frames)
-        cursor = Cursor(av, container, stream, start, name, targets)
+        cursor = Cursor(av, container, stream, start, name, targets, first=first,
+                        seekable=seekable, max_pixels=max_pixels)
         picked = [cursor.frame_at(t) for t in targets]
         if still:
             raise DataError(f"{name} is a still GIF image (one frame), not a video")
         return _assemble(picked, start, end, tb, max_pixels, name, notes + cursor.notes)
-    except av.error.FFmpegError as e:
-        raise DataError(f"{name} cannot be decoded as a video ({_words(e)})") from None
     finally:
         container.close()
 
@@ -128,7 +154,7 @@ def _open(av: Any, source: str | Path | bytes, name: str, max_bytes: int) -> Any
     if size == 0:
         raise DataError(f"{name} is empty (0 bytes)")
     try:
-        container = av.open(data, "r")
+        container = av.open(data, "r", metadata_errors="replace")
     except av.error.FFmpegError as e:
         raise DataError(f"{name} cannot be opened as a video: truncated, or not a video file "
                         f"({_words(e)})") from None
@@ -159,40 +185,81 @@ def _video_stream(container: Any, name: str) -> Any:
     return streams[0]
 
 
-def _check_size(width: int, height: int, max_pixels: int | None, name: str) -> None:
-    if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
-        raise TooLarge(f"{name} has {width}×{height} frames; videos up to 8K (7680×4320) are read")
-    if max_pixels is not None and width * height > max_pixels:
-        raise TooLarge(f"{name} has {width}×{height} frames; at most {max_pixels} pixels a frame "
-                       "are accepted (send a smaller video)")
-
-
-def _extent(av: Any, container: Any, stream: Any, name: str) -> tuple[int, int, bool]:
-    """``(first frame's pts, last frame's end, whether the stream is one frame of a GIF)``
-    from the packets: the first one, and those after a seek to the last keyframe (demuxed,
-    not decoded); the header's duration may be wrong (FFmpeg's MP4 of a variable frame
-    rate). A header promising clearly more than the packets hold: a truncated file."""
+def _extent(av: Any, container: Any, stream: Any, name: str,
+            seekable: bool) -> tuple[tuple, int, int, bool]:
+    """``(the first packet's key, first frame's pts, last frame's end, whether the stream
+    is one frame of a GIF)`` from the packets (demuxed, not decoded): the first one, and
+    those from the last keyframe (:func:`_tail`); the header's duration may be wrong
+    (FFmpeg's MP4 of a variable frame rate). A header promising clearly more than the
+    packets hold: a truncated file."""
     first = next((p for p in container.demux(stream) if p.size), None)
     if first is None:
         raise DataError(f"{name} has no video frames")
     start = first.pts if first.pts is not None else (stream.start_time or 0)
+    key = packet_key(first)
     step, promised = _frame_step(stream), _header_end(container, stream, start)
-    tail = []
-    try:
-        container.seek(promised if promised is not None else 1 << 62, stream=stream)
-        tail = [p for p in container.demux(stream) if p.size and p.pts is not None]
-    except av.error.FFmpegError:
-        pass
-    if not tail:  # no seek (or past the end): read the packets from the start
-        container.seek(start, stream=stream)
-        tail = [p for p in container.demux(stream) if p.size and p.pts is not None]
-    end = max([p.pts + (p.duration or step) for p in tail] + [start + 1])
+    tail = _tail(av, container, stream, promised, start, step) if seekable else None
+    if tail is None:  # no seek (or past the end, or not sought mid-file): from the start
+        low = min(t for t in (first.pts, first.dts, start) if t is not None)
+        container.seek(low, stream=stream)
+        tail = _scan(container.demux(stream), step, None if seekable else MAX_DECODED, name)
+    end = max(tail.end if tail.end is not None else start + 1, start + 1)
     if promised is not None and promised - end > max(2 * step, (promised - start) // 10):
         tb = stream.time_base
         raise DataError(f"{name} is truncated: its header promises {float((promised - start) * tb):.2f} s "
                         f"of video, its frames end at {float((end - start) * tb):.2f} s")
-    still = container.format.name == "gif" and len(tail) == 1 and tail[0].pts == start
-    return start, int(end), still
+    still = container.format.name == "gif" and tail.count == 1 and tail.first_ts == start
+    return key, start, int(end), still
+
+
+def _tail(av: Any, container: Any, stream: Any, promised: int | None, start: int,
+          step: int) -> Scan | None:
+    """:func:`_scan` of the packets from a seek near the end that lands on a keyframe: no
+    packet before it shows after the packets following it. A demuxer seeking by decoding
+    time (MPEG-TS) may land on another packet; the seek is then retried 1 s, 2 s, 4 s …
+    before where it landed. None when the seek fails or finds nothing."""
+    at, back = (promised if promised is not None else 1 << 62), max(1, round(1 / stream.time_base))
+    while True:
+        try:
+            container.seek(at, stream=stream)
+            scan = _scan(container.demux(stream), step)
+        except av.error.FFmpegError:
+            return None
+        if not scan.count:
+            return None
+        if scan.first_key or at <= start:
+            return scan
+        landed = scan.first_ts if scan.first_ts is not None else at
+        at, back = min(at, landed) - back, back * 2
+
+
+class Scan(NamedTuple):
+    """What :func:`_scan` keeps of a run of packets."""
+
+    end: int | None      # the largest frame end (pts + duration)
+    count: int           # packets
+    first_ts: int | None  # the first packet's pts (its dts without one)
+    first_key: bool      # whether the first packet is a keyframe
+
+
+def _scan(packets: Any, step: int, limit: int | None = None, name: str = "") -> Scan:
+    """:class:`Scan` of ``packets`` (a packet without pts counts by its dts), keeping
+    nothing else; :class:`TooLarge` past ``limit`` packets."""
+    end, count, first_ts, first_key = None, 0, None, False
+    for p in packets:
+        if not p.size:
+            continue
+        ts = p.pts if p.pts is not None else p.dts
+        if not count:
+            first_ts, first_key = ts, bool(p.is_keyframe)
+        count += 1
+        if ts is not None:
+            stop = ts + (p.duration or step)
+            end = stop if end is None else max(end, stop)
+        if limit is not None and count > limit:
+            raise TooLarge(f"{name} is MPEG-PS, decoded from its start (its timestamps after a "
+                           f"seek are not exact): more than {limit} frames are not read")
+    return Scan(end, count, first_ts, first_key)
 
 
 def _header_end(container: Any, stream: Any, start: int) -> int | None:
@@ -242,7 +309,7 @@ def _assemble(picked: list[Any], start: int, end: int, tb: Fraction, max_pixels:
     for frame in picked:
         if frame.pts in converted:
             continue
-        _check_size(frame.width, frame.height, max_pixels, name)
+        check_size(frame.width, frame.height, max_pixels, name)
         size = size or (frame.width, frame.height)
         if (frame.width, frame.height) != size and "size changes" not in " ".join(notes):
             notes.append(f"frame size changes from {size[0]}×{size[1]}; frames are scaled to it")

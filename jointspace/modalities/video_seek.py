@@ -12,6 +12,16 @@ demuxed until one whose decoding time is past ``t`` — none after it can show b
 the next target is decoded with ``skip_frame = NONREF`` (if no other frame refers to it,
 it is skipped; the frames that remain decode exactly as in a full decode), the rest in
 full. A seek that lands after ``t`` is retried further back.
+
+The start is not sought by the first frame's pts: a demuxer that seeks by decoding time
+(MPEG-TS/PS) would land past the first keyframe of a stream with B-frames. The cursor
+seeks to the first packet's lowest timestamp and checks that the packet it reads first
+is the file's first packet (else further back); only then is it *at the start*, where
+the first frame that decodes is the first frame. A container in which timestamps after
+a seek are not exact (:data:`READ_FROM_START`) is never sought mid-file.
+
+Every decoded frame is checked against the size bounds (a stream may grow mid-way), and
+the pixels decoded for one clip are bounded by :data:`MAX_DECODED_PIXELS`.
 """
 from __future__ import annotations
 
@@ -23,27 +33,62 @@ from ..errors import DataError
 from .base import TooLarge
 
 MAX_DECODED = 20_000   # packets decoded (or read ahead) for one clip
+#: pixels decoded for one clip (every frame the decoder puts out, sampled or not): 10⁹·10,
+#: about 4,800 1080p frames, 1,200 4K or 300 8K ones — some 35 s of one core for H.264
+#: here (about 300 Mpx/s); a clip needing more is refused (:class:`TooLarge`)
+MAX_DECODED_PIXELS = 10_000_000_000
+MAX_SIDE, MAX_PIXELS = 7680, 7680 * 4320   # 8K: the largest frame read
 INDEX_WALK = 4096      # index entries looked back through for a keyframe
 REORDER = 16           # the most frames a decoder holds back to put them in order (H.264's bound)
+#: demuxers whose timestamps after a seek are not those of a read from the start, so a
+#: clip in them is decoded forward from its start (at most MAX_DECODED packets): MPEG-PS
+#: (a PES's timestamp belongs to the frame starting in it; a seek lands mid-frame and the
+#: timestamps FFmpeg then interpolates are frames off)
+READ_FROM_START = ("mpeg",)
+
+
+def check_size(width: int, height: int, max_pixels: int | None, name: str) -> None:
+    """:class:`TooLarge` for a frame above 8K or over ``max_pixels``."""
+    if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
+        raise TooLarge(f"{name} has {width}×{height} frames; videos up to 8K (7680×4320) are read")
+    if max_pixels is not None and width * height > max_pixels:
+        raise TooLarge(f"{name} has {width}×{height} frames; at most {max_pixels} pixels a frame "
+                       "are accepted (send a smaller video)")
+
+
+def packet_key(packet: Any) -> tuple:
+    """What tells a packet from its neighbours: its timestamps and size."""
+    return packet.pts, packet.dts, packet.size
 
 
 class Cursor:
-    """Frames of ``stream`` at ascending target times; ``notes`` on what it did."""
+    """Frames of ``stream`` at ascending target times; ``notes`` on what it did. ``first``
+    is :func:`packet_key` of the stream's first packet; ``seekable`` False: never seek
+    mid-file (:data:`READ_FROM_START`); ``max_pixels``: the bound on every decoded frame."""
 
     def __init__(self, av: Any, container: Any, stream: Any, start: int, name: str,
-                 targets: list[int]) -> None:
+                 targets: list[int], *, first: tuple, seekable: bool = True,
+                 max_pixels: int | None = None) -> None:
         self.av, self.container, self.stream, self.start, self.name = av, container, stream, start, name
         self.targets = sorted(targets)  # every time that will be asked for
+        self.first, self.seekable, self.max_pixels = first, seekable, max_pixels
         self.codec = stream.codec_context
         self.notes: list[str] = []
-        self.decoded = 0
+        self.decoded = self.pixels = 0
         self.forward_limit = max(1, round(1 / stream.time_base))  # 1 s
         self._skip = "DEFAULT"
-        self._restart(start, at_start=True)
+        self._rewind()
 
-    def _restart(self, offset: int, *, at_start: bool) -> None:
-        """Seek to the keyframe at or before ``offset`` and forget what was read."""
-        self.container.seek(max(offset, self.start), stream=self.stream)
+    def _restart(self, offset: int) -> None:
+        """Seek to the keyframe at or before ``offset`` (the file's start for an offset at
+        or before it, or when the container is not sought mid-file) and forget what was read."""
+        if offset <= self.start or not self.seekable:
+            self._rewind()
+        else:
+            self._seek_to(offset)
+
+    def _seek_to(self, offset: int) -> None:
+        self.container.seek(offset, stream=self.stream)
         self.codec.flush_buffers()
         self.packets = self.container.demux(self.stream)
         self.pending: deque = deque()     # demuxed, not decoded yet
@@ -51,8 +96,25 @@ class Cursor:
         self.out: deque = deque()         # decoded frames not taken yet (presentation order)
         self.prev: Any = None             # the last decoded frame at or before the target
         self.pos: int | None = None       # decoding time of the last packet demuxed
-        self.demuxed_all = self.decoded_all = False
-        self.at_start = at_start or offset <= self.start
+        self.demuxed_all = self.decoded_all = self.at_start = False
+
+    def _rewind(self) -> None:
+        """Back to the file's first packet: a seek to its lowest timestamp, then further
+        back while the first packet read is another one (nothing is decoded before it, so
+        the first frame that decodes is the plain decode's first)."""
+        low = min(t for t in self.first[:2] + (self.start,) if t is not None)
+        for offset in (low, low - 10 * self.forward_limit, -(1 << 62)):
+            try:
+                self._seek_to(offset)
+                packet = next((p for p in self.packets if p.size), None)
+            except self.av.error.FFmpegError:
+                continue
+            if packet is not None and packet_key(packet) == self.first:
+                self._keep(packet)
+                self.at_start = True
+                return
+        raise DataError(f"{self.name} cannot be read again from its start (its container does "
+                        "not seek back to its first frame)")
 
     def frame_at(self, t: int) -> Any:
         """The decoded frame on screen at ``t``: the last one starting at or before it (the
@@ -67,7 +129,7 @@ class Cursor:
             found = None if wanted is None and not self.at_start else self._decode_until(t, wanted)
             if found is not None:
                 return found
-            self._restart(t - back, at_start=False)  # landed after t: further back
+            self._restart(t - back)  # landed after t: further back
             back *= 2
 
     def _position(self) -> int:
@@ -75,7 +137,7 @@ class Cursor:
 
     def _should_seek(self, t: int) -> bool:
         pos = self._position()
-        if t <= pos:
+        if t <= pos or not self.seekable:
             return False  # already read past it
         key = self._keyframe_before(t)
         if key is not None:
@@ -84,7 +146,7 @@ class Cursor:
 
     def _seek(self, t: int) -> None:
         left = self._position()
-        self._restart(t, at_start=False)
+        self._restart(t)
         self._look_ahead(t)
         landed = self.pending[0].dts if self.pending and self.pending[0].dts is not None else None
         if landed is not None and landed <= left:  # the seek went back: the GOP is that long
@@ -119,6 +181,10 @@ class Cursor:
         if packet is None or not packet.size:
             self.demuxed_all = True
             return
+        self._keep(packet)
+
+    def _keep(self, packet: Any) -> None:
+        """Queue a demuxed packet for decoding and note its times."""
         self.pending.append(packet)
         if packet.pts is not None:
             bisect.insort(self.seen, packet.pts)
@@ -182,10 +248,19 @@ class Cursor:
         self.out.extend(self._decode(packet))
 
     def _decode(self, packet: Any) -> list:
+        """The frames decoding ``packet`` (None: flush) puts out, each checked against the
+        size bounds and counted against :data:`MAX_DECODED_PIXELS`."""
         try:
-            return list(self.codec.decode(packet))
+            frames = list(self.codec.decode(packet))
         except self.av.error.FFmpegError as e:
             at = "at its end" if packet is None or packet.pts is None else \
                 f"at {float(packet.pts * self.stream.time_base):.2f} s"
             raise DataError(f"{self.name} cannot be decoded {at} "
                             f"({getattr(e, 'strerror', None) or e})") from None
+        for frame in frames:
+            check_size(frame.width, frame.height, self.max_pixels, self.name)
+            self.pixels += frame.width * frame.height
+        if self.pixels > MAX_DECODED_PIXELS:
+            raise TooLarge(f"{self.name}: sampling it needs more than {MAX_DECODED_PIXELS:.3g} pixels "
+                           "decoded (large frames with keyframes far apart); such videos are not read")
+        return frames

@@ -23,9 +23,16 @@ uniformly sampled frames do, and ``T == max_positions`` is the table itself.
 **Sampling.** A path is read with :func:`jointspace.modalities.video_io.read_clip`:
 ``frames`` frames, random within equal segments while the tower trains (seeded from
 torch's generator, so a run's seed reproduces it) and at segment centres in eval. A
-decoded clip (what the plug-in's ``decode`` returns: a ``Clip``) or a uint8 array
-``[T, H, W, 3]`` with ``T != frames`` is resampled uniformly (segment centres; a shorter
-clip repeats frames).
+decoded clip that kept its file's bytes (a shard member, an upload: ``Clip.data``) is
+read again from them, within the bounds of its first decode, while the tower trains or
+when it has another number of frames — so a clip from a shard is sampled as the same file
+on disk. Another decoded clip or a uint8 array ``[T, H, W, 3]`` with ``T != frames`` is
+resampled uniformly (segment centres; a shorter clip repeats frames).
+
+**Memory.** The frame tower sees at most :data:`FRAME_CHUNK` frames a call when it is in
+eval mode (indexing, embedding, evaluation, a frozen frame tower): the same embeddings,
+with its activations bounded. A training frame tower takes the whole ``B·T`` batch (its
+batch-norm statistics are the batch's, and backward keeps every activation anyway).
 
 **What trains, what is cached.** The frame tower's own ``trainable`` (in ``frame_tower``)
 says what of it trains; the video tower's ``trainable`` says what of the rest does (any
@@ -51,7 +58,7 @@ from torch import nn
 
 from ..config import TowerSpec, from_dict
 from ..errors import ConfigError, DataError
-from ..modalities.video_io import MAX_FRAMES, read_clip
+from ..modalities.video_io import MAX_BYTES, MAX_FRAMES, read_clip
 from ..progress import logger
 from .base import TOWERS, Tower, build_tower
 from .layers import transformer_encoder
@@ -62,6 +69,8 @@ FRAME_MODALITY = "image"
 FRAMES_ASSETS = "frames"
 TEMPORAL = ("mean", "transformer")
 POOLS = ("mean", "cls")
+#: the most frames one frame-tower call takes outside training (32 clips of 8 frames)
+FRAME_CHUNK = 256
 
 
 def _default_frame_tower() -> dict[str, Any]:
@@ -192,19 +201,22 @@ class VideoFramesTower(Tower):
     def read(self, item: Any) -> np.ndarray:
         """A path (or a file's bytes) → ``frames`` frames sampled as the module docstring says;
         a decoded clip or an array → its frames resampled to ``frames``. uint8 ``[T, H, W, 3]``.
-        A decoded clip that kept its file's bytes (an upload, a shard member) with another
-        number of frames is read again from them: it gives the frames its file would."""
+        A decoded clip that kept its file's bytes (an upload, a shard member) is read again
+        from them while training (random frames) or when it has another number of frames,
+        within the bounds it was decoded with: it gives the frames its file would."""
         n = self.config.frames
-        data = getattr(item, "data", None)
-        if isinstance(data, bytes) and len(clip_frames(item)) != n:
+        data, limits = getattr(item, "data", None), {}
+        if isinstance(data, bytes) and (self.training or len(clip_frames(item)) != n):
+            limits = {"max_pixels": getattr(item, "max_pixels", None),
+                      "max_bytes": getattr(item, "max_bytes", MAX_BYTES)}
             item = data
         if isinstance(item, (str, Path, bytes)):
             where = str(item) if not isinstance(item, bytes) else "video bytes"
             if self.training:
                 rng = np.random.default_rng(int(torch.randint(0, 2 ** 62, ())))
-                clip = read_clip(item, frames=n, sampling="random", rng=rng, where=where)
+                clip = read_clip(item, frames=n, sampling="random", rng=rng, where=where, **limits)
             else:
-                clip = read_clip(item, frames=n, sampling="uniform", where=where)
+                clip = read_clip(item, frames=n, sampling="uniform", where=where, **limits)
             frames = clip_frames(clip, where)
         else:
             frames = clip_frames(item)
@@ -234,12 +246,17 @@ class VideoFramesTower(Tower):
         return [self.adapter, self.proj]
 
     def frame_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, T, C, H, W]`` → the frame tower's features of every frame, ``[B, T·width]``,
-        computed in one batch of ``B·T`` frames."""
+        """``[B, T, C, H, W]`` → the frame tower's features of every frame, ``[B, T·width]``:
+        ``B·T`` frames at once while the frame tower trains, else in calls of at most
+        :data:`FRAME_CHUNK` frames (the same features: each frame's are its own in eval)."""
         if x.ndim != 5:
             raise DataError(f"a video batch is [B, T, C, H, W], got shape {tuple(x.shape)}")
-        b, t = x.shape[:2]
-        return self.frame_tower.features(x.flatten(0, 1)).reshape(b, -1)
+        b = x.shape[0]
+        flat = x.flatten(0, 1)
+        if self.frame_tower.training or len(flat) <= FRAME_CHUNK:
+            return self.frame_tower.features(flat).reshape(b, -1)
+        parts = [self.frame_tower.features(part) for part in flat.split(FRAME_CHUNK)]
+        return torch.cat(parts).reshape(b, -1)
 
     def pool(self, flat: torch.Tensor) -> torch.Tensor:
         """Frame features ``[B, T·width]`` → the clip's pooled, normalised features: each frame's

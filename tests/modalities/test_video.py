@@ -23,7 +23,9 @@ from jointspace.errors import DataError  # noqa: E402
 from jointspace.modalities import (MODALITIES, TooLarge, decode_with_limits, modality_for_shard_key,  # noqa: E402
                                    modality_for_suffix, sniff)
 from jointspace.modalities import video_io  # noqa: E402
-from jointspace.modalities.video import PREVIEW_BYTES, VIDEO, player  # noqa: E402
+from jointspace.modalities import video as video_plugin  # noqa: E402
+from jointspace.modalities.base import PLAYER_BYTES  # noqa: E402
+from jointspace.modalities.video import VIDEO, player  # noqa: E402
 from jointspace.modalities.video_io import check_video, read_clip  # noqa: E402
 
 #: (file name, codec, pixel format): every container and codec the policy names
@@ -34,11 +36,12 @@ FORMATS = [("h264.mp4", "libx264", "yuv420p"), ("mpeg4.mp4", "mpeg4", "yuv420p")
 
 
 def assert_reference(path: Path, clip, rotate: int = 0) -> None:
-    """Each sampled frame is the full decode's frame at the same pts (turned ``rotate``
-    quarter turns counter-clockwise), bit for bit."""
+    """Each sampled frame is the full decode's frame at the same time from the first frame
+    (turned ``rotate`` quarter turns counter-clockwise), bit for bit."""
     frames = full_decode(path)
+    first = frames[0][0]
     for rgb, t in zip(clip.frames, clip.times):
-        _, expected = reference_at(frames, t)
+        _, expected = reference_at(frames, first + t)
         np.testing.assert_array_equal(rgb, np.rot90(expected, rotate))
 
 
@@ -52,6 +55,28 @@ def test_uniform_sampling_takes_the_frame_on_screen_at_each_segment_midpoint(tmp
     assert [frame_number(f) for f in clip.frames] == [math.floor(t * 10) for t in midpoints]
     np.testing.assert_allclose(clip.times, [math.floor(t * 10) / 10 for t in midpoints])
     assert_reference(path, clip)
+
+
+#: MPEG-TS (sought by decoding time, landing on any packet) and MPEG-PS (timestamps after
+#: a seek frames off) with B-frames, at 25 fps (MPEG-2's rates); the last: one GOP
+STREAMS = [("h264.ts", "libx264", {"bf": "3", "g": "12"}), ("mpeg2.ts", "mpeg2video", {"bf": "2", "g": "12"}),
+           ("mpeg2.mpg", "mpeg2video", {"bf": "2", "g": "12"}), ("one-gop.ts", "libx264", {"bf": "3"})]
+
+
+@pytest.mark.parametrize("name, codec, options", STREAMS, ids=[n for n, _, _ in STREAMS])
+def test_mpeg_ts_and_ps_with_b_frames_give_the_plain_decodes_frames(tmp_path, name, codec, options):
+    path = write_clip(tmp_path / name, codec=codec, n=60, rate=25, options=options)
+    frames = full_decode(path)
+    starts = [s - frames[0][0] for s, _, _ in frames]
+    assert len(frames) == 60 and starts[0] == 0 and not math.isclose(frames[0][0], 0)  # pts start late
+    clip = read_clip(path)
+    assert clip.duration == pytest.approx(starts[-1] + 0.04)  # the last frame's end
+    assert [frame_number(f) for f in clip.frames] == [math.floor((k + 0.5) * 60 / 8) for k in range(8)]
+    assert_reference(path, clip)
+    for seed in (0, 1):  # other targets: other seeks
+        shuffled = read_clip(path, sampling="random", rng=np.random.default_rng(seed))
+        assert [frame_number(f) for f in shuffled.frames] == [round(t * 25) for t in shuffled.times]
+        assert_reference(path, shuffled)
 
 
 def test_fixed_fps_sampling_and_its_cap(tmp_path):
@@ -203,6 +228,29 @@ def test_a_manifest_quarantines_bad_videos_with_their_reason(tmp_path):
     assert "has no video stream (audio only)" in m.bad_rows[0].reason
 
 
+def test_a_manifest_checks_each_clip_once_and_sums_up_its_notes_by_kind(tmp_path, monkeypatch, caplog):
+    """Five captions of one clip: one decode, its verdict on every row; "5 of 8 …" and
+    "3 of 8 …" notes are one kind in the log."""
+    import logging
+    write_clip(tmp_path / "short.mp4", n=3)
+    write_clip(tmp_path / "shorter.mp4", n=2)
+    write_audio_only(tmp_path / "sound.mp4")
+    calls = []
+    check = VIDEO.check
+    monkeypatch.setattr(VIDEO, "check", lambda path: calls.append(path) or check(path))
+    rows = [f"r{i},short.mp4,caption {i}" for i in range(5)] + ["s0,shorter.mp4,x"] + \
+        [f"b{i},sound.mp4,no picture {i}" for i in range(2)]
+    (tmp_path / "m.csv").write_text("id,video,text\n" + "\n".join(rows) + "\n")
+    with caplog.at_level(logging.WARNING, logger="jointspace"):
+        m = read_manifest(tmp_path / "m.csv", required=("video", "text"))
+    assert sorted(p.name for p in calls) == ["short.mp4", "shorter.mp4", "sound.mp4"]
+    assert [r.id for r in m.records] == [f"r{i}" for i in range(5)] + ["s0"]
+    assert [b.line for b in m.bad_rows] == [8, 9] and all("audio only" in b.reason for b in m.bad_rows)
+    assert len(m.notes) == 6 and m.notes[0][1].startswith("5 of 8") and m.notes[5][1].startswith("6 of 8")
+    summary = [r.getMessage() for r in caplog.records if "sampled frames repeat" in r.getMessage()]
+    assert len(summary) == 1 and "6 rows N of N sampled frames repeat" in summary[0], summary
+
+
 def test_size_limits_refuse_8k_max_pixels_and_max_bytes(tmp_path):
     over_8k = write_blank(tmp_path / "8k.mkv", 7680, 4336)
     with pytest.raises(TooLarge, match=r"7680×4336 frames; videos up to 8K"):
@@ -256,7 +304,10 @@ def test_preview_is_the_middle_frame_as_a_small_jpeg_and_the_player_the_file(tmp
     assert player(write_clip(tmp_path / "c.webm", codec="libvpx-vp9", n=3)).mime == "video/webm"
     with pytest.raises(TooLarge):
         VIDEO.player(path, max_bytes=100)
-    assert PREVIEW_BYTES == 20 * 1024 * 1024
+    import inspect  # one bound for every plug-in's player: the base class's
+    assert not hasattr(video_plugin, "PREVIEW_BYTES")
+    assert inspect.signature(VIDEO.player).parameters["max_bytes"].default is PLAYER_BYTES
+    assert inspect.signature(player).parameters["max_bytes"].default is PLAYER_BYTES
 
 
 def test_the_plugin_is_registered_and_unambiguous(tmp_path):

@@ -106,9 +106,10 @@ def write_no_frames(path: Path) -> Path:
 
 def full_decode(source: Path | bytes) -> list[tuple[float, np.ndarray, int]]:
     """The reference: every frame of the first video stream, decoded in order by a plain
-    PyAV loop, as ``(pts × time_base in seconds, RGB array, display rotation)``."""
+    PyAV loop, as ``(pts × time_base in seconds, RGB array, display rotation)`` (metadata
+    that is not UTF-8 read with replacement characters)."""
     data = io.BytesIO(source) if isinstance(source, bytes) else str(source)
-    with av.open(data) as container:
+    with av.open(data, metadata_errors="replace") as container:
         stream = container.streams.video[0]
         return [(float(f.pts * f.time_base), f.to_ndarray(format="rgb24"), f.rotation)
                 for f in container.decode(stream)]
@@ -158,5 +159,49 @@ def write_blank(path: Path, width: int, height: int, frames: int = 1) -> Path:
             out.mux(packet)
     for packet in stream.encode():
         out.mux(packet)
+    out.close()
+    return path
+
+
+def write_latin1_title(path: Path, title: str = "café au lait", n: int = 5) -> Path:
+    """A clip whose container and stream titles are Latin-1 bytes (``é`` is 0xE9, not
+    UTF-8), as an old tagger writes them."""
+    out = av.open(str(path), "w", metadata_encoding="latin-1")
+    out.metadata["title"] = title
+    stream = out.add_stream("libx264", rate=10)
+    stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+    stream.metadata["title"] = title
+    for i in range(n):
+        for packet in stream.encode(av.VideoFrame.from_ndarray(numbered_frame(i), format="rgb24")):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
+    out.close()
+    assert title.encode("latin-1") in path.read_bytes()
+    return path
+
+
+def write_sizes(path: Path, sizes: Sequence[tuple[int, int]], rate: int = 10) -> Path:
+    """One MPEG-4 stream whose frame ``i`` is ``sizes[i]`` (width, height): each run of one
+    size comes from its own encoder (starting with a keyframe), muxed into the stream the
+    header declares at the first size — a stream that changes size mid-way."""
+    out = av.open(str(path), "w")
+    stream = out.add_stream("mpeg4", rate=rate)
+    stream.width, stream.height, stream.pix_fmt = *sizes[0], "yuv420p"
+    i = 0
+    while i < len(sizes):
+        j = i
+        while j < len(sizes) and sizes[j] == sizes[i]:
+            j += 1
+        encoder = av.CodecContext.create("mpeg4", "w")
+        encoder.width, encoder.height, encoder.pix_fmt = *sizes[i], "yuv420p"
+        encoder.time_base = Fraction(1, rate)
+        for k in range(i, j):
+            frame = av.VideoFrame.from_ndarray(numbered_frame(k, *sizes[i]), format="rgb24")
+            frame.pts = k
+            for packet in [*encoder.encode(frame), *(encoder.encode(None) if k == j - 1 else [])]:
+                packet.stream = stream
+                out.mux(packet)
+        i = j
     out.close()
     return path
