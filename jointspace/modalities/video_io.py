@@ -328,12 +328,15 @@ def _upright(frame: Any, size: tuple[int, int], notes: list[str]) -> np.ndarray:
     """One decoded frame → RGB uint8 at ``size`` (before rotation), turned upright; pixels
     with transparency (GIF) composited onto white."""
     width, height = size
+    # a size only when it differs: naming one makes the conversion ~100× slower (a scaler
+    # set up per frame), with the same pixels
+    scale = {} if (frame.width, frame.height) == (width, height) else {"width": width, "height": height}
     if frame.format.name in ("bgra", "rgba", "argb", "abgr", "pal8"):
-        rgba = frame.to_ndarray(format="rgba", width=width, height=height).astype(np.uint16)
+        rgba = frame.to_ndarray(format="rgba", **scale).astype(np.uint16)
         alpha = rgba[..., 3:]
         rgb = ((rgba[..., :3] * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
     else:
-        rgb = frame.to_ndarray(format="rgb24", width=width, height=height)
+        rgb = frame.to_ndarray(format="rgb24", **scale)
     rotation = frame.rotation or 0
     turns = round(rotation / 90)
     if rotation != turns * 90 and not any(n.startswith("rotation") for n in notes):
