@@ -9,7 +9,8 @@ from .common import Verb, bad_row_option, column_options, columns, device_option
 EXAMPLES = {
     "eval": ("jointspace eval runs/m --data data/shapes/test.csv\n"
              "  jointspace eval runs/m --data test.csv --image-column filepath --text-column caption\n"
-             "  jointspace eval runs/bound --data data/shapes/test.csv --pair audio:text"),
+             "  jointspace eval runs/bound --data data/shapes/test.csv --pair audio:text\n"
+             "  jointspace eval runs/clips --data data/shape_clips/test.csv --pair video:text"),
     "compare": ("jointspace compare runs/a runs/b --data data/shapes/test.csv --out runs/a_vs_b\n"
                 "  jointspace compare runs/it runs/bound --data test.csv --modalities image,text"),
 }
@@ -24,8 +25,9 @@ def add_verbs(verb: Verb) -> None:
                    help="modality pairs evaluated against each other (default image:text; e.g. "
                         "audio:text,audio:image); with several, each writes OUT/A-B/")
     e.add_argument("--tasks", help="comma-separated subset of retrieval, zero_shot, probe, "
-                                   "geometry, matryoshka (default: all the inputs allow); a task "
-                                   "named that cannot run is an error")
+                                   "geometry, matryoshka, minimal_pairs (default: all the inputs "
+                                   "allow; minimal_pairs needs a 'pair' column); a task named that "
+                                   "cannot run is an error")
     e.add_argument("--train-data", type=Path, metavar="MANIFEST",
                    help="labelled manifest to fit the linear probe and k-NN on")
     e.add_argument("--probe-c", type=float, help="the probe's C (default: chosen on a validation split)")
@@ -116,6 +118,8 @@ def print_results(results: dict) -> None:
     pair = results.get("pair", list(DEFAULT_PAIR))
     if "retrieval" in results:
         _print_retrieval(results, pair)
+    if "minimal_pairs" in results:
+        print_minimal_pairs(results["minimal_pairs"])
     for key in ("linear_probe", "knn"):
         if key in results:
             print(f"{key.replace('_', ' ')} on {results[key]['field']}: top-1 {results[key]['acc1']:.3f}")
@@ -129,13 +133,32 @@ def print_results(results: dict) -> None:
         print("geometry: " + ", ".join(f"{k} {g[k]:.3f}" for k in shown) + " (all: results.json)")
 
 
+def print_minimal_pairs(m: dict) -> None:
+    """The minimal-pairs figures (:mod:`jointspace.eval.minimal_pairs`), a few lines."""
+    if not m.get("n_pairs"):
+        print(f"minimal pairs: no pair has both its items ({m.get('skipped_pairs', 0)} incomplete)")
+        return
+    two_way = "  ".join(f"{d} {v:.3f}" for d, v in m["two_way"].items())
+    print(f"minimal pairs ({m['n_pairs']} pairs, {m['n_items']} items, {m['n_captions']} captions"
+          + (f"; {m['skipped_pairs']} incomplete pairs skipped" if m["skipped_pairs"] else "")
+          + f"): 2-way accuracy {two_way} (chance {m['chance']:.2f})")
+    r = m["retrieval"]
+    print("  pairs-only gallery R@1: " + "  ".join(
+        f"{d} {r[d]['R@1']:.3f} (chance {r['chance'][d]['R@1']:.4f})" for d in m["two_way"]))
+    first = next(iter(m["two_way"]))
+    if m.get("by_label"):
+        print(f"  2-way {first} by label: " + ", ".join(
+            f"{label} {v[first]:.2f}" for label, v in m["by_label"].items()))
+
+
 def _print_retrieval(results: dict, pair: list[str]) -> None:
     r = results["retrieval"]
     gallery = r.get("gallery", {})
     print(f"{pair[0]}↔{pair[1]} retrieval on {r['n']} pairs ({gallery.get(pair[0], r['n'])} distinct "
           f"{pair[0]}s), a hit = same {r['grouped_by']} ({r['n_groups']} groups):")
     _print_directions(r, pair, lambda d: f"  median rank {r[d]['median_rank']:.1f}"
-                                         f"  (chance R@1 {r['chance'][d]['R@1']:.4f})")
+                                         + (f"  mean rank {r[d]['mean_rank']:.1f}" if "mean_rank" in r[d] else "")
+                                         + f"  (chance R@1 {r['chance'][d]['R@1']:.4f})")
     strict = r.get("strict")
     if strict:
         print("strict (only the paired row counts), with the best any model could score:")

@@ -217,9 +217,11 @@ def positive_ranks(queries: np.ndarray, gallery: np.ndarray, query_groups: Keys 
 
 
 def rank_summary(ranks: np.ndarray, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
-    """``{"R@1": …, …, "median_rank": …}`` from 0-based ranks (median rank is 1-based)."""
+    """``{"R@1": …, …, "median_rank": …, "mean_rank": …}`` from 0-based ranks (the median
+    and mean ranks are 1-based: 1 is a hit at the top)."""
     out = {f"R@{k}": float((ranks < k).mean()) for k in ks}
     out["median_rank"] = float(np.median(ranks + 1))
+    out["mean_rank"] = float(np.mean(ranks + 1))
     return out
 
 

@@ -21,7 +21,7 @@ expected recall of a random order, per direction.
 ``retrieval_metrics`` layout (directions ``<b>_to_<a>`` and ``<a>_to_<b>``)::
 
     {"n": 2100, "n_groups": 2050, "gallery": {"image": 700, "text": 2100},
-     "text_to_image": {"R@1", "R@5", "R@10", "median_rank"}, "image_to_text": {…},
+     "text_to_image": {"R@1", "R@5", "R@10", "median_rank", "mean_rank"}, "image_to_text": {…},
      "chance": {"text_to_image": {"R@1", …}, "image_to_text": {…}},
      "strict": {"text_to_image": {…}, "image_to_text": {…},       # with include_strict
                 "ceiling": {"text_to_image": {…}, "image_to_text": {…}},

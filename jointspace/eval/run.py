@@ -32,7 +32,7 @@ the default pair image:text; for a pair ``a:b`` the directions are ``b_to_a`` an
     {"manifest": …, "pair": ["image", "text"], "n": 700, "quarantined": 0, "device": "cpu",
      "retrieval": {"grouped_by": "text", "n": 700, "n_groups": 586,
                    "gallery": {"image": 700, "text": 700},     # distinct images, caption rows
-                   "text_to_image": {"R@1", "R@5", "R@10", "median_rank", "mAP@10", "csls_…"},
+                   "text_to_image": {"R@1", "R@5", "R@10", "median_rank", "mean_rank", "mAP@10", "csls_…"},
                    "image_to_text": {…}, "chance": {"text_to_image": {…}, "image_to_text": {…}},
                    "strict": {"text_to_image": {…}, "image_to_text": {…},
                               "ceiling": {<direction>: {…}}, "chance": {<direction>: {…}}}},
@@ -40,6 +40,7 @@ the default pair image:text; for a pair ``a:b`` the directions are ``b_to_a`` an
                             "image_to_text", "chance"},                # if every row has a label
      "zero_shot": {"top1", "top5", "chance_top1", "n_classes", "n", "per_class_top1", "templates"},
      "zero_shot_<subset>": {…}, "retrieval_<subset>": {…}, "retrieval_by_label_<subset>": {…},
+     "minimal_pairs": {…},    # with a ``pair`` column: 2-way accuracy etc. (:mod:`.minimal_pairs`)
      "matryoshka": {"<dim>": {"retrieval": {…}, "zero_shot": {"top1", "top5", "chance_top1"}}},
      "seconds": 1.2}
 """
@@ -63,6 +64,7 @@ from ..model import JointModel
 from ..vectors import prefix_normalise
 from .embed import ModelSource, cached_array, embed_manifest
 from .geometry import geometry_metrics
+from .minimal_pairs import PAIR_COLUMN, pair_test, read_pair_ids
 from .pairs import DEFAULT_PAIR, class_name_modality, parse_pair, query_side
 from .probe import knn_accuracy, linear_probe
 from .ranking import retrieval_extras
@@ -72,7 +74,7 @@ from .zeroshot import DEFAULT_TEMPLATES, class_embeddings, zero_shot_metrics
 
 RESULTS_FILE = "results.json"
 #: what ``evaluate(tasks=...)`` can run
-TASKS = ("retrieval", "zero_shot", "probe", "geometry", "matryoshka")
+TASKS = ("retrieval", "zero_shot", "probe", "geometry", "matryoshka", "minimal_pairs")
 #: below this many rows the geometry measures say nothing (and a held-out split is empty)
 MIN_GEOMETRY_ROWS = 10
 
@@ -116,7 +118,7 @@ def evaluate(model: JointModel | str | Path, manifest: str | Path, *,
     settings = _Settings(classes, templates, subsets or {}, batch_size, out_dir, on_bad_row,
                          columns, train_manifest, probe_c)
     embedded = _embed_pair(source, manifest, names, settings)
-    run = plan.runnable(embedded.labels is not None, embedded.n, manifest)
+    run = plan.runnable(embedded.labels is not None, embedded.n, manifest, embedded.pairs is not None)
     results: dict[str, Any] = {"manifest": str(manifest), "pair": list(names), "n": embedded.n,
                                "quarantined": embedded.quarantined,
                                "embeddings_from_cache": embedded.from_cache,
@@ -173,6 +175,8 @@ class _Embedded:
     quarantined: int
     from_cache: bool
     items: dict[str, list[str]]
+    pairs: list[str] | None   # each row's minimal-pair id (:mod:`.minimal_pairs`), if any
+    path: str
 
     @property
     def side(self) -> int:
@@ -199,7 +203,8 @@ def _embed_pair(source: ModelSource, manifest: str | Path, names: tuple[str, str
     return _Embedded(names, a_emb, b_emb,
                      labels if labels is not None and len(labels) == len(data) else None,
                      keys, a_ids, _Views(names, keys, a_ids, b_ids, grouped_by), len(data),
-                     len(data.bad_rows), embedded.from_cache, embedded.items)
+                     len(data.bad_rows), embedded.from_cache, embedded.items,
+                     read_pair_ids(data.path, [r.line for r in records]), str(data.path))
 
 
 def _scores(source: ModelSource, e: _Embedded, run: set[str], s: _Settings) -> dict[str, Any]:
@@ -217,6 +222,9 @@ def _scores(source: ModelSource, e: _Embedded, run: set[str], s: _Settings) -> d
     if "geometry" in run:
         results["geometry"] = geometry_metrics(e.a_emb, e.b_emb, e.names, k=min(10, e.n),
                                                a_items=np.asarray(e.a_ids))
+    if "minimal_pairs" in run:
+        results["minimal_pairs"] = pair_test(e.names, e.a_emb, e.b_emb, (e.a_ids, e.views.b_ids),
+                                             e.pairs, labels=e.labels, keys=e.keys, where=e.path)
     if "probe" in run:
         results.update(_probes(source, s.train_manifest, e.names[e.side], e.query_emb, e.labels,
                                s.batch_size, s.out_dir, s.on_bad_row, s.columns, s.probe_c))
@@ -273,8 +281,10 @@ class _TaskPlan:
             raise ConfigError(reason)
         self.asked.discard(task)
 
-    def runnable(self, labelled: bool, n_rows: int, manifest: str | Path) -> set[str]:
+    def runnable(self, labelled: bool, n_rows: int, manifest: str | Path, paired: bool) -> set[str]:
         """The tasks to run, once the manifest has been read."""
+        self._drop("minimal_pairs", None if paired else
+                   f"minimal_pairs needs a {PAIR_COLUMN!r} column naming pairs in {manifest}")
         for task in ("zero_shot", "probe"):
             self._drop(task, None if labelled else f"{task} needs a label on every row of {manifest}")
         self._drop("geometry", None if n_rows >= MIN_GEOMETRY_ROWS else
@@ -339,7 +349,7 @@ def flat_metrics(results: dict[str, Any]) -> dict[str, float]:
     """The headline numbers under flat, stable keys, named as CLIP_benchmark names them
     where it has a name: for the pair ``a:b``, ``<a>_retrieval_recall@5`` is Recall@5
     of retrieving ``a`` items from ``b`` queries (``image_retrieval_recall@5`` is
-    text→image), then ``<a>_retrieval_map@10``, ``<a>_retrieval_median_rank``,
+    text→image), then ``<a>_retrieval_map@10``, ``<a>_retrieval_median_rank``, ``…_mean_rank``,
     ``<a>_retrieval_csls_recall@K``, ``<a>_retrieval_by_label_recall@K``, and
     zero-shot ``acc1``, ``acc5``, ``mean_per_class_recall``."""
     a, b = results.get("pair", DEFAULT_PAIR)

@@ -68,18 +68,19 @@ def test_zero_shot_matches_sklearn():
 
 
 def _plain(block):
-    """Recall@K and median rank of a direction (without mAP and the CSLS figures)."""
+    """Recall@K, median and mean rank of a direction (without mAP and the CSLS figures)."""
     return {k: v for k, v in block.items() if "mAP" not in k and "csls" not in k}
 
 
 def _brute_recall(scores, groups, ks=(1, 5, 10)):
-    """R@k and 1-based median rank, ties against the query, by sorting each row."""
+    """R@k and 1-based median and mean rank, ties against the query, by sorting each row."""
     ranks = []
     for i in range(len(scores)):
         order = sorted(range(scores.shape[1]), key=lambda j: (-scores[i, j], groups[j] == groups[i]))
         ranks.append(next(p for p, j in enumerate(order) if groups[j] == groups[i]))
     ranks = np.array(ranks)
-    return {**{f"R@{k}": float(np.mean(ranks < k)) for k in ks}, "median_rank": float(np.median(ranks + 1))}
+    return {**{f"R@{k}": float(np.mean(ranks < k)) for k in ks}, "median_rank": float(np.median(ranks + 1)),
+            "mean_rank": float(np.mean(ranks + 1))}
 
 
 def _independent(model_dir, rows):
@@ -121,8 +122,8 @@ def test_evaluate_writes_results(trained_model_dir, shapes_dir, tmp_path):
     assert on_disk["retrieval"] == results["retrieval"]
     assert results["n"] == 12 and results["zero_shot"]["n"] == 12
     assert set(results["retrieval"]["text_to_image"]) == {
-        "R@1", "R@5", "R@10", "median_rank", "mAP@10", "csls_R@1", "csls_R@5", "csls_R@10",
-        "csls_median_rank", "csls_mAP@10"}
+        "R@1", "R@5", "R@10", "median_rank", "mean_rank", "mAP@10", "csls_R@1", "csls_R@5",
+        "csls_R@10", "csls_median_rank", "csls_mean_rank", "csls_mAP@10"}
     metrics = on_disk["metrics"]  # the flat keys, CLIP_benchmark's names
     assert metrics["image_retrieval_recall@5"] == results["retrieval"]["text_to_image"]["R@5"]
     assert metrics["text_retrieval_recall@1"] == results["retrieval"]["image_to_text"]["R@1"]

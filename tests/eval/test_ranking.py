@@ -69,4 +69,4 @@ def test_retrieval_extras_layout():
     out = retrieval_extras(a, b, None, ("audio", "text"))
     assert set(out) == {"audio_to_text", "text_to_audio"}
     assert set(out["audio_to_text"]) == {"mAP@10", "csls_R@1", "csls_R@5", "csls_R@10",
-                                         "csls_median_rank", "csls_mAP@10"}
+                                         "csls_median_rank", "csls_mean_rank", "csls_mAP@10"}

@@ -11,7 +11,7 @@ import numpy as np
 from ...fileio import atomic_write_text
 from ...model_io import CONFIG_FILE
 from ..pairs import DEFAULT_PAIR
-from . import qualitative, sections
+from . import pair_test, qualitative, sections
 from .html import page, section
 from .model_info import ModelInfo, describe_folder
 from .previews import Previews
@@ -50,6 +50,9 @@ def write_report(out_dir: str | Path, results: dict[str, Any], a_emb: np.ndarray
                                                seed=seed)
         parts.append(section("Retrieval examples", qualitative.render(found, items, preview, seed),
                              anchor="examples"))
+    pairs = pair_test.section(results)
+    if pairs:
+        parts.append(section("Minimal pairs: does order matter?", pairs, anchor="minimal-pairs"))
     parts += [section("Zero-shot classification", sections.zero_shot_section(results), anchor="zero-shot"),
               section("Probes", sections.probe_section(results), anchor="probes"),
               section("Geometry", sections.geometry_section(results, a_emb, b_emb, items, preview),

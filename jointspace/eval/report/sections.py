@@ -8,7 +8,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import plots
+from . import pair_test, plots
 from ..pairs import direction_keys, query_side
 from .html import (bullet_list, details, direction_words, esc, figure, figure_words, figures, html_table,
                    note, num)
@@ -38,6 +38,9 @@ def headline_sentences(results: dict[str, Any]) -> list[str]:
         out.append(f"{direction_words(d)} strict R@1 {w(strict[d]['R@1'])} (chance "
                    f"{w(strict['chance'][d]['R@1'])}, ceiling {w(strict['ceiling'][d]['R@1'])})"
                    " — only the query's own pair counts")
+    pairs = pair_test.headline(results)
+    if pairs:
+        out.append(pairs)
     z = results.get("zero_shot")
     if z:
         out.append(f"zero-shot top-1 {w(z['top1'])} over {z['n_classes']} classes "
@@ -93,8 +96,8 @@ def retrieval_section(results: dict[str, Any], a_emb: np.ndarray, b_emb: np.ndar
     if not r:
         return note("Retrieval was not run.")
     names = results["pair"]
-    header = ["view", "direction", "R@1", "R@5", "R@10", "median rank", "mAP@10", "chance R@1",
-              "ceiling R@1"]
+    header = ["view", "direction", "R@1", "R@5", "R@10", "median rank", "mean rank", "mAP@10",
+              "chance R@1", "ceiling R@1"]
     rows = []
 
     def add(view: str, block: dict[str, Any], scoring: str = "", chance: dict | None = None,
@@ -103,7 +106,8 @@ def retrieval_section(results: dict[str, Any], a_emb: np.ndarray, b_emb: np.ndar
             if d not in block:
                 continue
             x = block[d]
-            plain = [x.get("median_rank"), x.get("mAP@10")] if not scoring else [None, None]
+            plain = ([x.get("median_rank"), x.get("mean_rank"), x.get("mAP@10")] if not scoring
+                     else [None, None, None])
             rows.append([view, direction_words(d)] + [x.get(scoring + k) for k in ("R@1", "R@5", "R@10")]
                         + plain + [(chance or {}).get(d, {}).get("R@1"),
                                    (ceiling or {}).get(d, {}).get("R@1")])
