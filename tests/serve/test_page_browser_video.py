@@ -1,8 +1,9 @@
 """The search page with clips (issue 24) in headless chromium, under its Content-Security-
 Policy: a clip's card shows its poster (an image, as the plug-in's preview kind says), the
-detail view plays the file in a <video> whose metadata loads (also as a blob: URL when the
-server asks for a key), the file picker takes clips, an uploaded clip is shown and searched
-with, and a clip jointspace cannot read is refused in a sentence. Pictures in the same
+detail view plays the file in a <video> whose metadata loads (with a key, as a blob: URL
+fetched only when the user asks, aborted when the dialog closes, refused over a size
+limit), the file picker takes clips, an uploaded clip is shown and searched with, and a
+clip jointspace cannot read is refused in a sentence. Pictures in the same
 collection keep their <img> in the grid and the detail view."""
 import pytest
 
@@ -114,21 +115,74 @@ def test_an_uploaded_clip_is_shown_and_finds_itself(clips_col, page):
         assert page.eval_on_selector_all("#grid .card", "els => els.length") == 0
 
 
-def test_with_a_key_the_clip_plays_from_a_blob_url(clips_col, page):
+def slow_files(app, delay):
+    """``app`` with its answers to ``/items/{id}/file`` held back ``delay["s"]`` seconds: a
+    fetch the page aborts is still under way when the test closes the dialog."""
+    import asyncio
+
+    @app.middleware("http")
+    async def hold(request, call_next):
+        if request.url.path.endswith("/file"):
+            await asyncio.sleep(delay["s"])
+        return await call_next(request)
+    return app
+
+
+def open_with_key(page, url):
+    page.goto(url)
+    page.fill("#key", "clips")
+    page.fill("#q", "a shape")
+    page.press("#q", "Enter")  # the page learns the modalities once the key is given
+    wait_until(page, "document.querySelectorAll('#target option').length === 3")
+    page.select_option("#target", "video")
+    wait_until(page, f"{CARDS} === {CLIPS} && document.querySelectorAll('#grid .card"
+                     f"[data-modality=video]').length === {CLIPS}")
+    wait_until(page, "[...document.querySelectorAll('#grid img')].every(i => i.complete && "
+                     "i.naturalWidth > 0 && i.src.startsWith('blob:'))")
+
+
+def test_with_a_key_the_clip_is_fetched_only_when_asked_and_aborted_on_close(clips_col, page):
+    """A player cannot send the key, so with one the file comes as a whole blob: not when the
+    detail view opens (its poster does), only when the user asks; closing the dialog aborts
+    the fetch; a file over the page's size limit is refused in a sentence."""
     col, _ = clips_col
-    with running(create_app(col, api_key="clips")) as url:
-        page.goto(url)
-        page.fill("#key", "clips")
-        page.fill("#q", "a shape")
-        page.press("#q", "Enter")  # the page learns the modalities once the key is given
-        wait_until(page, "document.querySelectorAll('#target option').length === 3")
-        page.select_option("#target", "video")
-        wait_until(page, f"{CARDS} === {CLIPS} && document.querySelectorAll('#grid .card"
-                         f"[data-modality=video]').length === {CLIPS}")
-        wait_until(page, "[...document.querySelectorAll('#grid img')].every(i => i.complete && "
-                         "i.naturalWidth > 0 && i.src.startsWith('blob:'))")
+    delay = {"s": 0.0}
+    files, failed = [], []
+    page.on("request", lambda r: r.url.endswith("/file") and files.append(r.url))
+    page.on("requestfailed", lambda r: r.url.endswith("/file") and failed.append(r.failure))
+    with running(slow_files(create_app(col, api_key="clips"), delay)) as url:
+        open_with_key(page, url)
         open_first(page, "video")
-        wait_until(page, f"{DETAIL_VIDEO} !== null && {DETAIL_VIDEO}.readyState >= 1", timeout=30)
-        wait_until(page, f"{DETAIL_VIDEO}.poster.startsWith('blob:')")
+        wait_until(page, f"{DETAIL_VIDEO} !== null && {DETAIL_VIDEO}.poster.startsWith('blob:')")
+        page.wait_for_timeout(500)
+        assert files == []  # the poster, not the file
+        assert page.eval_on_selector("#detail-media video", "v => [v.getAttribute('src'), v.readyState]") \
+            == [None, 0]
+        page.click("#detail-media .load-file")
+        wait_until(page, f"{DETAIL_VIDEO}.readyState >= 1", timeout=30)
         src, duration = page.eval_on_selector("#detail-media video", "v => [v.src, v.duration]")
         assert src.startswith("blob:") and duration == pytest.approx(0.75, abs=0.01)
+        assert len(files) == 1 and page.eval_on_selector_all("#detail-media .load-file", "b => b.length") == 0
+        page.keyboard.press("Escape")
+        wait_until(page, "!document.querySelector('#detail').open")
+
+        delay["s"] = 2.0  # closed mid-fetch: aborted, and the player gets nothing
+        open_first(page, "video")
+        page.click("#detail-media .load-file")
+        wait_until(page, "document.querySelector('#detail-media .load-file').disabled")
+        page.wait_for_timeout(300)
+        page.keyboard.press("Escape")
+        page.wait_for_timeout(2500)  # past the server's answer
+        assert len(files) == 2 and failed == ["net::ERR_ABORTED"]
+        assert page.eval_on_selector("#detail-media video", "v => v.getAttribute('src')") is None
+        assert page.evaluate("detailUrls.length") == 0
+
+        delay["s"] = 0.0  # a file over the limit is refused, not loaded
+        open_first(page, "video")
+        page.evaluate("blobLimit = 100")
+        page.click("#detail-media .load-file")
+        wait_until(page, "document.querySelector('#detail-media p[role=status]') !== null")
+        said = page.inner_text("#detail-media p[role=status]")
+        assert said.startswith("The file was not loaded: it is") and "more than the page loads" in said
+        assert page.eval_on_selector("#detail-media video", "v => v.getAttribute('src')") is None
+        assert len(files) == 3
