@@ -79,6 +79,7 @@ class AudioModality(Modality):
     default_tower = "audio_conv"
     preview_kind = "audio"
     player_kind = "audio"
+    mime_types = _MIME
     uploadable = True
 
     def check(self, path: Any) -> ItemCheck:
@@ -113,10 +114,6 @@ class AudioModality(Modality):
         return Preview("audio", _MIME.get(path.suffix.lower(), "application/octet-stream"),
                        path.read_bytes())
 
-    def player(self, path: str | Path, *, max_bytes: int = PREVIEW_BYTES) -> Preview:
-        """The file itself (as :meth:`preview`), its type from its suffix."""
-        found = super().player(path, max_bytes=max_bytes)
-        return Preview(found.kind, _MIME.get(Path(path).suffix.lower(), found.mime), found.data)
 
     def sample(self, folder: Path) -> Path:
         """A WAV file of 0.25 s of 440 Hz at 44.1 kHz, so that the decoder (soundfile) and

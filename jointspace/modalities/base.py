@@ -111,6 +111,8 @@ class Modality:
     default_tower: str = ""
     preview_kind: str = ""
     player_kind: str = ""
+    #: suffix → MIME type of the files :meth:`player` hands out (``mimetypes``' guess for others)
+    mime_types: dict[str, str] = {}
     uploadable: bool = False
     text_like: bool = False
 
@@ -177,7 +179,8 @@ class Modality:
 
     def player(self, path: str | Path, *, max_bytes: int = PLAYER_BYTES) -> Preview:
         """The whole file at ``path`` for a page's element of :attr:`player_kind` (an
-        ``<audio>`` or ``<video>`` player, an ``<img>``), its type guessed from its suffix;
+        ``<audio>`` or ``<video>`` player, an ``<img>``), its type from its suffix
+        (:attr:`mime_types`, else ``mimetypes``);
         :class:`TooLarge` above ``max_bytes``. A modality without a player refuses."""
         if not self.player_kind:
             raise DataError(f"{self.name} items have no player")
@@ -189,8 +192,14 @@ class Modality:
         if size > max_bytes:
             raise TooLarge(f"{path.name} is {size} bytes; {self.name} files are played up to "
                            f"{max_bytes} bytes")
-        mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        return Preview(self.player_kind, mime, path.read_bytes())
+        return Preview(self.player_kind, self.mime_type(path), path.read_bytes())
+
+    def mime_type(self, path: str | Path) -> str:
+        """The MIME type of a file of this modality, from its suffix (:attr:`mime_types`,
+        else ``mimetypes``' guess, else ``application/octet-stream``)."""
+        path = Path(path)
+        return (self.mime_types.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0]
+                or "application/octet-stream")
 
     def sample(self, folder: Path) -> Any:
         """A tiny item of this modality, taken the way a query's item is, so that a server

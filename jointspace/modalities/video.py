@@ -17,9 +17,8 @@ import io
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError
 from ..extras import require
-from .base import MODALITIES, PLAYER_BYTES, ItemCheck, Modality, Preview, TooLarge
+from .base import MODALITIES, ItemCheck, Modality, Preview
 from .video_io import DEFAULT_FRAMES, MAX_BYTES, Clip, check_video, read_clip
 
 #: ISO base media (``ftyp``) brands of files that hold no video: audio (M4A …) and
@@ -42,19 +41,6 @@ def is_video_head(head: bytes) -> bool:
     return head[:4] == b"\x1a\x45\xdf\xa3" or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
 
 
-def player(path: str | Path, *, max_bytes: int = PLAYER_BYTES) -> Preview:
-    """The whole file, for a page's ``<video>`` player, its type from the suffix
-    (:class:`TooLarge` above ``max_bytes``)."""
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise DataError(f"video file not found: {path}") from None
-    if size > max_bytes:
-        raise TooLarge(f"{path.name} is {size} bytes; video previews are at most {max_bytes}")
-    return Preview("video", MIME.get(path.suffix.lower(), "application/octet-stream"), path.read_bytes())
-
-
 class VideoModality(Modality):
     """Video clips → :class:`~jointspace.modalities.video_io.Clip` (frames sampled uniformly
     over the clip; towers take its ``frames``)."""
@@ -66,6 +52,7 @@ class VideoModality(Modality):
     default_tower = "video_frames"
     preview_kind = "image"  # the poster frame: a grid card's or a report's picture
     player_kind = "video"  # the detail view plays the file
+    mime_types = MIME
     uploadable = True
 
     def check(self, path: Any) -> ItemCheck:
@@ -89,7 +76,7 @@ class VideoModality(Modality):
 
     def preview(self, path: str | Path, *, max_px: int = 256) -> Preview:
         """The poster frame: the middle of the clip, a JPEG at most ``max_px`` a side (a
-        page shows it as an image; :func:`player` gives the file for a player)."""
+        page shows it as an image; :meth:`player` gives the file for a player)."""
         from PIL import Image
 
         clip = read_clip(path, frames=1, where=str(path))
@@ -99,9 +86,6 @@ class VideoModality(Modality):
         image.save(out, "JPEG", quality=85)
         return Preview("image", "image/jpeg", out.getvalue())
 
-    def player(self, path: str | Path, *, max_bytes: int = PLAYER_BYTES) -> Preview:
-        """The whole file for a page's ``<video>`` player, its type from :data:`MIME`."""
-        return player(path, max_bytes=max_bytes)
 
     def sample(self, folder: Path) -> Path:
         """A 0.4 s, 32×32 H.264 (else MPEG-4) MP4 of 10 frames, so that PyAV, FFmpeg's demuxer and decoder

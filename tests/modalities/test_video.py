@@ -15,7 +15,7 @@ from PIL import Image
 
 pytest.importorskip("av")
 
-from video_files import (full_decode, frame_number, numbered_frame, on_screen, reference_at,  # noqa: E402
+from video_files import (count_cursors, full_decode, frame_number, numbered_frame, on_screen, reference_at,  # noqa: E402
                          set_mp4_rotation, write_audio_only, write_blank, write_clip, write_no_frames)
 
 from jointspace.data.manifest import read_manifest  # noqa: E402
@@ -25,7 +25,7 @@ from jointspace.modalities import (MODALITIES, TooLarge, decode_with_limits, mod
 from jointspace.modalities import video_io  # noqa: E402
 from jointspace.modalities import video as video_plugin  # noqa: E402
 from jointspace.modalities.base import PLAYER_BYTES  # noqa: E402
-from jointspace.modalities.video import VIDEO, player  # noqa: E402
+from jointspace.modalities.video import VIDEO  # noqa: E402
 from jointspace.modalities.video_io import check_video, read_clip  # noqa: E402
 
 #: (file name, codec, pixel format): every container and codec the policy names
@@ -162,14 +162,7 @@ def test_a_clip_shorter_than_its_samples_repeats_frames_and_says_so(tmp_path):
 def test_cost_does_not_grow_with_the_duration(tmp_path, monkeypatch):
     """Keyframes every 10 frames: 8 samples decode at most 8 × (a GOP + the reorder window)
     packets, for a 20 s clip as for a 60 s one (a full decode: 200 and 600)."""
-    cursors = []
-
-    class Counting(video_io.Cursor):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            cursors.append(self)
-
-    monkeypatch.setattr(video_io, "Cursor", Counting)
+    cursors = count_cursors(monkeypatch)
     decoded = []
     for seconds in (20, 60):
         path = write_clip(tmp_path / f"{seconds}.mp4", n=seconds * 10, rate=10,
@@ -299,15 +292,16 @@ def test_preview_is_the_middle_frame_as_a_small_jpeg_and_the_player_the_file(tmp
     poster = np.asarray(Image.open(io.BytesIO(shown.data)))
     assert poster.shape == (48, 64, 3) and frame_number(poster) == 15
     assert max(Image.open(io.BytesIO(VIDEO.preview(path, max_px=20).data)).size) <= 20
-    played = player(path)
+    played = VIDEO.player(path)
     assert (played.kind, played.mime, played.data) == ("video", "video/mp4", path.read_bytes())
-    assert player(write_clip(tmp_path / "c.webm", codec="libvpx-vp9", n=3)).mime == "video/webm"
+    assert VIDEO.player(write_clip(tmp_path / "c.webm", codec="libvpx-vp9", n=3)).mime == "video/webm"
     with pytest.raises(TooLarge):
         VIDEO.player(path, max_bytes=100)
     import inspect  # one bound for every plug-in's player: the base class's
     assert not hasattr(video_plugin, "PREVIEW_BYTES")
     assert inspect.signature(VIDEO.player).parameters["max_bytes"].default is PLAYER_BYTES
-    assert inspect.signature(player).parameters["max_bytes"].default is PLAYER_BYTES
+    assert inspect.signature(MODALITIES.get("audio").player).parameters["max_bytes"].default \
+        is PLAYER_BYTES
 
 
 def test_the_plugin_is_registered_and_unambiguous(tmp_path):
