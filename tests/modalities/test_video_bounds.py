@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("av")
 
-from video_files import frame_number, full_decode, write_clip, write_latin1_title, write_sizes  # noqa: E402
+from video_files import count_cursors, frame_number, full_decode, write_clip, write_latin1_title, write_sizes  # noqa: E402
 
 from jointspace.errors import DataError  # noqa: E402
 from jointspace.modalities import TooLarge, video_io, video_seek  # noqa: E402
@@ -77,14 +77,7 @@ def test_a_stream_that_grows_mid_way_is_refused_though_no_sampled_frame_is_large
 
 def test_the_decoded_pixels_of_a_clip_are_bounded(tmp_path, monkeypatch):
     """A clip that decodes P pixels is read under a budget of P and refused under P − 1."""
-    cursors = []
-
-    class Counting(video_io.Cursor):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            cursors.append(self)
-
-    monkeypatch.setattr(video_io, "Cursor", Counting)
+    cursors = count_cursors(monkeypatch)
     path = write_clip(tmp_path / "c.mp4", n=60, options={"g": "10", "bf": "0"})
     read_clip(path)
     pixels = cursors[-1].pixels

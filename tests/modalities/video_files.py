@@ -205,3 +205,19 @@ def write_sizes(path: Path, sizes: Sequence[tuple[int, int]], rate: int = 10) ->
         i = j
     out.close()
     return path
+
+
+def count_cursors(monkeypatch) -> list:
+    """Every decoding cursor the video reader opens from now on, in order (their ``decoded``
+    packets and ``pixels`` say what a read cost)."""
+    from jointspace.modalities import video_io
+
+    opened = []
+
+    class Counting(video_io.Cursor):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            opened.append(self)
+
+    monkeypatch.setattr(video_io, "Cursor", Counting)
+    return opened
