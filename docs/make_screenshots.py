@@ -20,12 +20,9 @@ from __future__ import annotations
 import argparse
 import csv
 import shutil
-import socket
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 DOCS = Path(__file__).resolve().parent
 WIDTH, HEIGHT = 1280, 900
@@ -93,9 +90,10 @@ def shoot_report(page: Any, report: Path, out: Path) -> None:
 
 def shoot_page(page: Any, collection: Path, manifest: Path, out: Path) -> None:
     from jointspace.serve import create_app
+    from jointspace.serve.run import serving_in_thread
     row = first_row(manifest)
     root = manifest.parent
-    with serving(create_app(collection)) as url:
+    with serving_in_thread(create_app(collection)) as url:
         page.goto(f"{url}/?q={TEXT_QUERY.replace(' ', '+')}")
         page.fill("#q", TEXT_QUERY)
         page.press("#q", "Enter")
@@ -122,26 +120,6 @@ def settle(page: Any, timeout: float = 60.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"the page did not show results: {page.inner_text('#status')!r}")
         page.wait_for_timeout(100)
-
-
-@contextmanager
-def serving(app: Any) -> Iterator[str]:
-    import uvicorn
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        if not thread.is_alive():
-            raise RuntimeError("the server did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 if __name__ == "__main__":

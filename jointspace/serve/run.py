@@ -27,8 +27,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from fastapi import FastAPI
 
@@ -128,3 +132,30 @@ def serve(collection: str | Path | Collection, host: str = "127.0.0.1", port: in
 
 
 __all__ = ["app_from_environment", "serve"]
+
+
+@contextmanager
+def serving_in_thread(app: FastAPI, timeout: float = 30.0) -> Iterator[str]:
+    """``app`` served by uvicorn on a free loopback port in a daemon thread, for a notebook,
+    a script or a test: yields its base URL, stops it on exit.
+
+    >>> with serving_in_thread(create_app("runs/col")) as url:  # doctest: +SKIP
+    ...     requests.post(f"{url}/search", json={"text": "a red circle"})
+    """
+    import uvicorn
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

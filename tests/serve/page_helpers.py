@@ -1,35 +1,17 @@
 """What the browser tests of the search page share: a server on a free port in a thread,
 and a wait that works under the page's Content-Security-Policy (Playwright's own
 ``wait_for_function`` would need ``unsafe-eval``: this polls with ``page.evaluate``)."""
-import socket
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
-import uvicorn
+from jointspace.serve.run import serving_in_thread
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
-@contextmanager
 def running(app):
-    """``app`` served by uvicorn on a free loopback port, in a thread: its base URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    """``app`` served on a free loopback port, in a thread: its base URL (a context manager)."""
+    return serving_in_thread(app)
 
 
 def wait_until(page, expression, timeout=20.0):
