@@ -434,6 +434,74 @@ def test_bf16_and_int8_keep_each_image_and_workers_keep_the_order(saved, images,
         assert torch.cdist(got, expected).argmin(dim=1).tolist() == list(range(len(images))), options
 
 
+@pytest.mark.parametrize("name,options", [(name, {}) for name in FAMILIES]
+                         + [(name, {"image_size": 48}) for name in ("clip_vision", "siglip_whole", "dinov2")])
+def test_openvino_runtime_equals_transformers(saved, images, name, options, no_network):
+    """runtime: openvino compiles the pooled forward (offline); fp32 features equal
+    transformers' to 1e-5, at the folder's size and at an interpolated one."""
+    pytest.importorskip("openvino")
+    s = saved(name)
+    tower = build_tower(hfv(s.folder, runtime="openvino", **options), 8, "image").eval()
+    px_ref, expected = reference(s, images, **(s.family.at_48 if options else {}))
+    px, got = ours(tower, images)
+    torch.testing.assert_close(px, px_ref, atol=1e-6, rtol=0)
+    assert "openvino" in tower._fast, "the compiled forward was not used"
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    # one compiled graph serves every batch size
+    single = tower.encode_features([str(images[2])], normalize=False)
+    torch.testing.assert_close(single[0], expected[2], atol=1e-5, rtol=1e-5)
+    assert not no_network, no_network
+
+
+def test_openvino_runtime_follows_the_weights_and_never_trains(saved, images):
+    pytest.importorskip("openvino")
+    s = saved("clip_vision")
+    torch_tower = build_tower(hfv(s.folder), 8, "image").eval()
+    tower = build_tower(hfv(s.folder, runtime="openvino"), 8, "image").eval()
+    paths = [str(p) for p in images]
+    first = tower.encode_features(paths)
+    with torch.no_grad():  # change the weights in place: the compiled graph must follow
+        for t in (torch_tower, tower):
+            t.backbone.post_layernorm.weight.mul_(-2.0)
+    changed = tower.encode_features(paths)
+    assert not torch.allclose(changed, first, atol=1e-3)
+    torch.testing.assert_close(changed, torch_tower.encode_features(paths), atol=1e-5, rtol=1e-5)
+    # training (or any forward that needs gradients) runs the torch module
+    tower.set_trainable("all")
+    tower.train()
+    x = tower.collate([tower.preprocess_one(p) for p in images[:2]])
+    key = tower._fast["openvino"][0]
+    tower(x).sum().backward()
+    assert tower.backbone.post_layernorm.weight.grad is not None
+    assert tower._fast["openvino"][0] == key  # nothing recompiled for the training forward
+
+
+def test_openvino_bf16_keeps_each_image(saved, images):
+    pytest.importorskip("openvino")
+    s = saved("clip_vision")
+    _, expected = reference(s, images)
+    tower = build_tower(hfv(s.folder, runtime="openvino", precision="bf16"), 8, "image").eval()
+    _, got = ours(tower, images)
+    apart = torch.cdist(expected, expected).fill_diagonal_(float("inf")).min(dim=1).values
+    assert ((got - expected).norm(dim=-1) < apart / 2).all()
+
+
+def test_runtime_option_errors(saved, monkeypatch):
+    import sys
+
+    from jointspace.extras import MissingExtraError
+
+    folder = saved("convnext").folder
+    with pytest.raises(ConfigError, match="runtime must be one of torch, openvino, got 'onnx'"):
+        build_tower(hfv(folder, runtime="onnx"), 8, "image")
+    with pytest.raises(ConfigError, match="does not combine with runtime: openvino"):
+        build_tower(hfv(folder, runtime="openvino", quantize=True), 8, "image")
+    tower = build_tower(hfv(folder, runtime="openvino"), 8, "image").eval()
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
+    with pytest.raises(MissingExtraError, match=r"pip install 'jointspace\[openvino\]'"), torch.no_grad():
+        tower.features(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+
+
 # --------------------------------------------------------------------------- cache, offline, errors
 def test_frozen_features_are_cached_like_the_text_towers(saved, images, tmp_path):
     from jointspace.train.feature_cache import FeatureCache, tower_fingerprint
