@@ -285,7 +285,15 @@ def clip_case(impl: str, opt: str, workers: int, args: argparse.Namespace, runti
         return tower.head(feats)
 
     def forward(pixels):  # what tower.features runs after the normalisation
-        return tower.head(tower.pooled_features(pixels))
+        if runtime == "openvino":
+            return tower.head(tower._openvino_forward(
+                lambda: tower._pooled(tower.backbone, False), pixels,
+                extra_key=(False, tuple(pixels.shape[1:])))(pixels))
+        backbone, ctx = tower._runner(pixels.device)
+        dt = next(backbone.parameters()).dtype
+        with ctx:
+            pooled = backbone(pixel_values=pixels.to(dt)).pooler_output
+        return tower.head(pooled.float())
 
     precision = tower.resolved_precision(torch.device("cpu"))
     detail = (f"hf_vision {({'precision': opt} if opt else 'defaults')} -> {precision}, runtime {runtime}, "

@@ -23,7 +23,7 @@ from ..errors import ConfigError, JointspaceError
 from ..progress import logger
 from .base import Adapter, Tower
 from .hf_loading import PRECISIONS, native_bf16_device
-from .openvino_runtime import COMPILE_LOCK, CompiledForward
+from .openvino_runtime import CompiledForward
 
 
 @dataclass
@@ -90,23 +90,6 @@ class HFBackboneTower(Tower):
             return backbone, contextlib.nullcontext()
         return self._inference_copy(kind), contextlib.nullcontext()
 
-    def _drop_fast(self) -> None:
-        """Forget the inference copy and the compiled graph (the backbone was replaced)."""
-        self._fast.pop("copy", None)
-        self._fast.pop("openvino", None)
-
-    def __getstate__(self) -> dict[str, Any]:
-        # the inference copy and the compiled graph are rebuilt on demand; an OpenVINO
-        # CompiledModel cannot be pickled or deep-copied (DataLoader workers, deepcopy)
-        state = dict(super().__getstate__())
-        state["_fast"] = {}
-        return state
-
-    def _weights_key(self) -> tuple:
-        """Changes whenever the backbone or any of its weights does (in place included)."""
-        return id(self.backbone), tuple((id(p), p.data_ptr(), p._version)
-                                        for p in self.backbone.parameters())
-
     def _needs_torch(self) -> bool:
         """Whether this forward must run the fp32 torch backbone (training, or gradients wanted)."""
         return self.backbone.training or (torch.is_grad_enabled() and any(
@@ -117,18 +100,20 @@ class HFBackboneTower(Tower):
         """``make_module()`` (a one-tensor forward around the backbone) compiled by OpenVINO,
         kept until the weights, precision, thread count or ``extra_key`` change."""
         precision = self.resolved_precision(example.device)
-        key = (precision, extra_key, torch.get_num_threads(), self._weights_key())
-        with COMPILE_LOCK:  # two threads asking at once compile once
-            cached = self._fast.get("openvino")
-            if cached is None or cached[0] != key:
-                self._fast.pop("openvino", None)  # free the old graph before compiling the new one
-                cached = (key, CompiledForward(make_module(), example[:1], precision, label=label))
-                self._fast["openvino"] = cached
+        params = list(self.backbone.parameters())
+        key = (precision, extra_key, torch.get_num_threads(), id(self.backbone),
+               tuple((id(p), p.data_ptr(), p._version) for p in params))
+        cached = self._fast.get("openvino")
+        if cached is None or cached[0] != key:
+            self._fast.pop("openvino", None)  # free the old graph before compiling the new one
+            cached = (key, CompiledForward(make_module(), example[:1], precision, label=label))
+            self._fast["openvino"] = cached
         return cached[1]
 
     def _inference_copy(self, kind: str) -> nn.Module:
         params = list(self.backbone.parameters())
-        key = (kind, str(params[0].device), params[0].dtype, self._weights_key())
+        key = (kind, id(self.backbone), str(params[0].device), params[0].dtype,
+               tuple((id(p), p.data_ptr(), p._version) for p in params))
         cached = self._fast.get("copy")
         if cached is not None and cached[0] == key:
             return cached[1]
@@ -163,7 +148,7 @@ class HFBackboneTower(Tower):
                                       f"config: {str(e).splitlines()[0]}") from None
         self.backbone = model.to(self._device())
         self._held = None
-        self._drop_fast()
+        self._fast.pop("copy", None)
         self._fit_head(width)
         self.set_trainable(self.trainable)  # new parameters: freeze what should be frozen
         self.train(self.training)
@@ -202,7 +187,7 @@ def _hold_backbone_weights(module: HFBackboneTower, state_dict: dict[str, Any], 
                     "from the model folder's config", module.modality, getattr(module, "source", ""))
     module._held = {k[len(head):]: state_dict.pop(k) for k in keys}
     module.backbone = None  # registered as None: its keys are neither loaded nor "unexpected"
-    module._drop_fast()
+    module._fast.pop("copy", None)
     module._fit_head_to_state(state_dict, prefix)
     module.set_trainable(module.trainable)
     module.train(module.training)

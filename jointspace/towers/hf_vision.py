@@ -31,12 +31,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, DataError, JointspaceError
-from ..progress import logger
 from .base import TOWERS, Adapter
 from .hf_backbone import HFBackboneTower, InferenceOptions
 from .hf_loading import (HF_CONFIG_FILE, LOCAL_ONLY, config_signature, drop_pooler,
                          quiet_transformers, read_json, transformers_module)
-from .hf_vision_families import FAMILIES, IDENTITY, WHOLE_MODELS, PooledOutput, VisionFamily
 from .image_processing import ImageProcessing, read_image_processing
 from .openvino_runtime import check_runtime
 from .vision import open_image
@@ -44,8 +42,38 @@ from .vision import open_image
 SETTINGS_FILE = "hf_vision.json"
 PROCESSING_FILE = "image_processing.json"
 HEADS = ("new", "pretrained")
+IDENTITY = "identity"
 
 
+@dataclass(frozen=True)
+class VisionFamily:
+    """How ``transformers`` holds one family: the class that reads a folder's weights,
+    where in it the backbone and the pretrained projection are (``identity``: the pooled
+    output is already in the joint space; ``""``: none), the image processor a folder
+    naming none uses, whether ``forward`` takes ``interpolate_pos_encoding``, and whether
+    a model without ``pooler_output`` pools its first token (ViT without pooler)."""
+
+    loader: str
+    processor: str
+    backbone: str = ""
+    projection: str = ""
+    interpolate: bool = False
+    first_token: bool = False
+
+
+#: the vision config's model_type → its family
+FAMILIES = {
+    "clip_vision_model": VisionFamily("CLIPVisionModelWithProjection", "CLIPImageProcessor",
+                                      backbone="vision_model", projection="visual_projection",
+                                      interpolate=True),
+    "siglip_vision_model": VisionFamily("SiglipVisionModel", "SiglipImageProcessor",
+                                        projection=IDENTITY, interpolate=True),
+    "vit": VisionFamily("ViTModel", "ViTImageProcessor", interpolate=True, first_token=True),
+    "dinov2": VisionFamily("Dinov2Model", "BitImageProcessor"),  # interpolates by itself
+    "convnext": VisionFamily("ConvNextModel", "ConvNextImageProcessor"),
+}
+#: whole-model model_types whose vision_config the tower takes
+WHOLE_MODELS = ("clip", "siglip")
 
 
 @dataclass
@@ -60,8 +88,8 @@ class HFVisionConfig(InferenceOptions):
     head: str = "new"
     #: square input size other than the folder's (positions interpolated); 0 = the folder's
     image_size: int = 0
-    #: what runs the backbone when no gradient flows through it (inference, validation, a
-    #: frozen backbone): torch, or openvino (CPU only; :mod:`.openvino_runtime`)
+    #: what runs inference (eval, no gradients): torch, or openvino (the CPU; the graph
+    #: compiled once, :mod:`.openvino_runtime`); training always runs torch
     runtime: str = "torch"
 
     def __post_init__(self) -> None:
@@ -209,14 +237,10 @@ class HFVisionTower(HFBackboneTower):
         """uint8 ``[B, 3, H, W]`` from :meth:`preprocess_one` → the backbone's pooled output,
         float32 ``[B, width]`` (no projection)."""
         self._check_backbone()
-        return self.pooled_features(self.processing.normalise(x))
-
-    def pooled_features(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Normalised float pixel values ``[B, 3, H, W]`` → the pooled output, float32
-        ``[B, width]``, run as :meth:`features` runs it (runtime, precision options)."""
+        pixels = self.processing.normalise(x)
         native = getattr(self.backbone.config, "image_size", None)
         interpolate = self.family.interpolate and tuple(pixels.shape[-2:]) != (native, native)
-        if self.config.runtime == "openvino" and not self._needs_torch() and self._on_cpu(pixels):
+        if self.config.runtime == "openvino" and not self._needs_torch():
             compiled = self._openvino_forward(
                 lambda: self._pooled(self.backbone, interpolate), pixels,
                 extra_key=(interpolate, tuple(pixels.shape[1:])),  # traced: one graph per size
@@ -227,18 +251,8 @@ class HFVisionTower(HFBackboneTower):
         with ctx:
             return self._pooled(backbone, interpolate)(pixels.to(dtype)).float()
 
-    def _on_cpu(self, pixels: torch.Tensor) -> bool:
-        """Whether OpenVINO can run this batch; elsewhere torch runs it (said once)."""
-        if pixels.device.type == "cpu":
-            return True
-        if not self._fast.get("openvino_elsewhere"):
-            self._fast["openvino_elsewhere"] = True
-            logger.warning("runtime: openvino runs on the CPU; the %s tower is on %s, so torch runs it",
-                           self.modality, pixels.device)
-        return False
-
     def _pooled(self, backbone: nn.Module, interpolate: bool) -> nn.Module:
-        return PooledOutput(backbone, interpolate, self.family.first_token, self.family_name)
+        return _PooledOutput(backbone, interpolate, self.family.first_token, self.family_name)
 
     @torch.inference_mode()
     def encode_features(self, images: Sequence[Any] | Any, batch_size: int = 32,
@@ -369,6 +383,26 @@ def _vision_config(transformers: Any, folder: Path) -> tuple[str, Any]:
         raise ConfigError(f"{folder} holds a {config.model_type!r} model; the hf_vision tower opens "
                           f"{', '.join(FAMILIES)} and the vision half of {', '.join(WHOLE_MODELS)}")
     return config.model_type, config
+
+
+class _PooledOutput(nn.Module):
+    """pixel values → the family's pooled output (``pooler_output``, or the first token
+    where the model has no pooler): one tensor in and out, so OpenVINO can convert it."""
+
+    def __init__(self, backbone: nn.Module, interpolate: bool, first_token: bool, family: str) -> None:
+        super().__init__()
+        self.backbone, self.interpolate, self.first_token = backbone, interpolate, first_token
+        self.family = family
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        kwargs = {"interpolate_pos_encoding": True} if self.interpolate else {}
+        out = self.backbone(pixel_values=pixel_values, **kwargs)
+        pooled = out.pooler_output
+        if pooled is None:
+            if not self.first_token:
+                raise JointspaceError(f"the {self.family} backbone gives no pooled output")
+            pooled = out.last_hidden_state[:, 0]
+        return pooled
 
 
 def _pooled_width(config: Any) -> int:

@@ -435,8 +435,7 @@ def test_bf16_and_int8_keep_each_image_and_workers_keep_the_order(saved, images,
 
 
 @pytest.mark.parametrize("name,options", [(name, {}) for name in FAMILIES]
-                         + [(name, {"image_size": 48}) for name in ("clip_vision", "siglip_whole", "vit",
-                                                                     "dinov2", "convnext")])
+                         + [(name, {"image_size": 48}) for name in ("clip_vision", "siglip_whole", "dinov2")])
 def test_openvino_runtime_equals_transformers(saved, images, name, options, no_network):
     """runtime: openvino compiles the pooled forward (offline); fp32 features equal
     transformers' to 1e-5, at the folder's size and at an interpolated one."""
@@ -490,44 +489,8 @@ def test_openvino_bf16_keeps_each_image(saved, images):
     _, expected = reference(s, images)
     tower = build_tower(hfv(s.folder, runtime="openvino", precision="bf16"), 8, "image").eval()
     _, got = ours(tower, images)
-    hint = tower._fast["openvino"][1].compiled.get_property("INFERENCE_PRECISION_HINT")
-    assert "bf16" in str(hint) or "bfloat16" in str(hint), hint
     apart = torch.cdist(expected, expected).fill_diagonal_(float("inf")).min(dim=1).values
     assert ((got - expected).norm(dim=-1) < apart / 2).all()
-    fp32 = build_tower(hfv(s.folder, runtime="openvino"), 8, "image").eval()
-    ours(fp32, images[:1])
-    assert "float32" in str(fp32._fast["openvino"][1].compiled.get_property("INFERENCE_PRECISION_HINT"))
-
-
-def test_openvino_runs_a_frozen_backbone_under_a_trained_head(saved, images, monkeypatch):
-    """trainable: head trains with the backbone frozen (eval mode, no gradients): OpenVINO
-    runs it, the head still gets its gradients; the tower deep-copies and pickles after."""
-    import copy
-    import pickle
-
-    pytest.importorskip("openvino")
-    from jointspace.towers.openvino_runtime import CompiledForward
-
-    s = saved("clip_vision")
-    tower = build_tower(TowerSpec("hf_vision", {"path": str(s.folder), "runtime": "openvino"},
-                                  trainable="head"), 8, "image")
-    tower.train()
-    assert not tower.backbone.training
-    calls = []
-    compiled_call = CompiledForward.__call__
-    monkeypatch.setattr(CompiledForward, "__call__", lambda self, x: calls.append(len(x)) or compiled_call(self, x))
-    x = tower.collate([tower.preprocess_one(p) for p in images[:3]])
-    tower(x).sum().backward()
-    assert calls == [3]
-    assert tower.proj.weight.grad is not None and tower.proj.weight.grad.abs().sum() > 0
-    tower.eval()
-    with torch.no_grad():
-        expected = tower(x)
-    for clone in (copy.deepcopy(tower), pickle.loads(pickle.dumps(tower))):
-        assert "openvino" not in clone._fast  # recompiled on demand
-        with torch.no_grad():
-            torch.testing.assert_close(clone(x), expected, atol=1e-5, rtol=1e-5)
-        assert "openvino" in clone._fast
 
 
 def test_runtime_option_errors(saved, monkeypatch):
@@ -554,8 +517,6 @@ def test_runtime_option_errors(saved, monkeypatch):
                            "converted.; use runtime: torch"), torch.no_grad():
             tower.features(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
-    with pytest.raises(MissingExtraError, match=r"pip install 'jointspace\[openvino\]'"):
-        build_tower(hfv(folder, runtime="openvino"), 8, "image")  # said when built, not steps later
     with pytest.raises(MissingExtraError, match=r"pip install 'jointspace\[openvino\]'"), torch.no_grad():
         tower.features(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
 
