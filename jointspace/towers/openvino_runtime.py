@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ConfigError, JointspaceError
+from ..errors import ConfigError
 from ..extras import require
 from ..progress import logger
 
@@ -48,38 +48,31 @@ class CompiledForward:
     call it with a CPU tensor of any batch size."""
 
     def __init__(self, module: nn.Module, example: torch.Tensor, precision: str,
-                 threads: int | None = None, label: str = "") -> None:
+                 threads: int | None = None) -> None:
         ov = require("openvino", "openvino", "runtime: openvino")
         if precision not in _PRECISION_HINTS:
             raise ConfigError(f"runtime: openvino runs fp32 or bf16, not {precision!r}")
-        if example.device.type != "cpu":
-            raise ConfigError(f"runtime: openvino runs on the CPU; the tower is on {example.device} "
-                              "(use runtime: torch there)")
         started = time.perf_counter()
-        name = label or type(module).__name__
-        modes = [(m, m.training) for m in module.modules()]  # each as it was, not the wrapper's
+        was_training = module.training
         module.eval()
-        settings = {"INFERENCE_PRECISION_HINT": _PRECISION_HINTS[precision],
-                    "PERFORMANCE_HINT": "LATENCY",  # one request at a time, all threads on it
-                    "INFERENCE_NUM_THREADS": str(threads or torch.get_num_threads())}
         try:
             with torch.no_grad(), warnings.catch_warnings():
                 # the trace fixes Python branches on shapes: callers key a graph by input size
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
-                graph = ov.convert_model(module, example_input=example.detach().float())
-            self.compiled = ov.Core().compile_model(graph, "CPU", settings)
-        except Exception as e:  # OpenVINO's own errors (an op it cannot convert, …) have no common base
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise JointspaceError(f"OpenVINO could not convert or compile {name}: "
-                                  f"{first[:300]}; use runtime: torch for this model") from e
+                graph = ov.convert_model(module, example_input=example.detach().cpu().float())
         finally:
-            for m, training in modes:
-                m.training = training
+            module.train(was_training)
+        settings = {"INFERENCE_PRECISION_HINT": _PRECISION_HINTS[precision],
+                    "PERFORMANCE_HINT": "LATENCY",  # one request at a time, all threads on it
+                    "INFERENCE_NUM_THREADS": str(threads or torch.get_num_threads())}
+        self.compiled = ov.Core().compile_model(graph, "CPU", settings)
         self.precision = precision
-        logger.info("OpenVINO compiled %s (%s) in %.1f s", name,
+        logger.info("OpenVINO compiled the %s forward (%s) in %.1f s", type(module).__name__,
                     precision, time.perf_counter() - started)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu":
+            raise ConfigError(f"runtime: openvino runs on the CPU; the input is on {x.device}")
         array = np.ascontiguousarray(x.detach().float().numpy())
         out: Any = self.compiled(array)[0]
         return torch.from_numpy(np.array(out, dtype=np.float32, copy=True))
