@@ -31,7 +31,6 @@ EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
     "serve": ("jointspace serve", ("fastapi", "fastapi_offline", "python_multipart", "uvicorn")),
     "report": ("eval's report.html", ("matplotlib",)),  # its plots
     "video": ("reading video files", ("av",)),  # PyAV: FFmpeg in its wheel
-    "openvino": ("runtime: openvino", ("openvino",)),  # a compiled CPU forward for image towers
 }
 
 

@@ -14,7 +14,7 @@ import contextlib
 import copy
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,7 +23,6 @@ from ..errors import ConfigError, JointspaceError
 from ..progress import logger
 from .base import Adapter, Tower
 from .hf_loading import PRECISIONS, native_bf16_device
-from .openvino_runtime import CompiledForward
 
 
 @dataclass
@@ -81,7 +80,8 @@ class HFBackboneTower(Tower):
         autocast when gradients are needed, or a bf16 / int8 inference copy."""
         backbone = self.backbone
         precision = self.resolved_precision(device)
-        if self._needs_torch():
+        needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in backbone.parameters())
+        if backbone.training or needs_grad:
             if precision == "bf16":
                 return backbone, torch.autocast(device_type=device.type, dtype=torch.bfloat16)
             return backbone, contextlib.nullcontext()
@@ -89,26 +89,6 @@ class HFBackboneTower(Tower):
         if kind == "fp32":
             return backbone, contextlib.nullcontext()
         return self._inference_copy(kind), contextlib.nullcontext()
-
-    def _needs_torch(self) -> bool:
-        """Whether this forward must run the fp32 torch backbone (training, or gradients wanted)."""
-        return self.backbone.training or (torch.is_grad_enabled() and any(
-            p.requires_grad for p in self.backbone.parameters()))
-
-    def _openvino_forward(self, make_module: Callable[[], nn.Module], example: torch.Tensor,
-                          extra_key: Any = None) -> CompiledForward:
-        """``make_module()`` (a one-tensor forward around the backbone) compiled by OpenVINO,
-        kept until the weights, precision, thread count or ``extra_key`` change."""
-        precision = self.resolved_precision(example.device)
-        params = list(self.backbone.parameters())
-        key = (precision, extra_key, torch.get_num_threads(), id(self.backbone),
-               tuple((id(p), p.data_ptr(), p._version) for p in params))
-        cached = self._fast.get("openvino")
-        if cached is None or cached[0] != key:
-            self._fast.pop("openvino", None)  # free the old graph before compiling the new one
-            cached = (key, CompiledForward(make_module(), example[:1], precision))
-            self._fast["openvino"] = cached
-        return cached[1]
 
     def _inference_copy(self, kind: str) -> nn.Module:
         params = list(self.backbone.parameters())

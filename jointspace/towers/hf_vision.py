@@ -36,7 +36,6 @@ from .hf_backbone import HFBackboneTower, InferenceOptions
 from .hf_loading import (HF_CONFIG_FILE, LOCAL_ONLY, config_signature, drop_pooler,
                          quiet_transformers, read_json, transformers_module)
 from .image_processing import ImageProcessing, read_image_processing
-from .openvino_runtime import check_runtime
 from .vision import open_image
 
 SETTINGS_FILE = "hf_vision.json"
@@ -88,13 +87,9 @@ class HFVisionConfig(InferenceOptions):
     head: str = "new"
     #: square input size other than the folder's (positions interpolated); 0 = the folder's
     image_size: int = 0
-    #: what runs inference (eval, no gradients): torch, or openvino (the CPU; the graph
-    #: compiled once, :mod:`.openvino_runtime`); training always runs torch
-    runtime: str = "torch"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_runtime(self.runtime, self.quantize)
         if self.head not in HEADS:
             raise ConfigError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}")
         if self.image_size < 0:
@@ -238,20 +233,20 @@ class HFVisionTower(HFBackboneTower):
         float32 ``[B, width]`` (no projection)."""
         self._check_backbone()
         pixels = self.processing.normalise(x)
-        native = getattr(self.backbone.config, "image_size", None)
-        interpolate = self.family.interpolate and tuple(pixels.shape[-2:]) != (native, native)
-        if self.config.runtime == "openvino" and not self._needs_torch():
-            compiled = self._openvino_forward(
-                lambda: self._pooled(self.backbone, interpolate), pixels,
-                extra_key=(interpolate, tuple(pixels.shape[1:])))  # traced: one graph per size
-            return compiled(pixels)
         backbone, ctx = self._runner(pixels.device)
         dtype = next((p.dtype for p in backbone.parameters() if p.is_floating_point()), torch.float32)
+        kwargs = {}
+        native = getattr(self.backbone.config, "image_size", None)
+        if self.family.interpolate and tuple(pixels.shape[-2:]) != (native, native):
+            kwargs["interpolate_pos_encoding"] = True
         with ctx:
-            return self._pooled(backbone, interpolate)(pixels.to(dtype)).float()
-
-    def _pooled(self, backbone: nn.Module, interpolate: bool) -> nn.Module:
-        return _PooledOutput(backbone, interpolate, self.family.first_token, self.family_name)
+            out = backbone(pixel_values=pixels.to(dtype), **kwargs)
+        pooled = out.pooler_output
+        if pooled is None:
+            if not self.family.first_token:
+                raise JointspaceError(f"the {self.family_name} backbone gives no pooled output")
+            pooled = out.last_hidden_state[:, 0]
+        return pooled.float()
 
     @torch.inference_mode()
     def encode_features(self, images: Sequence[Any] | Any, batch_size: int = 32,
@@ -382,26 +377,6 @@ def _vision_config(transformers: Any, folder: Path) -> tuple[str, Any]:
         raise ConfigError(f"{folder} holds a {config.model_type!r} model; the hf_vision tower opens "
                           f"{', '.join(FAMILIES)} and the vision half of {', '.join(WHOLE_MODELS)}")
     return config.model_type, config
-
-
-class _PooledOutput(nn.Module):
-    """pixel values → the family's pooled output (``pooler_output``, or the first token
-    where the model has no pooler): one tensor in and out, so OpenVINO can convert it."""
-
-    def __init__(self, backbone: nn.Module, interpolate: bool, first_token: bool, family: str) -> None:
-        super().__init__()
-        self.backbone, self.interpolate, self.first_token = backbone, interpolate, first_token
-        self.family = family
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        kwargs = {"interpolate_pos_encoding": True} if self.interpolate else {}
-        out = self.backbone(pixel_values=pixel_values, **kwargs)
-        pooled = out.pooler_output
-        if pooled is None:
-            if not self.first_token:
-                raise JointspaceError(f"the {self.family} backbone gives no pooled output")
-            pooled = out.last_hidden_state[:, 0]
-        return pooled
 
 
 def _pooled_width(config: Any) -> int:
