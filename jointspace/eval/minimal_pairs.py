@@ -42,7 +42,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..data.manifest import read_rows
+from ..data.manifest import manifest_columns, read_rows
 from ..errors import DataError
 from .pairs import query_side
 from .retrieval import retrieval_metrics
@@ -56,10 +56,11 @@ CHANCE = 0.5
 
 def read_pair_ids(manifest: str | Path, lines: Sequence[int]) -> list[str] | None:
     """Each kept row's :data:`PAIR_COLUMN` value (``""`` for none), given the rows' line
-    numbers in ``manifest``; None when the manifest has no such column or it is empty."""
-    found, rows = read_rows(Path(manifest))
-    if PAIR_COLUMN not in found:
+    numbers in ``manifest``; None when the manifest has no such column or it is empty.
+    A CSV/TSV without the column is read only up to its header (every evaluation asks)."""
+    if PAIR_COLUMN not in manifest_columns(manifest):
         return None
+    _, rows = read_rows(Path(manifest))
     by_line = {line: row for line, row, _ in rows if row is not None}
     ids = [_cell(by_line.get(line, {}).get(PAIR_COLUMN)) for line in lines]
     return ids if any(ids) else None
