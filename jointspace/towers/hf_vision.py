@@ -35,44 +35,13 @@ from .base import TOWERS, Adapter
 from .hf_backbone import HFBackboneTower, InferenceOptions
 from .hf_loading import (HF_CONFIG_FILE, LOCAL_ONLY, config_signature, drop_pooler,
                          quiet_transformers, read_json, transformers_module)
+from .hf_vision_families import FAMILIES, IDENTITY, WHOLE_MODELS, VisionFamily
 from .image_processing import ImageProcessing, read_image_processing
 from .vision import open_image
 
 SETTINGS_FILE = "hf_vision.json"
 PROCESSING_FILE = "image_processing.json"
 HEADS = ("new", "pretrained")
-IDENTITY = "identity"
-
-
-@dataclass(frozen=True)
-class VisionFamily:
-    """How ``transformers`` holds one family: the class that reads a folder's weights,
-    where in it the backbone and the pretrained projection are (``identity``: the pooled
-    output is already in the joint space; ``""``: none), the image processor a folder
-    naming none uses, whether ``forward`` takes ``interpolate_pos_encoding``, and whether
-    a model without ``pooler_output`` pools its first token (ViT without pooler)."""
-
-    loader: str
-    processor: str
-    backbone: str = ""
-    projection: str = ""
-    interpolate: bool = False
-    first_token: bool = False
-
-
-#: the vision config's model_type → its family
-FAMILIES = {
-    "clip_vision_model": VisionFamily("CLIPVisionModelWithProjection", "CLIPImageProcessor",
-                                      backbone="vision_model", projection="visual_projection",
-                                      interpolate=True),
-    "siglip_vision_model": VisionFamily("SiglipVisionModel", "SiglipImageProcessor",
-                                        projection=IDENTITY, interpolate=True),
-    "vit": VisionFamily("ViTModel", "ViTImageProcessor", interpolate=True, first_token=True),
-    "dinov2": VisionFamily("Dinov2Model", "BitImageProcessor"),  # interpolates by itself
-    "convnext": VisionFamily("ConvNextModel", "ConvNextImageProcessor"),
-}
-#: whole-model model_types whose vision_config the tower takes
-WHOLE_MODELS = ("clip", "siglip")
 
 
 @dataclass
@@ -87,6 +56,10 @@ class HFVisionConfig(InferenceOptions):
     head: str = "new"
     #: square input size other than the folder's (positions interpolated); 0 = the folder's
     image_size: int = 0
+    #: fp32 CPU inference runs a fused copy of the backbone (:mod:`.fused_cpu`: oneDNN-packed
+    #: weights, activations in the kernel, CLIP's last layer for its pooled token alone);
+    #: equal to transformers' forward to ~1e-6. False: transformers' modules as they are
+    fused_cpu: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -197,6 +170,9 @@ class HFVisionTower(HFBackboneTower):
         self.backbone = backbone.float().eval()  # Tower.train() sets the mode later
         return head
 
+    def _first_token_pruning(self) -> str:
+        return self.family.first_token_layer
+
     def _set_processing(self, native: ImageProcessing) -> None:
         self.native = native
         self.processing = native.at_size(self.config.image_size) if self.config.image_size else native
@@ -233,7 +209,7 @@ class HFVisionTower(HFBackboneTower):
         float32 ``[B, width]`` (no projection)."""
         self._check_backbone()
         pixels = self.processing.normalise(x)
-        backbone, ctx = self._runner(pixels.device)
+        backbone, ctx = self._runner(pixels.device, input_grad=pixels.requires_grad)
         dtype = next((p.dtype for p in backbone.parameters() if p.is_floating_point()), torch.float32)
         kwargs = {}
         native = getattr(self.backbone.config, "image_size", None)

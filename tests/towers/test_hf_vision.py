@@ -434,6 +434,54 @@ def test_bf16_and_int8_keep_each_image_and_workers_keep_the_order(saved, images,
         assert torch.cdist(got, expected).argmin(dim=1).tolist() == list(range(len(images))), options
 
 
+@pytest.mark.parametrize("name,pruned", [("clip_whole", 1), ("siglip_vision", 0)])
+def test_fused_cpu_copy_is_what_runs_and_follows_the_weights(saved, images, name, pruned):
+    """fp32 CPU inference runs the fused copy (:mod:`jointspace.towers.fused_cpu`), equal to
+    transformers' modules; a weight changed in place is seen; the tower still pickles."""
+    import copy
+    import pickle
+    from jointspace.towers.fused_cpu import fused_summary
+    s = saved(name)
+    fused = build_tower(hfv(s.folder), 8, "image").eval()
+    plain = build_tower(hfv(s.folder, fused_cpu=False), 8, "image").eval()
+    _, expected = ours(plain, images)
+    assert "copy" not in plain._fast  # fused_cpu: false runs the backbone itself
+    _, got = ours(fused, images)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    kind, copied = fused._fast["copy"][0][0], fused._fast["copy"][1]
+    summary = fused_summary(copied)
+    assert kind == "fused" and summary["plain"] == 0 and summary["fused"] >= 2
+    assert summary["first_token_layers"] == pruned
+    for tower in (fused, plain):  # the same in-place change to both
+        with torch.no_grad():
+            tower.backbone.encoder.layers[0].mlp.fc1.weight.mul_(1.5)
+    _, changed = ours(fused, images)
+    assert not torch.allclose(changed, got, atol=1e-3)
+    torch.testing.assert_close(changed, ours(plain, images)[1], atol=1e-5, rtol=1e-5)
+    for clone in (copy.deepcopy(fused), pickle.loads(pickle.dumps(fused))):
+        assert clone._fast == {}  # packed weights are not copied: rebuilt on the next call
+        torch.testing.assert_close(ours(clone, images)[1], changed, atol=1e-5, rtol=1e-5)
+
+
+def test_fused_cpu_copy_stays_out_of_gradients(saved, images):
+    """A frozen backbone under a trained head runs the copy (no gradient is wanted from it);
+    pixels that need a gradient, or a backbone that trains, run transformers' modules."""
+    s = saved("clip_whole")
+    tower = build_tower(TowerSpec("hf_vision", {"path": str(s.folder)}, "head"), 8, "image").train()
+    x = tower.collate([tower.preprocess_one(p) for p in images[:2]])
+    tower(x).sum().backward()
+    assert tower.proj.weight.grad is not None and tower._fast["copy"][0][0] == "fused"
+    pixels = x.float().requires_grad_()
+    pooled = tower.features(pixels)
+    # weighted: a plain sum of a LayerNorm's output has zero gradient
+    (pooled * torch.linspace(-1, 1, pooled.shape[-1])).sum().backward()
+    assert pixels.grad is not None and pixels.grad.abs().sum() > 0
+    trains = build_tower(TowerSpec("hf_vision", {"path": str(s.folder)}, "all"), 8, "image").eval()
+    trains(x).sum().backward()
+    assert "copy" not in trains._fast
+    assert trains.backbone.encoder.layers[0].mlp.fc1.weight.grad is not None
+
+
 # --------------------------------------------------------------------------- cache, offline, errors
 def test_frozen_features_are_cached_like_the_text_towers(saved, images, tmp_path):
     from jointspace.train.feature_cache import FeatureCache, tower_fingerprint
