@@ -97,6 +97,8 @@ MODELS = {
                                cases=("ref", "ref+bf16", "ref+autocast", "js", "js+fp32", "js+bf16",
                                       "js+auto")),
 }
+#: what the generated model folder was made from (a folder made otherwise is remade)
+MODEL_STAMP = {**VIT_B16, "bias_std": 0.02}
 EFF_SIZE = 224  # EfficientNet-Lite0's input size
 #: (width, height) of the generated JPEGs and their shares
 SIZES = (((640, 480), 0.60), ((480, 640), 0.15), ((1024, 768), 0.15), ((1600, 1200), 0.10))
@@ -104,12 +106,18 @@ SIZES = (((640, 480), 0.60), ((480, 640), 0.15), ((1024, 768), 0.15), ((1600, 12
 
 # --------------------------------------------------------------------------- inputs
 def make_model(folder: Path, seed: int) -> None:
-    """A random ViT-B/16 CLIP vision model with its projection and a default CLIP processor."""
+    """A random ViT-B/16 CLIP vision model with its projection and a default CLIP processor;
+    its biases drawn too (transformers initialises them to zero, which would hide any
+    mistake a faster path makes with a bias)."""
     import torch
     import transformers
 
     torch.manual_seed(seed)
     model = transformers.CLIPVisionModelWithProjection(transformers.CLIPVisionConfig(**VIT_B16))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(".bias"):
+                p.normal_(0.0, MODEL_STAMP["bias_std"])
     model.save_pretrained(str(folder))
     processor = (getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor)()
     processor.save_pretrained(str(folder))
@@ -150,11 +158,11 @@ def prepare_inputs(work: Path, n: int, seed: int, with_model: bool = True) -> tu
     want = {"seed": seed, "sizes": [list(s) for s, _ in SIZES]}
     have = json.loads(stamp.read_text()) if stamp.is_file() else {}
     images_ok = have.get("images", 0) >= n and all(have.get(k) == v for k, v in want.items())
-    model_ok = have.get("seed") == seed and have.get("model") == VIT_B16
+    model_ok = have.get("seed") == seed and have.get("model") == MODEL_STAMP
     if images_ok and (model_ok or not with_model):
         return model, images
     t0 = time.perf_counter()
-    made = {**want, "images": have["images"] if images_ok else n, **({"model": VIT_B16} if model_ok else {})}
+    made = {**want, "images": have["images"] if images_ok else n, **({"model": MODEL_STAMP} if model_ok else {})}
     for folder, redo in ((images, not images_ok), (model, with_model and not model_ok)):
         if redo:
             folder.mkdir(parents=True, exist_ok=True)
@@ -162,7 +170,7 @@ def prepare_inputs(work: Path, n: int, seed: int, with_model: bool = True) -> tu
                 f.unlink()
     if with_model and not model_ok:
         make_model(model, seed)
-        made["model"] = VIT_B16
+        made["model"] = MODEL_STAMP
     if not images_ok:
         make_images(images, n, seed)
     stamp.write_text(json.dumps(made))
@@ -570,7 +578,7 @@ def main() -> None:
     p.add_argument("--cases", nargs="+",
                    help="; ".join(f"--model {m}: of {', '.join(v['cases'])} (default "
                                   f"{' '.join(v['default'])})" for m, v in MODELS.items())
-                   + "; a clip js case may end in +wN: N decoding threads")
+                   + "; a clip js case may end in +wN: N decoding threads, and in +unfused: fused_cpu false")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--images", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)

@@ -8,49 +8,58 @@ run, not what it computes:
 
 - every ``nn.Linear`` holds its weight pre-packed once in oneDNN's blocked layout and runs
   through ``torch.ops.mkldnn._linear_pointwise`` (~190 GFLOP/s on the same cores);
-- an MLP ``fc1 → activation → fc2`` (CLIP, SigLIP, DINOv2) runs its activation inside the
+- an MLP ``fc1 → activation → fc2`` (CLIP, SigLIP, ViT, DINOv2) runs its activation inside the
   ``fc1`` kernel where oneDNN has it: GELU (erf or tanh), SiLU, ReLU, and CLIP's
   QuickGELU ``x·σ(1.702x)``, which is ``SiLU(1.702x) / 1.702``: ``fc1`` is scaled by
   1.702 and ``fc2``'s weight by 1/1.702;
 - for CLIP, whose pooled output reads only the first token of the last layer, that layer
   computes its queries, attention output and MLP for that token alone (keys and values
-  still from every token): 1/12 of a ViT-B/16's work is never done.
+  still from every token): ~7 % of a ViT-B/16's matrix products are never done.
 
-Features equal the unfused forward to ~1e-6 (rounding order only); the tests check every
-family against ``transformers`` to 1e-5. The copy shares the backbone's other parameters
-and is rebuilt whenever a weight changes, so it only ever runs inference.
+Features equal the unfused forward to fp32 rounding (the tests: as close to a float64
+forward as transformers' own fp32 one, for every family and activation; and to 1e-5 at
+the tower). The copy shares the backbone's other parameters
+and is rebuilt whenever a weight changes (see :meth:`.HFBackboneTower.drop_inference_copies`
+for edits through ``.data``), so it only ever runs inference.
 """
 from __future__ import annotations
 
 import copy
 import functools
+import inspect
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import JointspaceError
+from ..progress import logger
+
 #: QuickGELU's constant: x·σ(1.702x)
 QUICK_GELU = 1.702
+#: a fused MLP must match its original on a random batch to this share of the output's scale
+MLP_CHECK_TOLERANCE = 1e-4
 
 
 def available() -> bool:
-    """Whether this torch build has oneDNN's packed linear (the CPU wheels do)."""
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    """Whether this torch build has oneDNN's packed linear (the CPU wheels do) and oneDNN
+    is not switched off (``torch.backends.mkldnn.enabled``)."""
+    return (torch.backends.mkldnn.is_available() and bool(torch.backends.mkldnn.enabled)
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
 
 class PackedLinear(nn.Module):
     """``linear`` with its weight pre-packed for oneDNN, optionally with the activation
-    ``attr`` (``none``, ``gelu`` + ``algorithm``, ``swish``, ``relu``) fused after it and
-    the weight and bias first scaled by ``scale``."""
+    ``attr`` (``none``, ``gelu`` + ``algorithm``, ``swish``, ``relu``) fused after it; the
+    weight is first scaled by ``weight_scale`` and the bias by ``bias_scale``."""
 
     def __init__(self, linear: nn.Linear, attr: str = "none", algorithm: str = "",
-                 scale: float = 1.0) -> None:
+                 weight_scale: float = 1.0, bias_scale: float = 1.0) -> None:
         super().__init__()
         with torch.no_grad():
-            weight = linear.weight.detach().float() * scale
-            bias = None if linear.bias is None else linear.bias.detach().float() * scale
+            weight = linear.weight.detach().float() * weight_scale
+            self.bias = None if linear.bias is None else linear.bias.detach().float() * bias_scale
             self.weight = torch.ops.mkldnn._reorder_linear_weight(weight, None)
-        self.bias = bias
         self.attr, self.algorithm = attr, algorithm
         self.in_features, self.out_features = linear.in_features, linear.out_features
 
@@ -59,32 +68,55 @@ class PackedLinear(nn.Module):
                                                   self.algorithm)
 
     def extra_repr(self) -> str:
-        return f"{self.in_features} → {self.out_features}, then {self.attr}"
+        fused = "" if self.attr == "none" else f", {self.attr} {self.algorithm}".rstrip()
+        return f"in_features={self.in_features}, out_features={self.out_features}{fused}"
 
 
 def _fused_activation(activation: nn.Module) -> tuple[str, str, float] | None:
-    """(oneDNN attr, algorithm, scale folded into fc1) for a ``transformers`` activation
-    module, or None where the kernel has no exact equal."""
-    name = type(activation).__name__
+    """(oneDNN attr, algorithm, scale folded into fc1) for an activation module, or None
+    where the kernel has no exact equal."""
+    try:
+        from transformers import activations
+    except ImportError:  # pragma: no cover - the backbones come from transformers
+        activations = None
+
+    def hf(name: str) -> type | tuple:  # a class this transformers version may not have
+        return getattr(activations, name, ())
+
     act = getattr(activation, "act", None)  # transformers' GELU modules: the function they call
-    if name == "QuickGELUActivation":
+    if isinstance(activation, hf("QuickGELUActivation")):
         return "swish", "", QUICK_GELU
-    if name == "GELUActivation" and act is F.gelu:
+    if isinstance(activation, hf("GELUActivation")) and act is F.gelu:
         return "gelu", "none", 1.0
-    if (name == "GELUTanh" and isinstance(act, functools.partial) and act.func is F.gelu
-            and act.keywords == {"approximate": "tanh"}):
+    if (isinstance(activation, hf("GELUTanh")) and isinstance(act, functools.partial)
+            and act.func is F.gelu and act.keywords == {"approximate": "tanh"}):
         return "gelu", "tanh", 1.0
-    if isinstance(activation, nn.GELU):
-        return "gelu", "none" if activation.approximate == "none" else "tanh", 1.0
-    if isinstance(activation, nn.SiLU) or name == "SiLUActivation":
+    if isinstance(activation, hf("SiLUActivation")):
         return "swish", "", 1.0
-    if isinstance(activation, nn.ReLU):
+    if type(activation) is nn.GELU:
+        return "gelu", "none" if activation.approximate == "none" else "tanh", 1.0
+    if type(activation) is nn.SiLU:
+        return "swish", "", 1.0
+    if type(activation) is nn.ReLU:
         return "relu", "", 1.0
     return None
 
 
+def _same_mlp(fc1: nn.Module, activation: nn.Module, fc2: nn.Module,
+              fused1: PackedLinear, fused2: PackedLinear) -> bool:
+    """Whether the fused pair computes what ``fc2(activation(fc1(x)))`` does, on a fixed
+    random batch: a guard against an activation that only looks like one oneDNN has."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(8, fc1.in_features, generator=generator)
+    with torch.no_grad():
+        expected = fc2(activation(fc1(x)))
+        got = fused2(fused1(x))
+    return bool((got - expected).abs().max() <= MLP_CHECK_TOLERANCE * (expected.abs().max() + 1e-6))
+
+
 def _fuse_mlps(root: nn.Module) -> None:
-    """Each ``fc1 → activation_fn → fc2`` MLP: the activation into fc1's kernel."""
+    """Each ``fc1 → activation_fn → fc2`` MLP: the activation into fc1's kernel (QuickGELU
+    as SiLU of fc1 scaled by 1.702, fc2's weight — not its bias — scaled back)."""
     for module in list(root.modules()):
         fc1, fc2 = getattr(module, "fc1", None), getattr(module, "fc2", None)
         activation = getattr(module, "activation_fn", None)
@@ -95,9 +127,13 @@ def _fuse_mlps(root: nn.Module) -> None:
         if fused is None:
             continue
         attr, algorithm, scale = fused
-        module.fc1 = PackedLinear(fc1, attr, algorithm, scale)
-        module.fc2 = PackedLinear(fc2, scale=1.0 / scale) if scale != 1.0 else PackedLinear(fc2)
-        module.activation_fn = nn.Identity()
+        fused1 = PackedLinear(fc1, attr, algorithm, weight_scale=scale, bias_scale=scale)
+        fused2 = PackedLinear(fc2, weight_scale=1.0 / scale)
+        if not _same_mlp(fc1, activation, fc2, fused1, fused2):
+            logger.warning("fused_cpu: the %s activation of %s does not match oneDNN's %s; "
+                           "left unfused", type(activation).__name__, type(module).__name__, attr)
+            continue
+        module.fc1, module.fc2, module.activation_fn = fused1, fused2, nn.Identity()
 
 
 def _pack_linears(module: nn.Module) -> None:
@@ -110,8 +146,8 @@ def _pack_linears(module: nn.Module) -> None:
             _pack_linears(child)
 
 
-class FirstTokenCLIPLayer(nn.Module):
-    """A CLIP encoder layer that returns only its first token's output ``[B, 1, D]``:
+class ClsOnlyCLIPLayer(nn.Module):
+    """A CLIP encoder layer that returns only its first (CLS) token's output ``[B, 1, D]``:
     queries, attention output and MLP for that token; keys and values from all tokens."""
 
     def __init__(self, layer: nn.Module) -> None:
@@ -120,13 +156,21 @@ class FirstTokenCLIPLayer(nn.Module):
 
     @staticmethod
     def fits(layer: nn.Module) -> bool:
+        """A CLIP layer as transformers 5 writes it: these submodules, and a forward that
+        returns the hidden states alone (4.x layers took ``output_attentions`` and returned
+        a tuple)."""
         attention = getattr(layer, "self_attn", None)
         return (all(hasattr(layer, a) for a in ("layer_norm1", "layer_norm2", "mlp"))
                 and attention is not None
                 and all(hasattr(attention, a) for a in ("q_proj", "k_proj", "v_proj", "out_proj",
-                                                        "num_heads", "head_dim", "scale")))
+                                                        "num_heads", "head_dim", "scale"))
+                and "output_attentions" not in inspect.signature(type(layer).forward).parameters)
 
-    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                **kwargs) -> torch.Tensor:
+        if attention_mask is not None or kwargs.get("output_attentions"):
+            raise JointspaceError("the fused CPU copy of a CLIP vision model takes no attention "
+                                  "mask and gives no attention weights; run the backbone itself")
         layer, attention = self.layer, self.layer.self_attn
         batch, tokens, width = hidden_states.shape
         heads, head_dim = attention.num_heads, attention.head_dim
@@ -139,33 +183,36 @@ class FirstTokenCLIPLayer(nn.Module):
         return first + layer.mlp(layer.layer_norm2(first))
 
 
-def _clip_encoder_layers(backbone: nn.Module) -> nn.ModuleList | None:
-    encoder = getattr(backbone, "encoder", None)
-    layers = getattr(encoder, "layers", None)
+def _encoder_layers(backbone: nn.Module) -> nn.ModuleList | None:
+    layers = getattr(getattr(backbone, "encoder", None), "layers", None)
     return layers if isinstance(layers, nn.ModuleList) and len(layers) else None
 
 
-def fused_copy(backbone: nn.Module, first_token: str = "") -> nn.Module:
-    """The fused inference copy of ``backbone`` (fp32, on the CPU), sharing its parameters
-    other than the Linear weights. ``first_token="clip"``: the backbone is a CLIP vision
-    transformer whose pooled output reads the first token alone, so its last layer
-    computes only that token (its ``last_hidden_state`` is then ``[B, 1, D]``)."""
+def fused_copy(backbone: nn.Module, cls_only_last_layer: bool = False) -> nn.Module:
+    """The fused inference copy of ``backbone`` (fp32, on the CPU).
+
+    It shares the backbone's parameters other than the Linear weights (so never move,
+    cast or unfreeze the copy: that would change the backbone), sees no hooks registered
+    on the backbone, and is valid until a weight changes. ``cls_only_last_layer``: the
+    backbone is a CLIP vision transformer whose pooled output reads the CLS token alone,
+    so its last layer computes only that token: ``last_hidden_state`` is then
+    ``[B, 1, D]`` and ``hidden_states`` / ``attentions`` lack the last layer."""
     params = {id(p): p for p in backbone.parameters()}
     params.update({id(b): b for b in backbone.buffers()})
     clone = copy.deepcopy(backbone, params).eval()  # the memo shares tensors: no transient copy
-    if first_token == "clip":
-        layers = _clip_encoder_layers(clone)
-        if layers is not None and FirstTokenCLIPLayer.fits(layers[-1]):
-            layers[-1] = FirstTokenCLIPLayer(layers[-1])
+    if cls_only_last_layer:
+        layers = _encoder_layers(clone)
+        if layers is not None and ClsOnlyCLIPLayer.fits(layers[-1]):
+            layers[-1] = ClsOnlyCLIPLayer(layers[-1])
     _fuse_mlps(clone)
     _pack_linears(clone)
     return clone
 
 
 def fused_summary(module: nn.Module) -> dict[str, int]:
-    """How many Linear layers the copy packs and fuses and how many layers it prunes."""
+    """How many Linear layers the copy packs and fuses, how many it leaves, and how many
+    layers it computes for the CLS token alone."""
     packed = [m for m in module.modules() if isinstance(m, PackedLinear)]
     return {"packed": len(packed), "fused": sum(m.attr != "none" for m in packed),
             "plain": sum(type(m) is nn.Linear for m in module.modules()),
-            "first_token_layers": sum(isinstance(m, FirstTokenCLIPLayer) for m in module.modules())}
-
+            "cls_only_layers": sum(isinstance(m, ClsOnlyCLIPLayer) for m in module.modules())}

@@ -1,6 +1,7 @@
 """What every tower around a ``transformers`` backbone shares (``hf`` text, ``hf_vision``):
 a backbone that may be missing at construction and is (re)built from a model folder's
-own ``config.json``, weights held aside until then, and the bf16 / int8 inference copies.
+own ``config.json``, weights held aside until then, and the bf16 / int8 / fused fp32
+inference copies.
 
 The contract (when the backbone is built, which copy of the config wins, what the speed
 options mean) is written out in :mod:`.hf_text`'s docstring under *Model folders* and
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import threading
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -52,7 +54,7 @@ class HFBackboneTower(Tower):
         self.register_module("backbone", None)
         self.unavailable: str | None = None  # why the backbone could not be built from path
         self._held: dict[str, torch.Tensor] | None = None  # weights waiting for load_assets
-        self._fast: dict[Any, Any] = {}  # the inference copy and its key (not a submodule)
+        self._fast: dict[Any, Any] = {}  # inference copy + key, its lock (not a submodule)
         self.register_load_state_dict_pre_hook(_hold_backbone_weights)
 
     def _check_backbone(self) -> None:
@@ -80,39 +82,65 @@ class HFBackboneTower(Tower):
                 ) -> tuple[nn.Module, contextlib.AbstractContextManager]:
         """The module to run and the context to run it in: the fp32 backbone, under bf16
         autocast when gradients are needed, or a bf16 / int8 / fused fp32 inference copy
-        (the fused one has no backward, so not for an ``input_grad`` input under grad)."""
+        (the fused one has no backward and no autocast kernels, so not for an
+        ``input_grad`` input under grad, nor inside an autocast region)."""
         backbone = self.backbone
         precision = self.resolved_precision(device)
         needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in backbone.parameters())
         if backbone.training or needs_grad:
+            self._fast.pop("copy", None)  # the weights are about to change: a copy would go stale
             if precision == "bf16":
                 return backbone, torch.autocast(device_type=device.type, dtype=torch.bfloat16)
             return backbone, contextlib.nullcontext()
         kind = "int8" if self.config.quantize and device.type == "cpu" else precision
-        input_grad = input_grad and torch.is_grad_enabled()
-        if kind == "fp32" and device.type == "cpu" and not input_grad and self._fuses_on_cpu():
+        if kind == "fp32" and self._fused_here(device, input_grad):
             kind = "fused"
         if kind == "fp32":
+            self._fast.pop("copy", None)
             return backbone, contextlib.nullcontext()
         return self._inference_copy(kind), contextlib.nullcontext()
 
-    def _fuses_on_cpu(self) -> bool:
-        """Whether fp32 CPU inference runs the fused copy (:mod:`.fused_cpu`)."""
-        return bool(getattr(self.config, "fused_cpu", False)) and fused_cpu.available()
+    def _fused_here(self, device: torch.device, input_grad: bool) -> bool:
+        if device.type != "cpu" or not self._fuses_on_cpu():
+            return False
+        if input_grad and torch.is_grad_enabled() or torch.is_autocast_enabled("cpu"):
+            return False
+        return next(self.backbone.parameters()).dtype == torch.float32
 
-    def _first_token_pruning(self) -> str:
-        """The family whose last layer the fused copy computes for the first token alone
-        (its pooled output reads nothing else), or ``""``."""
-        return ""
+    def _fuses_on_cpu(self) -> bool:
+        """Whether fp32 CPU inference runs the fused copy (:mod:`.fused_cpu`); a subclass
+        whose config has ``fused_cpu`` says so."""
+        return False
+
+    def _cls_only_last_layer(self) -> bool:
+        """Whether the fused copy may compute the last layer for the CLS token alone (the
+        pooled output reads nothing else)."""
+        return False
+
+    def drop_inference_copies(self) -> None:
+        """Forget the bf16 / int8 / fused inference copies; the next call rebuilds them.
+        Weight edits through ``param.data`` do not bump the version the copies are keyed
+        by: call this after such an edit (in-place edits of the parameters themselves,
+        ``load_state_dict`` and optimiser steps are seen)."""
+        self._fast.pop("copy", None)
+
+    def train(self, mode: bool = True) -> "HFBackboneTower":
+        if mode:
+            self.drop_inference_copies()
+        return super().train(mode)
 
     def __getstate__(self) -> dict[str, Any]:
         # inference copies are rebuilt on demand; oneDNN's packed weights cannot be pickled
-        # or deep-copied (DataLoader workers, copy.deepcopy of a model)
+        # or deep-copied (DataLoader workers, copy.deepcopy of a model), nor can the lock
         state = dict(super().__getstate__())
         state["_fast"] = {}
         return state
 
     def _inference_copy(self, kind: str) -> nn.Module:
+        with self._fast.setdefault("lock", threading.Lock()):  # threads asking at once build once
+            return self._make_inference_copy(kind)
+
+    def _make_inference_copy(self, kind: str) -> nn.Module:
         params = list(self.backbone.parameters())
         key = (kind, id(self.backbone), str(params[0].device), params[0].dtype,
                tuple((id(p), p.data_ptr(), p._version) for p in params))
@@ -122,7 +150,7 @@ class HFBackboneTower(Tower):
         self._fast.pop("copy", None)  # free the old copy before making the new one
         with torch.no_grad():
             if kind == "fused":
-                clone = fused_cpu.fused_copy(self.backbone, self._first_token_pruning())
+                clone = fused_cpu.fused_copy(self.backbone, self._cls_only_last_layer())
             elif kind == "bf16":
                 # deepcopy with the parameters pre-copied in bf16: no transient fp32 copy
                 memo = {id(p): nn.Parameter(p.detach().to(torch.bfloat16), requires_grad=False)

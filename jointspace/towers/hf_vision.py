@@ -13,7 +13,8 @@ never below what the resize needs), then the folder's own preprocessing
 its joint space as ``proj`` (CLIP's ``visual_projection``; SigLIP: the identity).
 
 Model folders, the held-aside weights, ``precision`` and ``quantize`` behave as for the
-``hf`` text tower (:mod:`.hf_text`'s docstring; the machinery is :mod:`.hf_backbone`).
+``hf`` text tower (:mod:`.hf_text`'s docstring; the machinery is :mod:`.hf_backbone`);
+``fused_cpu`` (on by default) runs fp32 CPU inference through :mod:`.fused_cpu`.
 The tower's subfolder holds the vision ``config.json``, ``image_processing.json`` (an
 :class:`~.image_processing.ImageProcessing`) and ``hf_vision.json``.
 """
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, DataError, JointspaceError
+from . import fused_cpu
 from .base import TOWERS, Adapter
 from .hf_backbone import HFBackboneTower, InferenceOptions
 from .hf_loading import (HF_CONFIG_FILE, LOCAL_ONLY, config_signature, drop_pooler,
@@ -58,7 +60,7 @@ class HFVisionConfig(InferenceOptions):
     image_size: int = 0
     #: fp32 CPU inference runs a fused copy of the backbone (:mod:`.fused_cpu`: oneDNN-packed
     #: weights, activations in the kernel, CLIP's last layer for its pooled token alone);
-    #: equal to transformers' forward to ~1e-6. False: transformers' modules as they are
+    #: equal to transformers' forward to fp32 rounding. False: transformers' modules as they are
     fused_cpu: bool = True
 
     def __post_init__(self) -> None:
@@ -170,8 +172,11 @@ class HFVisionTower(HFBackboneTower):
         self.backbone = backbone.float().eval()  # Tower.train() sets the mode later
         return head
 
-    def _first_token_pruning(self) -> str:
-        return self.family.first_token_layer
+    def _fuses_on_cpu(self) -> bool:
+        return self.config.fused_cpu and fused_cpu.available()
+
+    def _cls_only_last_layer(self) -> bool:
+        return self.family.cls_only_last_layer
 
     def _set_processing(self, native: ImageProcessing) -> None:
         self.native = native

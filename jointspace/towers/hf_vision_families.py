@@ -13,8 +13,8 @@ class VisionFamily:
     output is already in the joint space; ``""``: none), the image processor a folder
     naming none uses, whether ``forward`` takes ``interpolate_pos_encoding``, and whether
     a model without ``pooler_output`` pools its first token (ViT without pooler), and
-    which layer the fused CPU copy computes for the first token alone (:mod:`.fused_cpu`;
-    ``""``: none)."""
+    whether the fused CPU copy may compute the last layer for the CLS token alone
+    (:mod:`.fused_cpu`; CLIP, whose pooled output reads nothing else)."""
 
     loader: str
     processor: str
@@ -22,14 +22,14 @@ class VisionFamily:
     projection: str = ""
     interpolate: bool = False
     first_token: bool = False
-    first_token_layer: str = ""
+    cls_only_last_layer: bool = False
 
 
 #: the vision config's model_type → its family
 FAMILIES = {
     "clip_vision_model": VisionFamily("CLIPVisionModelWithProjection", "CLIPImageProcessor",
                                       backbone="vision_model", projection="visual_projection",
-                                      interpolate=True, first_token_layer="clip"),
+                                      interpolate=True, cls_only_last_layer=True),
     "siglip_vision_model": VisionFamily("SiglipVisionModel", "SiglipImageProcessor",
                                         projection=IDENTITY, interpolate=True),
     "vit": VisionFamily("ViTModel", "ViTImageProcessor", interpolate=True, first_token=True),

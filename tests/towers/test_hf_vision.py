@@ -175,6 +175,10 @@ def saved(tmp_path_factory) -> Callable[[str], Saved]:
             fam = FAMILIES[name]
             torch.manual_seed(len(_CACHE))
             model = fam.make().eval()
+            with torch.no_grad():  # transformers' zero biases would hide a mistake made with one
+                for n, p in model.named_parameters():
+                    if n.endswith(".bias"):
+                        p.normal_(0.0, 0.1)
             folder = tmp_path_factory.mktemp(name)
             model.save_pretrained(str(folder))
             fam.processor().save_pretrained(str(folder))
@@ -451,12 +455,21 @@ def test_fused_cpu_copy_is_what_runs_and_follows_the_weights(saved, images, name
     kind, copied = fused._fast["copy"][0][0], fused._fast["copy"][1]
     summary = fused_summary(copied)
     assert kind == "fused" and summary["plain"] == 0 and summary["fused"] >= 2
-    assert summary["first_token_layers"] == pruned
+    assert summary["cls_only_layers"] == pruned
+    ours(fused, images)
+    assert fused._fast["copy"][1] is copied  # kept while the weights stay
     for tower in (fused, plain):  # the same in-place change to both
         with torch.no_grad():
             tower.backbone.encoder.layers[0].mlp.fc1.weight.mul_(1.5)
+            tower.backbone.encoder.layers[-1].mlp.fc2.bias.add_(0.5)
     _, changed = ours(fused, images)
     assert not torch.allclose(changed, got, atol=1e-3)
+    torch.testing.assert_close(changed, ours(plain, images)[1], atol=1e-5, rtol=1e-5)
+    # an edit through .data keeps the version the copy is keyed by: drop_inference_copies
+    for tower in (fused, plain):
+        tower.backbone.encoder.layers[0].mlp.fc2.weight.data.mul_(0.5)
+    fused.drop_inference_copies()
+    _, changed = ours(fused, images)
     torch.testing.assert_close(changed, ours(plain, images)[1], atol=1e-5, rtol=1e-5)
     for clone in (copy.deepcopy(fused), pickle.loads(pickle.dumps(fused))):
         assert clone._fast == {}  # packed weights are not copied: rebuilt on the next call
@@ -471,11 +484,24 @@ def test_fused_cpu_copy_stays_out_of_gradients(saved, images):
     x = tower.collate([tower.preprocess_one(p) for p in images[:2]])
     tower(x).sum().backward()
     assert tower.proj.weight.grad is not None and tower._fast["copy"][0][0] == "fused"
-    pixels = x.float().requires_grad_()
-    pooled = tower.features(pixels)
-    # weighted: a plain sum of a LayerNorm's output has zero gradient
-    (pooled * torch.linspace(-1, 1, pooled.shape[-1])).sum().backward()
-    assert pixels.grad is not None and pixels.grad.abs().sum() > 0
+    plain = build_tower(TowerSpec("hf_vision", {"path": str(s.folder), "fused_cpu": False}, "head"),
+                        8, "image").train()
+    grads = []
+    for t in (tower, plain):
+        pixels = x.float().requires_grad_()
+        pooled = t.features(pixels)
+        # weighted: a plain sum of a LayerNorm's output has zero gradient
+        (pooled * torch.linspace(-1, 1, pooled.shape[-1])).sum().backward()
+        grads.append(pixels.grad)
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-4)
+    assert grads[0].abs().sum() > 0
+    # inside an autocast region (bf16 training of a frozen tower) the modules run as they are
+    tower.drop_inference_copies()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = tower.features(x)
+        expected = plain.features(x)
+    assert "copy" not in tower._fast
+    torch.testing.assert_close(under_autocast, expected, atol=0, rtol=0)
     trains = build_tower(TowerSpec("hf_vision", {"path": str(s.folder)}, "all"), 8, "image").eval()
     trains(x).sum().backward()
     assert "copy" not in trains._fast
