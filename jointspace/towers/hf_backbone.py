@@ -125,7 +125,9 @@ class HFBackboneTower(Tower):
         self._fast.pop("copy", None)
 
     def train(self, mode: bool = True) -> "HFBackboneTower":
-        if mode:
+        # a backbone about to train makes any copy stale; a frozen one keeps it (the feature
+        # cache and encode toggle eval/train around every call)
+        if mode and self.backbone is not None and any(p.requires_grad for p in self.backbone.parameters()):
             self.drop_inference_copies()
         return super().train(mode)
 

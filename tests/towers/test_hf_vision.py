@@ -426,8 +426,9 @@ def test_bf16_and_int8_keep_each_image_and_workers_keep_the_order(saved, images,
     _, expected = reference(s, images)
     paths = [str(p) for p in images]
     exact = build_tower(hfv(s.folder), 8, "image").eval()
-    serial = exact.encode_features(paths, batch_size=2)
+    serial = exact.encode_features(paths, batch_size=2, workers=0)
     torch.testing.assert_close(serial, F.normalize(expected, dim=-1), atol=1e-5, rtol=1e-5)
+    assert torch.equal(exact.encode_features(paths, batch_size=2), serial)  # 1 thread, the default
     assert torch.equal(exact.encode_features(paths, batch_size=2, workers=2), serial)
     apart = torch.cdist(expected, expected).fill_diagonal_(float("inf")).min(dim=1).values
     for options in ({"precision": "bf16"}, {"quantize": True}):
@@ -484,6 +485,9 @@ def test_fused_cpu_copy_stays_out_of_gradients(saved, images):
     x = tower.collate([tower.preprocess_one(p) for p in images[:2]])
     tower(x).sum().backward()
     assert tower.proj.weight.grad is not None and tower._fast["copy"][0][0] == "fused"
+    copied = tower._fast["copy"][1]
+    tower.eval().train()  # as the feature cache and encode do around each call
+    assert tower._fast["copy"][1] is copied  # a frozen backbone keeps its copy
     plain = build_tower(TowerSpec("hf_vision", {"path": str(s.folder), "fused_cpu": False}, "head"),
                         8, "image").train()
     grads = []
@@ -503,6 +507,11 @@ def test_fused_cpu_copy_stays_out_of_gradients(saved, images):
     assert "copy" not in tower._fast
     torch.testing.assert_close(under_autocast, expected, atol=0, rtol=0)
     trains = build_tower(TowerSpec("hf_vision", {"path": str(s.folder)}, "all"), 8, "image").eval()
+    with torch.no_grad():
+        trains(x)
+    assert trains._fast["copy"][0][0] == "fused"
+    trains.train()  # a backbone about to train: its copy would go stale
+    assert "copy" not in trains._fast
     trains(x).sum().backward()
     assert "copy" not in trains._fast
     assert trains.backbone.encoder.layers[0].mlp.fc1.weight.grad is not None
