@@ -23,9 +23,9 @@ mean/std).
 * ``js``: the ``hf_vision`` tower on the same folder (``head: pretrained``), default
   options, ``tower.head(tower.encode_features(paths, batch_size=32, normalize=False,
   workers=W))`` (libjpeg draft decoding at ½–⅛ scale, never below 224 px; resize and
-  crop on uint8; mean/std on the batch). W is 1 (the tower's default: one thread
-  prepares the next batch while the model runs) unless ``--workers`` or a ``+wN``
-  suffix says N (``+w0``: decode each batch in turn). ``js+fp32`` / ``js+bf16`` / ``js+auto`` set ``precision`` (default
+  crop on uint8; mean/std on the batch). W is 0 (the tower's default: decode in the
+  loop) unless ``--workers`` or a ``+wN`` suffix says N: N threads prepare the next
+  batch while the model runs. ``js+fp32`` / ``js+bf16`` / ``js+auto`` set ``precision`` (default
   ``fp32``; ``auto``: bf16 with AVX512-BF16 / AMX), e.g. ``js+bf16+w1``. The default
   fp32 runs the fused CPU copy (``jointspace.towers.fused_cpu``); ``+unfused`` sets
   ``fused_cpu: false`` (transformers' modules as they are).
@@ -584,9 +584,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--workers", type=int, default=1,
+    p.add_argument("--workers", type=int, default=0,
                    help="decoding threads of jointspace's encode_features for js cases without +wN "
-                        "(1, its default; 0: decode each batch in turn)")
+                        "(0, its default: decode in the loop)")
     p.add_argument("--stage-images", type=int, default=64,
                    help="images of the per-stage breakdown after the timed call (0: none)")
     p.add_argument("--work", help="keep the model and the JPEGs here (reused when they match)")

@@ -231,12 +231,12 @@ class HFVisionTower(HFBackboneTower):
 
     @torch.inference_mode()
     def encode_features(self, images: Sequence[Any] | Any, batch_size: int = 32,
-                        normalize: bool = True, workers: int = 1) -> torch.Tensor:
+                        normalize: bool = True, workers: int = 0) -> torch.Tensor:
         """Pooled features of ``images`` (paths or PIL images; one alone is one) → float32
         ``[N, width]``, L2-normalised unless ``normalize=False``, in eval mode with the
-        tower's precision options, in the order given. ``workers`` threads (default 1)
-        decode and resize the next batch while the model runs on this one; 0 decodes
-        each batch in turn (``bench/image_embed.py``: 1 thread gave +5 % on 2 cores)."""
+        tower's precision options, in the order given. ``workers`` > 0 decodes and resizes
+        on that many threads, the next batch while the model runs on this one (on 2
+        cores, ``bench/image_embed.py`` found no steady gain from it)."""
         self._check_backbone()
         images = list(images) if isinstance(images, (list, tuple)) else [images]
         device = next(self.backbone.parameters()).device
