@@ -292,12 +292,8 @@ def clip_case(impl: str, opt: str, workers: int, args: argparse.Namespace, fused
                                       workers=workers)
         return tower.head(feats)
 
-    def forward(pixels):
-        backbone, ctx = tower._runner(pixels.device)  # what tower.features runs
-        dt = next(backbone.parameters()).dtype
-        with ctx:
-            pooled = backbone(pixel_values=pixels.to(dt)).pooler_output
-        return tower.head(pooled.float())
+    def forward(pixels):  # what tower.features runs after the normalisation
+        return tower.head(tower.pooled_features(pixels))
 
     precision = tower.resolved_precision(torch.device("cpu"))
     fused_now = precision == "fp32" and tower._fuses_on_cpu()

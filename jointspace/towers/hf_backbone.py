@@ -88,7 +88,7 @@ class HFBackboneTower(Tower):
         precision = self.resolved_precision(device)
         needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in backbone.parameters())
         if backbone.training or needs_grad:
-            self._fast.pop("copy", None)  # the weights are about to change: a copy would go stale
+            self.drop_inference_copies()  # the weights are about to change: a copy would go stale
             if precision == "bf16":
                 return backbone, torch.autocast(device_type=device.type, dtype=torch.bfloat16)
             return backbone, contextlib.nullcontext()
@@ -96,7 +96,7 @@ class HFBackboneTower(Tower):
         if kind == "fp32" and self._fused_here(device, input_grad):
             kind = "fused"
         if kind == "fp32":
-            self._fast.pop("copy", None)
+            self.drop_inference_copies()
             return backbone, contextlib.nullcontext()
         return self._inference_copy(kind), contextlib.nullcontext()
 
@@ -183,7 +183,7 @@ class HFBackboneTower(Tower):
                                       f"config: {str(e).splitlines()[0]}") from None
         self.backbone = model.to(self._device())
         self._held = None
-        self._fast.pop("copy", None)
+        self.drop_inference_copies()
         self._fit_head(width)
         self.set_trainable(self.trainable)  # new parameters: freeze what should be frozen
         self.train(self.training)
@@ -222,7 +222,7 @@ def _hold_backbone_weights(module: HFBackboneTower, state_dict: dict[str, Any], 
                     "from the model folder's config", module.modality, getattr(module, "source", ""))
     module._held = {k[len(head):]: state_dict.pop(k) for k in keys}
     module.backbone = None  # registered as None: its keys are neither loaded nor "unexpected"
-    module._fast.pop("copy", None)
+    module.drop_inference_copies()
     module._fit_head_to_state(state_dict, prefix)
     module.set_trainable(module.trainable)
     module.train(module.training)

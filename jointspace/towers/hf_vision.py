@@ -213,7 +213,11 @@ class HFVisionTower(HFBackboneTower):
         """uint8 ``[B, 3, H, W]`` from :meth:`preprocess_one` → the backbone's pooled output,
         float32 ``[B, width]`` (no projection)."""
         self._check_backbone()
-        pixels = self.processing.normalise(x)
+        return self.pooled_features(self.processing.normalise(x))
+
+    def pooled_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Normalised float pixel values ``[B, 3, H, W]`` → the pooled output, float32
+        ``[B, width]``, run as :meth:`features` runs it (fused copy, precision options)."""
         backbone, ctx = self._runner(pixels.device, input_grad=pixels.requires_grad)
         dtype = next((p.dtype for p in backbone.parameters() if p.is_floating_point()), torch.float32)
         kwargs = {}
